@@ -1,0 +1,136 @@
+// The command line: check, plan, apply, flush, lab. Exit codes follow the
+// SPEC: 0 done, 1 invalid config or failed kernel change, 2 usage error.
+
+import { Command, CommanderError, Option } from 'commander';
+import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult } from './config/load.js';
+import type { Config } from './config/types.js';
+import { applyState, flushOwned } from './kernel/apply.js';
+import { readFacts } from './kernel/facts.js';
+import { systemRunner } from './kernel/runner.js';
+import { registerLabCommands } from './lab/commands.js';
+import { DEFAULT_OWNERSHIP } from './ownership.js';
+import { plan } from './plan/plan.js';
+import { renderPlan } from './plan/render.js';
+import type { Health, KernelFacts } from './plan/state.js';
+
+class ExitError extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+const say = (line: string) => process.stdout.write(line + '\n');
+const complain = (line: string) => process.stderr.write(line + '\n');
+
+/** Facts from the kernel, or none when they cannot be read (e.g. `check` on a build machine). */
+async function tryReadFacts(): Promise<KernelFacts | undefined> {
+  try {
+    return await readFacts(systemRunner);
+  } catch {
+    return undefined;
+  }
+}
+
+function loadWithFacts(path: string, facts: KernelFacts | undefined): ConfigResult {
+  return loadConfigFile(path, {
+    isPointToPoint: (name) => facts?.interfaces.find((i) => i.name === name)?.pointToPoint,
+  });
+}
+
+/** Loads and validates the config, printing every diagnostic; throws ExitError(1) if invalid. */
+function mustLoad(path: string, facts: KernelFacts | undefined): Config {
+  const result = loadWithFacts(path, facts);
+  for (const w of result.warnings) complain(formatDiagnostic(w));
+  if (!result.ok) {
+    for (const e of result.errors) complain(formatDiagnostic(e));
+    throw new ExitError(1, `${path}: ${result.errors.length} error${result.errors.length === 1 ? '' : 's'}, nothing changed`);
+  }
+  return result.config;
+}
+
+function downList(value: string | undefined, config: Config): Record<string, Health> {
+  const health: Record<string, Health> = {};
+  for (const name of (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    if (!config.uplinks.some((u) => u.name === name)) {
+      throw new ExitError(2, `--down: no uplink named "${name}" (uplinks: ${config.uplinks.map((u) => u.name).join(', ')})`);
+    }
+    health[name] = 'down';
+  }
+  return health;
+}
+
+const configOption = () => new Option('-c, --config <file>', 'config file (default: $UPLINKD_CONFIG or /etc/uplinkd/uplinkd.yaml)');
+
+export function buildProgram(): Command {
+  const program = new Command('uplinkd')
+    .description('multi-uplink routing for Linux: split access, balancing, failover, pinning')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program.command('check').description('validate the config').addOption(configOption())
+    .action(async (opts: { config?: string }) => {
+      const path = resolveConfigPath(opts.config);
+      const config = mustLoad(path, await tryReadFacts());
+      say(`${path}: valid (${config.uplinks.length} uplinks, ${config.rules.length} rules)`);
+    });
+
+  program.command('plan').description('print the kernel state it would install, as ip and nft input; changes nothing')
+    .addOption(configOption())
+    .option('--down <uplinks>', 'plan as if these uplinks (comma-separated) were down')
+    .action(async (opts: { config?: string; down?: string }) => {
+      const path = resolveConfigPath(opts.config);
+      const facts = await readFacts(systemRunner);
+      const config = mustLoad(path, facts);
+      const health = downList(opts.down, config);
+      const down = Object.keys(health);
+      process.stdout.write(renderPlan(plan({ config, facts, health }), `${path}, ${down.length ? `down: ${down.join(', ')}` : 'all uplinks up'}`));
+    });
+
+  program.command('apply').description('install that state once, every uplink taken as up, no tracking')
+    .addOption(configOption())
+    .action(async (opts: { config?: string }) => {
+      const path = resolveConfigPath(opts.config);
+      const facts = await readFacts(systemRunner);
+      const config = mustLoad(path, facts);
+      const state = plan({ config, facts });
+      for (const u of state.uplinks.filter((x) => x.unusable)) complain(`${path}: warning: ${u.name} unusable: ${u.unusable}`);
+      const changes = await applyState(state, systemRunner);
+      say(changes.length === 0 ? 'nothing to change' : `applied ${changes.length} change${changes.length === 1 ? '' : 's'}`);
+    });
+
+  program.command('flush').description('remove everything uplinkd owns; needs no config or daemon')
+    .addOption(configOption())
+    .action(async (opts: { config?: string }) => {
+      // The config only matters if it moved the owned ranges; a missing or
+      // broken one must not stop a flush.
+      const path = resolveConfigPath(opts.config);
+      const loaded = loadConfigFile(path);
+      const own = loaded.ok ? loaded.config.kernel : DEFAULT_OWNERSHIP;
+      if (!loaded.ok && opts.config) complain(`${path}: unreadable or invalid, flushing the default ranges`);
+      const changes = await flushOwned(own, systemRunner);
+      say(changes.length === 0 ? 'nothing to flush' : `removed: ${changes.map((c) => c.what).join(', ')}`);
+    });
+
+  registerLabCommands(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version are not errors; everything else commander rejects is a usage error.
+      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : 2;
+    }
+    if (err instanceof ExitError) {
+      complain(err.message);
+      return err.code;
+    }
+    complain(`uplinkd: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+process.exitCode = await main(process.argv);

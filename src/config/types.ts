@@ -1,0 +1,78 @@
+// The validated, normalised configuration: every default filled in, every
+// duration in milliseconds, every rate in bits per second. The planner and the
+// daemon read only this shape, never raw YAML.
+
+export type Gateway = { kind: 'address'; address: string } | { kind: 'auto' } | { kind: 'none' };
+export type NatMode = 'snat' | 'masquerade' | 'none';
+export type ProbeMethod = 'icmp' | 'tcp' | 'http' | 'dns';
+export type BalanceMode = 'weighted' | 'hash' | 'least-loaded';
+export type Protocol = 'tcp' | 'udp' | 'icmp' | 'any';
+
+export interface Check {
+  method: ProbeMethod;
+  /** Empty means "the uplink's gateway", resolved at run time. */
+  targets: string[];
+  port: number;
+  query: string;
+  intervalMs: number;
+  timeoutMs: number;
+  downAfter: number;
+  upAfter: number;
+  quorum: number;
+  maxLatencyMs?: number;
+  /** A fraction, 0..1. */
+  maxLoss?: number;
+  window: number;
+}
+
+export interface Uplink {
+  name: string;
+  interface: string;
+  gateway: Gateway;
+  weight: number;
+  tier: number;
+  nat: NatMode;
+  /** bits per second */
+  capacity?: { up?: number; down?: number };
+  /** undefined when `check: false`: the uplink is always up. */
+  check?: Check;
+}
+
+/** An inclusive range of ports. */
+export interface PortRange { from: number; to: number }
+
+export interface Rule {
+  name: string;
+  /** IPv4 prefixes in CIDR form (a bare address is normalised to /32). */
+  src: string[];
+  dst: string[];
+  proto: Protocol;
+  sport: PortRange[];
+  dport: PortRange[];
+  iif: string[];
+  /** Uplink names, or the single word 'main'. */
+  via: string[] | 'main';
+  fallback: 'any' | 'block';
+}
+
+export interface KernelOwnership {
+  nftTable: string;
+  markMask: number;
+  tableBase: number;
+  rulePriority: number;
+}
+
+export interface Config {
+  /** The file it was read from, for messages. */
+  source: string;
+  lan: string[];
+  /** In file order; index i (0-based) gets mark value i+1 and table table_base+i+1. */
+  uplinks: Uplink[];
+  balance: BalanceMode;
+  stickyMs?: number;
+  rules: Rule[];
+  conntrack: { flushOnDown: boolean };
+  hooks: string[];
+  api: { socket: string; http: string | 'off' };
+  kernel: KernelOwnership;
+}

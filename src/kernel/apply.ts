@@ -1,0 +1,183 @@
+// Installs a desired state and removes it. nftables changes in one atomic
+// transaction that replaces only uplinkd's table; routes and rules in the
+// owned tables and priorities converge: what is missing is added, what is
+// stale is deleted, and what is already right is left alone, so a second
+// apply changes nothing.
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { KernelOwnership } from '../config/types.js';
+import { FALLBACK_METRIC, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
+
+/** rtnetlink's route type number for `unreachable`, as `ip -N` prints it. */
+const RTN_UNREACHABLE = 7;
+import { nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
+import type { DesiredState, Route, Rule } from '../plan/state.js';
+import { mustRun, type Runner } from './runner.js';
+
+export interface Change { what: string; args: string[] }
+
+interface RouteJson {
+  type?: string; dst: string; gateway?: string; dev?: string; prefsrc?: string; scope?: string; metric?: number; table?: string;
+}
+interface RuleJson {
+  priority: number; src?: string; srclen?: number; fwmark?: string; fwmask?: string; table?: string; action?: string;
+  suppress_prefixlength?: number;
+}
+
+// Canonical forms: a desired item and the kernel's JSON of the same item
+// print the same key, so "already there" is a string comparison.
+function routeKey(r: { type: string; dst: string; via?: string; dev?: string; src?: string; scope?: string; metric?: number }): string {
+  return [r.type, r.dst, r.via ?? '-', r.dev ?? '-', r.src ?? '-', r.scope === 'link' ? 'link' : '-', r.metric ?? 0].join(' ');
+}
+
+const desiredRouteKey = (r: Route) => routeKey(r);
+const kernelRouteKey = (r: RouteJson) =>
+  routeKey({ type: r.type ?? 'unicast', dst: r.dst, via: r.gateway, dev: r.dev, src: r.prefsrc, scope: r.scope, metric: r.metric });
+
+function ruleKey(r: { priority: number; from: string; mark: string; target: string; suppress?: number }): string {
+  return [r.priority, r.from, r.mark, r.target, r.suppress ?? '-'].join(' ');
+}
+
+const desiredRuleKey = (r: Rule) => ruleKey({
+  priority: r.priority,
+  from: r.from ? r.from.replace(/\/32$/, '') : 'all',
+  mark: r.fwmark ? `${r.fwmark.value}/${r.fwmark.mask}` : '-',
+  target: r.action ?? String(r.lookup === 'main' ? 254 : r.lookup),
+  suppress: r.suppressPrefixLength,
+});
+
+const kernelRuleKey = (r: RuleJson) => ruleKey({
+  priority: r.priority,
+  from: r.src === undefined || r.src === 'all' ? 'all' : r.srclen !== undefined && r.srclen !== 32 ? `${r.src}/${r.srclen}` : r.src,
+  mark: r.fwmark ? `${Number(r.fwmark)}/${Number(r.fwmask ?? '0xffffffff')}` : '-',
+  target: r.action ?? r.table ?? '-',
+  suppress: r.suppress_prefixlength,
+});
+
+async function listRoutes(runner: Runner, table: number): Promise<RouteJson[]> {
+  const out = await mustRun(runner, 'ip', ['-j', '-4', 'route', 'show', 'table', String(table)]);
+  return (JSON.parse(out || '[]') as RouteJson[]).map((r) => ({ ...r, table: String(table) }));
+}
+
+async function listOwnedRules(runner: Runner, from: number, to: number): Promise<RuleJson[]> {
+  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'rule', 'show']);
+  return (JSON.parse(out || '[]') as RuleJson[]).filter((r) => r.priority >= from && r.priority <= to);
+}
+
+/** The comment of uplinkd's nft table, or undefined when there is no such table. */
+async function currentTableComment(runner: Runner, family: string, name: string): Promise<string | undefined> {
+  const result = await runner.run('nft', ['list', 'table', family, name]);
+  if (result.code !== 0) return undefined;
+  return /^\s*comment "([^"]*)"/m.exec(result.stdout)?.[1] ?? '';
+}
+
+function deleteRouteArgs(r: RouteJson): string[] {
+  const args = ['route', 'del'];
+  if (r.type && r.type !== 'unicast') args.push(r.type);
+  args.push(r.dst);
+  if (r.gateway) args.push('via', r.gateway);
+  if (r.dev) args.push('dev', r.dev);
+  if (r.metric !== undefined) args.push('metric', String(r.metric));
+  args.push('table', r.table!);
+  return args;
+}
+
+function readSysctl(path: string): string | undefined {
+  try {
+    return readFileSync(`/proc/sys/${path}`, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+export async function applyState(state: DesiredState, runner: Runner): Promise<Change[]> {
+  const changes: Change[] = [];
+  const ip = async (what: string, args: string[]) => {
+    await mustRun(runner, 'ip', args);
+    changes.push({ what, args: ['ip', ...args] });
+  };
+
+  for (const s of state.sysctls) {
+    if (readSysctl(s.path) === s.value) continue;
+    writeFileSync(`/proc/sys/${s.path}`, s.value);
+    changes.push({ what: 'sysctl', args: ['sysctl', '-w', `${s.key}=${s.value}`] });
+  }
+
+  // Routes before the rules and marks that lead to them.
+  const present = (await Promise.all(state.ownedTables.map((t) => listRoutes(runner, t)))).flat();
+  const presentRouteKeys = new Set(present.map(kernelRouteKey));
+  for (const route of state.routes) {
+    if (!presentRouteKeys.has(desiredRouteKey(route))) await ip('route', ['-4', ...routeArgs(route)]);
+  }
+
+  const comment = tableComment(state.nft);
+  if ((await currentTableComment(runner, state.nft.family, state.nft.name)) !== comment) {
+    await mustRun(runner, 'nft', ['-f', '-'], nftTransaction(state.nft));
+    changes.push({ what: 'nft', args: ['nft', '-f', '-'] });
+  }
+
+  const rules = await listOwnedRules(runner, state.ruleRange.from, state.ruleRange.to);
+  const wantedRuleKeys = new Set(state.rules.map(desiredRuleKey));
+  const presentRuleKeys = new Set(rules.map(kernelRuleKey));
+  for (const rule of state.rules) {
+    if (!presentRuleKeys.has(desiredRuleKey(rule))) await ip('rule', ['-4', ...ruleArgs(rule)]);
+  }
+  for (const rule of rules) {
+    if (!wantedRuleKeys.has(kernelRuleKey(rule))) await ip('stale rule', ['-4', 'rule', 'del', 'priority', String(rule.priority), ...staleRuleSelector(rule)]);
+  }
+
+  const wantedRouteKeys = new Set(state.routes.map(desiredRouteKey));
+  for (const route of present) {
+    if (!wantedRouteKeys.has(kernelRouteKey(route))) await ip('stale route', ['-4', ...deleteRouteArgs(route)]);
+  }
+  return changes;
+}
+
+/** Enough of a stale rule to delete that one and not a twin at the same priority. */
+function staleRuleSelector(r: RuleJson): string[] {
+  const args: string[] = [];
+  if (r.src && r.src !== 'all') args.push('from', r.srclen !== undefined ? `${r.src}/${r.srclen}` : r.src);
+  if (r.fwmark) args.push('fwmark', `${r.fwmark}/${r.fwmask ?? '0xffffffff'}`);
+  if (r.action) args.push(r.action);
+  else if (r.table) args.push('lookup', r.table);
+  return args;
+}
+
+/**
+ * uplinkd's routing tables: those in its range that carry its signature, the
+ * catch-all `unreachable default` at FALLBACK_METRIC. A foreign table that
+ * happens to sit in the range is left alone.
+ */
+async function uplinkdTables(own: KernelOwnership, runner: Runner): Promise<number[]> {
+  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'route', 'show', 'table', 'all']);
+  const routes = JSON.parse(out || '[]') as { type?: string; dst: string; table?: string; metric?: number }[];
+  const tables = routes
+    .filter((r) => r.type === String(RTN_UNREACHABLE) && r.dst === 'default' && r.metric === FALLBACK_METRIC)
+    .map((r) => Number(r.table))
+    .filter((t) => t > own.tableBase && t <= own.tableBase + MAX_UPLINKS);
+  return [...new Set(tables)].sort((a, b) => a - b);
+}
+
+/**
+ * Removes everything uplinkd owns under `own`: its nft table, every rule in
+ * its priority range and every route in its tables. Needs no config: the
+ * defaults name the same things the config does unless it changed them.
+ */
+export async function flushOwned(own: KernelOwnership, runner: Runner): Promise<Change[]> {
+  const changes: Change[] = [];
+  if ((await runner.run('nft', ['list', 'table', 'inet', own.nftTable])).code === 0) {
+    await mustRun(runner, 'nft', ['delete', 'table', 'inet', own.nftTable]);
+    changes.push({ what: 'nft', args: ['nft', 'delete', 'table', 'inet', own.nftTable] });
+  }
+  for (const rule of await listOwnedRules(runner, own.rulePriority, own.rulePriority + RULE_RANGE - 1)) {
+    const args = ['-4', 'rule', 'del', 'priority', String(rule.priority), ...staleRuleSelector(rule)];
+    await mustRun(runner, 'ip', args);
+    changes.push({ what: 'rule', args: ['ip', ...args] });
+  }
+  for (const table of await uplinkdTables(own, runner)) {
+    const args = ['-4', 'route', 'flush', 'table', String(table)];
+    await mustRun(runner, 'ip', args);
+    changes.push({ what: 'routes', args: ['ip', ...args] });
+  }
+  return changes;
+}

@@ -1,0 +1,38 @@
+// The one door to external commands. Arguments are always an array: no shell
+// ever sees config text. Tests swap in a runner that records instead.
+
+import { spawn } from 'node:child_process';
+
+export interface CommandResult { code: number; stdout: string; stderr: string }
+
+export interface Runner {
+  run(command: string, args: string[], input?: string): Promise<CommandResult>;
+}
+
+export class CommandError extends Error {
+  constructor(readonly command: string, readonly args: string[], readonly result: CommandResult) {
+    super(`${command} ${args.join(' ')}: ${result.stderr.trim() || `exit ${result.code}`}`);
+  }
+}
+
+export const systemRunner: Runner = {
+  run(command, args, input) {
+    return new Promise((resolve, reject) => {
+      const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+      child.stdin.end(input ?? '');
+    });
+  },
+};
+
+/** Runs a command and returns its stdout, or throws CommandError. */
+export async function mustRun(runner: Runner, command: string, args: string[], input?: string): Promise<string> {
+  const result = await runner.run(command, args, input);
+  if (result.code !== 0) throw new CommandError(command, args, result);
+  return result.stdout;
+}

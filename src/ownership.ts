@@ -1,0 +1,109 @@
+// Everything uplinkd owns in the kernel, in one place: the mark values it
+// writes inside `mark_mask`, the ip rule priorities inside
+// [rule_priority, rule_priority+999], and the routing table of each uplink.
+// Nothing outside these ranges is ever created, changed or deleted.
+
+import type { KernelOwnership } from './config/types.js';
+
+export const DEFAULT_OWNERSHIP: KernelOwnership = {
+  nftTable: 'uplinkd',
+  markMask: 0x0000ff00,
+  tableBase: 200,
+  rulePriority: 10000,
+};
+
+/** Size of the owned priority range: rules live in [rulePriority, rulePriority + RULE_RANGE - 1]. */
+export const RULE_RANGE = 1000;
+
+/**
+ * Offsets of each ip rule inside the owned priority range. Order is meaning:
+ * the kernel walks rules by ascending priority and the first that yields a
+ * route wins.
+ */
+export const RULE_OFFSET = {
+  /** Main table without its default routes: LAN, connected, VPN and static routes win over any uplink. */
+  localRoutesFirst: 0,
+  /** Connections a pinning rule sent to `via: main`: the main table decides, default route included. */
+  bypassToMain: 10,
+  /** Connections with no uplink to take (all down, or a pin with fallback block): fail at once. */
+  blocked: 20,
+  /** Traffic from uplink i's own address leaves by uplink i (split access); +i. */
+  fromUplinkAddress: 100,
+  /** Connections marked for uplink i; +i. */
+  uplinkMark: 300,
+  /** The router's own unbound sockets pick a neutral source address, so they can be balanced and NATed. */
+  unboundLocalSource: 600,
+} as const;
+
+/** The highest uplink count the rule layout leaves room for. */
+export const MAX_UPLINKS = RULE_OFFSET.uplinkMark - RULE_OFFSET.fromUplinkAddress - 1;
+
+/**
+ * Metric of the catch-all `unreachable default` in each uplink table: the
+ * largest there is, so it only answers when the uplink's own default route is
+ * missing, and a marked packet never falls through to another table.
+ */
+export const FALLBACK_METRIC = 4278198272;
+
+/** Buckets of the balancing hash or random number: shares are whole buckets of this many. */
+export const BALANCE_BUCKETS = 65536;
+
+/** The mark field: the run of set bits in the mask. */
+export interface MarkField {
+  mask: number;
+  shift: number;
+  /** The largest value the field holds. */
+  max: number;
+}
+
+export function markField(mask: number): MarkField | undefined {
+  if (mask <= 0 || mask > 0xffffffff) return undefined;
+  let shift = 0;
+  while (((mask >>> shift) & 1) === 0) shift++;
+  const max = mask >>> shift;
+  // Contiguous bits only: max must be 2^k - 1.
+  if ((max & (max + 1)) !== 0) return undefined;
+  return { mask, shift, max };
+}
+
+/** Mark values reserved beyond the uplinks' 1..N. */
+const RESERVED_VALUES = 2;
+
+/** How many uplinks a mask has room for, or 0 if the mask is not one contiguous run of bits. */
+export function uplinksThatFit(mask: number): number {
+  const field = markField(mask);
+  return field ? Math.max(0, field.max - RESERVED_VALUES) : 0;
+}
+
+export interface Marks {
+  mask: number;
+  /** The mark of uplink i (0-based index in config order). */
+  uplink(index: number): number;
+  /** `via: main`: leave the decision to the main table. */
+  bypass: number;
+  /** No uplink may take it: the routing answers unreachable at once. */
+  blocked: number;
+}
+
+export function marksFor(mask: number): Marks {
+  const field = markField(mask);
+  if (!field) throw new Error(`mark mask 0x${mask.toString(16)} is not one run of contiguous bits`);
+  return {
+    mask,
+    uplink: (index) => (index + 1) << field.shift >>> 0,
+    bypass: (field.max << field.shift) >>> 0,
+    blocked: ((field.max - 1) << field.shift) >>> 0,
+  };
+}
+
+export function uplinkTable(own: KernelOwnership, index: number): number {
+  return own.tableBase + index + 1;
+}
+
+export function rulePriority(own: KernelOwnership, offset: number, index = 0): number {
+  return own.rulePriority + offset + index;
+}
+
+export function hex(n: number): string {
+  return '0x' + (n >>> 0).toString(16).padStart(8, '0');
+}

@@ -1,0 +1,212 @@
+// The one nftables table uplinkd owns (family inet). It decides the uplink of
+// each new connection, keeps it in the connection mark so every later packet
+// in both directions follows it, and source-NATs to the uplink's address.
+//
+// Everything that changes with health or addresses is a set or map element
+// (balance shares, pins' live uplinks, SNAT addresses), so the daemon can
+// follow a verdict without reloading chains.
+
+import { BALANCE_BUCKETS, hex } from '../ownership.js';
+import { compilePinStages, elementKey, stageDeclaration, stageKeyExpression } from './pins.js';
+import { canCarry, splitBuckets, type PlanContext, type ResolvedUplink } from './plan.js';
+import type { NftChain, NftSet, NftTable } from './state.js';
+import type { Rule } from '../config/types.js';
+
+export function buildNftTable(ctx: PlanContext): NftTable {
+  const { config, marks, uplinks } = ctx;
+  const mask = hex(marks.mask);
+  const keep = hex(~marks.mask >>> 0);
+  const routerMode = config.lan.length > 0;
+  const sticky = routerMode && config.stickyMs !== undefined;
+  const pick = pickExpression(config.balance);
+  const markChain = (u: ResolvedUplink) => `mark_${u.uplink.name}`;
+  const balanceTarget = (u: ResolvedUplink) => (sticky ? `goto stick_${u.uplink.name}` : `goto ${markChain(u)}`);
+
+  const sets: NftSet[] = [];
+  const chains: NftChain[] = [];
+
+  if (routerMode) {
+    sets.push({ name: 'lan_interfaces', declaration: 'type ifname', elements: config.lan.map(quote),
+      why: 'connections from these interfaces are balanced' });
+  }
+  sets.push(
+    { name: 'uplink_interfaces', declaration: 'type ifname', elements: uplinks.map((u) => quote(u.uplink.interface)),
+      why: 'where connections leave when an uplink carries them' },
+    { name: 'uplink_by_interface', declaration: 'type ifname : verdict',
+      elements: uplinks.map((u) => `${quote(u.uplink.interface)} : goto ${markChain(u)}`),
+      why: 'split access: a connection arriving on an uplink is answered through it' },
+    { name: 'uplink_by_address', declaration: 'type ipv4_addr : verdict',
+      elements: uplinks.filter((u) => u.address && !u.unusable).map((u) => `${u.address} : goto ${markChain(u)}`),
+      why: "the router's sockets bound to an uplink's address use that uplink" },
+    { name: 'restore', declaration: 'type mark : verdict',
+      elements: [...uplinks.map((u) => `${hex(u.mark)} : goto ${markChain(u)}`), `${hex(marks.bypass)} : goto mark_main`],
+      why: "a known connection's packets, both directions, follow its mark" },
+    { name: 'balance', declaration: 'typeof numgen random mod 65536 : verdict', flags: ['interval'],
+      elements: bucketElements(uplinks.filter((u) => u.buckets > 0).map((u) => ({ buckets: u.buckets, target: balanceTarget(u) }))),
+      why: `new connections by ${config.balance}: each uplink owns a share of ${BALANCE_BUCKETS} buckets (lowest tier that is up, by weight)` },
+    { name: 'snat_address', declaration: 'type ifname : ipv4_addr',
+      elements: uplinks.filter((u) => u.uplink.nat === 'snat' && u.address && !u.unusable).map((u) => `${quote(u.uplink.interface)} : ${u.address}`),
+      why: "source NAT to the uplink's current address" },
+    { name: 'masquerade_interfaces', declaration: 'type ifname',
+      elements: uplinks.filter((u) => u.uplink.nat === 'masquerade').map((u) => quote(u.uplink.interface)),
+      why: 'uplinks with nat: masquerade' },
+  );
+
+  // Rules with the same `via` and `fallback` share one target: a map of the
+  // live uplinks among `via`, which is all that changes with health.
+  const targets = pinTargets(config.rules);
+  const targetOf = (rule: Rule) => (rule.via === 'main' ? 'mark_main' : targets.get(targetKey(rule))!.name);
+  const stages = compilePinStages(config.rules);
+  for (const stage of stages) {
+    sets.push({
+      name: stage.name, ...stageDeclaration(stage),
+      elements: stage.entries.flatMap(({ rule, elements }) => elements.map((e) => `${elementKey(e)} : goto ${targetOf(rule)}`)),
+      why: `pinning rules ${stage.entries.map((e) => e.rule.name).join(', ')}`,
+    });
+  }
+  for (const target of targets.values()) {
+    const live = uplinks.filter((u) => target.via.includes(u.uplink.name) && canCarry(u));
+    const shares = splitBuckets(live.map((u) => u.uplink.weight));
+    sets.push({
+      name: target.name, declaration: 'typeof numgen random mod 65536 : verdict', flags: ['interval'],
+      elements: bucketElements(live.map((u, i) => ({ buckets: shares[i], target: `goto ${markChain(u)}` })),
+        target.fallback === 'block' ? 'goto mark_blocked' : 'goto balance'),
+      why: `via ${target.via.join(', ')}, shared among those up; none up: ${target.fallback === 'block' ? 'blocked' : 'default balancing'} (rules ${target.rules.join(', ')})`,
+    });
+  }
+  if (sticky) {
+    for (const u of uplinks) {
+      sets.push({ name: `sticky_${u.uplink.name}`, declaration: 'type ipv4_addr', flags: ['dynamic', 'timeout'],
+        timeout: nftDuration(config.stickyMs!), elements: [],
+        why: `LAN sources whose last new connection went to ${u.uplink.name}` });
+    }
+  }
+
+  const setMark = (value: number) => [
+    { text: `meta mark set meta mark & ${keep} | ${hex(value)}` },
+    { text: `ct mark set ct mark & ${keep} | ${hex(value)}` },
+  ];
+  for (const u of uplinks) {
+    chains.push({ name: markChain(u), rules: setMark(u.mark), why: `this connection uses ${u.uplink.name}` });
+  }
+  chains.push(
+    { name: 'mark_main', rules: setMark(marks.bypass), why: 'this connection is left to the main table' },
+    { name: 'mark_blocked', rules: setMark(marks.blocked), why: 'no uplink may take this connection: routing answers unreachable' },
+  );
+  if (sticky) {
+    for (const u of uplinks) {
+      chains.push({ name: `stick_${u.uplink.name}`,
+        rules: [{ text: `iifname @lan_interfaces update @sticky_${u.uplink.name} { ip saddr }` }, { text: `goto ${markChain(u)}` }],
+        why: `remember that this LAN source went to ${u.uplink.name}` });
+    }
+  }
+  for (const target of targets.values()) {
+    chains.push({ name: target.name, rules: [{ text: `${pick} vmap @${target.name}` }], why: `rules ${target.rules.join(', ')}` });
+  }
+  chains.push({
+    name: 'balance',
+    rules: [
+      ...(sticky
+        ? uplinks.map((u) => ({ text: `iifname @lan_interfaces ip saddr @sticky_${u.uplink.name} goto ${markChain(u)}`,
+          why: u.index === 0 ? 'sticky: a LAN source keeps the uplink of its last new connection (the daemon empties a down uplink\'s set)' : undefined }))
+        : []),
+      { text: `${pick} vmap @balance` },
+    ],
+    why: 'the uplink of a new connection no pinning rule claimed',
+  });
+  chains.push({
+    name: 'pick',
+    rules: [
+      ...stages.map((stage, i) => ({
+        text: stage.fields.length > 0 ? `${stageKeyExpression(stage)} vmap @${stage.name}` : `goto ${targetOf(stage.entries[0].rule)}`,
+        why: i === 0 ? 'pinning rules, first match wins' : undefined,
+      })),
+      { text: 'goto balance' },
+    ],
+    why: 'the uplink of a new connection',
+  });
+  chains.push({
+    name: 'prerouting', hook: 'type filter hook prerouting priority mangle; policy accept;',
+    rules: [
+      { text: `ct mark & ${mask} vmap @restore`, why: 'a known connection keeps its uplink' },
+      { text: 'ct state != new return' },
+      { text: 'meta nfproto != ipv4 return', why: 'IPv4 only for now' },
+      { text: 'iifname vmap @uplink_by_interface', why: 'arriving from an uplink: answered through it' },
+      ...(routerMode
+        ? [
+          { text: 'iifname != @lan_interfaces return' },
+          { text: 'fib daddr type local return', why: 'to the router itself: not balanced' },
+          { text: 'goto pick' },
+        ]
+        : [{ text: 'return', why: 'host mode: nothing is forwarded' }]),
+    ],
+    why: 'connections forwarded by the router',
+  });
+  chains.push({
+    name: 'output', hook: 'type route hook output priority mangle; policy accept;',
+    rules: [
+      { text: `ct mark & ${mask} vmap @restore`, why: 'a known connection keeps its uplink' },
+      { text: 'ct state != new return' },
+      { text: 'meta nfproto != ipv4 return' },
+      { text: 'fib daddr type local return', why: 'to the router itself' },
+      { text: 'ip saddr vmap @uplink_by_address', why: 'bound to an uplink address: that uplink' },
+      { text: 'goto pick', why: 'type route: a new mark reroutes the packet' },
+    ],
+    why: "the router's own connections",
+  });
+  chains.push({
+    name: 'postrouting', hook: 'type nat hook postrouting priority srcnat; policy accept;',
+    rules: [
+      { text: `ct mark & ${mask} != 0 oifname != @uplink_interfaces ct mark set ct mark & ${keep}`,
+        why: 'a local route won (LAN, VPN): not an uplink connection, so no uplink going down may flush it' },
+      { text: 'oifname @masquerade_interfaces masquerade' },
+      { text: 'snat ip to oifname map @snat_address', why: 'interfaces missing from the map are not matched' },
+    ],
+    why: 'source NAT, first packet of each connection',
+  });
+  return { family: 'inet', name: config.kernel.nftTable, sets, chains };
+}
+
+interface PinTarget { name: string; via: string[]; fallback: 'any' | 'block'; rules: string[] }
+
+const targetKey = (rule: Rule) => `${rule.via}|${rule.fallback}`;
+
+function pinTargets(rules: Rule[]): Map<string, PinTarget> {
+  const targets = new Map<string, PinTarget>();
+  for (const rule of rules) {
+    if (rule.via === 'main') continue;
+    const key = targetKey(rule);
+    const target = targets.get(key) ?? { name: `via_${targets.size + 1}`, via: rule.via, fallback: rule.fallback, rules: [] };
+    target.rules.push(rule.name);
+    targets.set(key, target);
+  }
+  return targets;
+}
+
+function pickExpression(balance: string): string {
+  // least-loaded starts from the weights; the daemon then steers the buckets.
+  return balance === 'hash' ? `jhash ip saddr . ip daddr mod ${BALANCE_BUCKETS}` : `numgen random mod ${BALANCE_BUCKETS}`;
+}
+
+/** Contiguous bucket ranges in order; with no share at all, everything goes to `empty`. */
+function bucketElements(shares: { buckets: number; target: string }[], empty = 'goto mark_blocked'): string[] {
+  const nonEmpty = shares.filter((s) => s.buckets > 0);
+  if (nonEmpty.length === 0) return [`0-${BALANCE_BUCKETS - 1} : ${empty}`];
+  let start = 0;
+  return nonEmpty.map(({ buckets, target }) => {
+    const range = `${start}-${start + buckets - 1}`;
+    start += buckets;
+    return `${range} : ${target}`;
+  });
+}
+
+function quote(name: string): string {
+  return `"${name}"`;
+}
+
+function nftDuration(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}

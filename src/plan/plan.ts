@@ -1,0 +1,236 @@
+// The planner: (config, kernel facts, uplink health) -> desired kernel state.
+// Pure: no I/O, no clock, no randomness; the same input gives the same output.
+
+import type { Config, Uplink } from '../config/types.js';
+import {
+  BALANCE_BUCKETS, FALLBACK_METRIC, RULE_OFFSET, RULE_RANGE,
+  marksFor, rulePriority, uplinkTable, type Marks,
+} from '../ownership.js';
+import { networkOf } from './ipv4.js';
+import { buildNftTable } from './nft.js';
+import type {
+  DesiredState, Health, InterfaceFacts, KernelFacts, Route, Rule, Sysctl, UplinkSummary,
+} from './state.js';
+
+export interface PlanInput {
+  config: Config;
+  facts: KernelFacts;
+  /** Uplinks not listed are taken as up. */
+  health?: Record<string, Health>;
+}
+
+/** An uplink with what the kernel says about it. */
+export interface ResolvedUplink {
+  uplink: Uplink;
+  index: number;
+  mark: number;
+  table: number;
+  health: Health;
+  iface?: InterfaceFacts;
+  address?: string;
+  prefixLen?: number;
+  peer?: string;
+  /** Next hop; undefined for point-to-point (`gateway: none`). */
+  gateway?: string;
+  /** Set when it cannot carry traffic whatever its health. */
+  unusable?: string;
+  /** Balancing buckets it gets now, out of BALANCE_BUCKETS. */
+  buckets: number;
+}
+
+export interface PlanContext {
+  config: Config;
+  marks: Marks;
+  uplinks: ResolvedUplink[];
+  /** Source address for the router's own unbound sockets (router mode), see unboundSourceRule. */
+  localSource?: string;
+}
+
+export function plan(input: PlanInput): DesiredState {
+  const ctx = resolve(input);
+  const { config } = ctx;
+  return {
+    uplinks: ctx.uplinks.map(summary),
+    sysctls: sysctls(ctx),
+    routes: ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
+    ownedTables: ctx.uplinks.map((u) => u.table),
+    rules: rules(ctx),
+    ruleRange: { from: config.kernel.rulePriority, to: config.kernel.rulePriority + RULE_RANGE - 1 },
+    nft: buildNftTable(ctx),
+  };
+}
+
+export function resolve({ config, facts, health = {} }: PlanInput): PlanContext {
+  const marks = marksFor(config.kernel.markMask);
+  const uplinks = config.uplinks.map((uplink, index): ResolvedUplink => {
+    const iface = facts.interfaces.find((i) => i.name === uplink.interface);
+    const first = iface?.addresses[0];
+    const gateway = resolveGateway(uplink, facts);
+    const unusable = !iface
+      ? `interface ${uplink.interface} does not exist`
+      : !first
+        ? `${uplink.interface} has no IPv4 address`
+        : uplink.gateway.kind === 'auto' && !gateway
+          ? `no default route on ${uplink.interface} in the main table (gateway: auto)`
+          : undefined;
+    return {
+      uplink, index,
+      mark: marks.uplink(index),
+      table: uplinkTable(config.kernel, index),
+      health: health[uplink.name] ?? 'up',
+      iface,
+      address: first?.address,
+      prefixLen: first?.prefixLen,
+      peer: first?.peer,
+      gateway,
+      unusable,
+      buckets: 0,
+    };
+  });
+  const weights = balancedWeights(uplinks.filter(canCarry));
+  for (const u of uplinks) u.buckets = weights.get(u) ?? 0;
+  const lanAddress = config.lan
+    .map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address)
+    .find((a) => a !== undefined);
+  return { config, marks, uplinks, localSource: lanAddress };
+}
+
+function resolveGateway(uplink: Uplink, facts: KernelFacts): string | undefined {
+  switch (uplink.gateway.kind) {
+    case 'address': return uplink.gateway.address;
+    case 'none': return undefined;
+    case 'auto': {
+      const routes = facts.mainDefaultRoutes
+        .filter((r) => r.dev === uplink.interface && r.gateway)
+        .sort((a, b) => a.metric - b.metric);
+      return routes[0]?.gateway;
+    }
+  }
+}
+
+/** Usable and up: it may be given new connections. */
+export function canCarry(u: ResolvedUplink): boolean {
+  return !u.unusable && u.health === 'up';
+}
+
+/**
+ * Buckets per uplink: only the lowest tier that has an uplink able to carry
+ * traffic is used, shared by weight. Largest remainder, so the buckets always
+ * add up to BALANCE_BUCKETS and ties go to the uplink listed first.
+ */
+export function balancedWeights(carriers: ResolvedUplink[]): Map<ResolvedUplink, number> {
+  const result = new Map<ResolvedUplink, number>();
+  if (carriers.length === 0) return result;
+  const activeTier = Math.min(...carriers.map((u) => u.uplink.tier));
+  const active = carriers.filter((u) => u.uplink.tier === activeTier);
+  const shares = splitBuckets(active.map((u) => u.uplink.weight));
+  active.forEach((u, i) => result.set(u, shares[i]));
+  return result;
+}
+
+export function splitBuckets(weights: number[], total = BALANCE_BUCKETS): number[] {
+  const sum = weights.reduce((a, b) => a + b, 0);
+  const exact = weights.map((w) => (w * total) / sum);
+  const whole = exact.map(Math.floor);
+  let left = total - whole.reduce((a, b) => a + b, 0);
+  const byRemainder = exact.map((e, i) => ({ i, r: e - whole[i] })).sort((a, b) => b.r - a.r || a.i - b.i);
+  for (const { i } of byRemainder) {
+    if (left-- <= 0) break;
+    whole[i]++;
+  }
+  return whole;
+}
+
+function summary(u: ResolvedUplink): UplinkSummary {
+  return {
+    name: u.uplink.name,
+    index: u.index,
+    interface: u.uplink.interface,
+    health: u.health,
+    unusable: u.unusable,
+    address: u.address,
+    gateway: u.gateway,
+    tier: u.uplink.tier,
+    weight: u.uplink.weight,
+    share: Math.round((u.buckets / BALANCE_BUCKETS) * 1000) / 1000,
+    table: u.table,
+    mark: u.mark,
+  };
+}
+
+function sysctl(key: string[], value: string, why: string): Sysctl {
+  // `sysctl` writes dots inside a component (eth0.100) as slashes.
+  return { key: key.map((k) => k.replaceAll('.', '/')).join('.'), path: key.join('/'), value, why };
+}
+
+function sysctls({ config, uplinks }: PlanContext): Sysctl[] {
+  const out: Sysctl[] = [];
+  if (config.lan.length > 0) {
+    out.push(sysctl(['net', 'ipv4', 'ip_forward'], '1', 'a router forwards the LAN to its uplinks'));
+  }
+  for (const u of uplinks.filter((x) => x.iface)) {
+    const conf = ['net', 'ipv4', 'conf', u.uplink.interface];
+    out.push(sysctl([...conf, 'rp_filter'], '2',
+      `loose reverse-path check: replies of a connection balanced onto ${u.uplink.name} arrive where the main table would not send them`));
+    out.push(sysctl([...conf, 'src_valid_mark'], '1',
+      `the reverse-path check of packets on ${u.uplink.name} honours their connection's mark`));
+  }
+  return out;
+}
+
+/**
+ * One table per uplink, as in the LARTC split-access recipe: its connected
+ * network, its default route, and a catch-all unreachable so a packet meant
+ * for this uplink never leaks out another when the uplink's route is gone.
+ */
+function uplinkRoutes(u: ResolvedUplink, localSource: string | undefined): Route[] {
+  const { table } = u;
+  const dev = u.uplink.interface;
+  const routes: Route[] = [];
+  if (!u.unusable && u.address && u.prefixLen !== undefined) {
+    const connected = u.peer ?? (u.prefixLen < 32 ? networkOf(u.address, u.prefixLen) : undefined);
+    if (connected) {
+      routes.push({ table, type: 'unicast', dst: connected, dev, src: u.address, scope: 'link',
+        why: `${u.uplink.name}'s own network is reached directly on ${dev}` });
+    }
+    routes.push({
+      table, type: 'unicast', dst: 'default', via: u.gateway, dev,
+      // A router's unbound sockets get the LAN address so they can be told
+      // apart from sockets bound to an uplink address, then balanced and NATed.
+      src: localSource ?? u.address,
+      why: `${u.uplink.name}'s way out`,
+    });
+  }
+  routes.push({ table, type: 'unreachable', dst: 'default', metric: FALLBACK_METRIC,
+    why: `without ${u.uplink.name}'s own route, its traffic fails here instead of leaking out another uplink` });
+  return routes;
+}
+
+function rules({ config, marks, uplinks, localSource }: PlanContext): Rule[] {
+  const own = config.kernel;
+  const at = (offset: number, index = 0) => rulePriority(own, offset, index);
+  const out: Rule[] = [
+    { priority: at(RULE_OFFSET.localRoutesFirst), lookup: 'main', suppressPrefixLength: 0,
+      why: 'local routes first: LAN, connected, VPN and static routes of the main table win; its default routes do not' },
+    { priority: at(RULE_OFFSET.bypassToMain), fwmark: { value: marks.bypass, mask: marks.mask }, lookup: 'main',
+      why: 'connections pinned to `via: main`: the main table decides, default route included' },
+    { priority: at(RULE_OFFSET.blocked), fwmark: { value: marks.blocked, mask: marks.mask }, action: 'unreachable',
+      why: 'connections no uplink may take (all down, or a pin with fallback block) fail at once' },
+  ];
+  for (const u of uplinks) {
+    if (u.address && !u.unusable) {
+      out.push({ priority: at(RULE_OFFSET.fromUplinkAddress, u.index + 1), from: u.address, lookup: u.table,
+        why: `split access: traffic from ${u.uplink.name}'s address leaves by ${u.uplink.name}` });
+    }
+  }
+  for (const u of uplinks) {
+    out.push({ priority: at(RULE_OFFSET.uplinkMark, u.index + 1), fwmark: { value: u.mark, mask: marks.mask }, lookup: u.table,
+      why: `connections marked for ${u.uplink.name}` });
+  }
+  const sourceTable = uplinks.find((u) => !u.unusable);
+  if (localSource && sourceTable) {
+    out.push({ priority: at(RULE_OFFSET.unboundLocalSource), from: '0.0.0.0/32', lookup: sourceTable.table,
+      why: `the router's unbound sockets take the LAN address ${localSource} as source, so they are balanced like the LAN and NATed to the uplink chosen` });
+  }
+  return out;
+}

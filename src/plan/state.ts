@@ -1,0 +1,110 @@
+// The desired kernel state as data: what the planner returns, what `plan`
+// prints and what the kernel edge installs. Every item carries `why`, the
+// sentence a reviewer would otherwise have to reconstruct from the mechanics.
+
+/** What uplinkd knows about the kernel before planning. Read by kernel/facts.ts. */
+export interface KernelFacts {
+  interfaces: InterfaceFacts[];
+  /** Default routes of the main table, for `gateway: auto`. */
+  mainDefaultRoutes: { dev: string; gateway?: string; metric: number }[];
+}
+
+export interface InterfaceFacts {
+  name: string;
+  /** Administratively up and carrier present (LOWER_UP). */
+  carrier: boolean;
+  pointToPoint: boolean;
+  /** IPv4 addresses; `peer` set on point-to-point links. */
+  addresses: { address: string; prefixLen: number; peer?: string }[];
+}
+
+export type Health = 'up' | 'down';
+
+export interface Sysctl {
+  /** Dotted name as `sysctl` shows it, e.g. net.ipv4.conf.wan1.rp_filter. */
+  key: string;
+  /** Path under /proc/sys: interface names may contain dots, so it is kept apart from `key`. */
+  path: string;
+  value: string;
+  why: string;
+}
+
+export interface Route {
+  table: number;
+  type: 'unicast' | 'unreachable';
+  /** 'default' or a CIDR prefix. */
+  dst: string;
+  via?: string;
+  dev?: string;
+  src?: string;
+  scope?: 'link';
+  metric?: number;
+  why: string;
+}
+
+export interface Rule {
+  priority: number;
+  /** An address, or '0.0.0.0/32' for "a socket with no source address yet". */
+  from?: string;
+  fwmark?: { value: number; mask: number };
+  /** A table number, or 'main'. */
+  lookup?: number | 'main';
+  action?: 'unreachable';
+  suppressPrefixLength?: number;
+  why: string;
+}
+
+/** One nftables set or map. Elements are kept as nft syntax, one string each. */
+export interface NftSet {
+  name: string;
+  /** `type …` or `typeof …`, and for maps ` : value-type`. */
+  declaration: string;
+  flags?: string[];
+  timeout?: string;
+  elements: string[];
+  why: string;
+}
+
+export interface NftChain {
+  name: string;
+  /** e.g. `type filter hook prerouting priority mangle; policy accept;` for base chains. */
+  hook?: string;
+  rules: { text: string; why?: string }[];
+  why: string;
+}
+
+export interface NftTable {
+  family: 'inet';
+  name: string;
+  sets: NftSet[];
+  chains: NftChain[];
+}
+
+export interface UplinkSummary {
+  name: string;
+  index: number;
+  interface: string;
+  health: Health;
+  /** Why it is not usable, if it is not (no interface, no address, no gateway). */
+  unusable?: string;
+  address?: string;
+  gateway?: string;
+  tier: number;
+  weight: number;
+  /** Fraction of new unpinned connections it receives now. */
+  share: number;
+  table: number;
+  mark: number;
+}
+
+export interface DesiredState {
+  uplinks: UplinkSummary[];
+  sysctls: Sysctl[];
+  routes: Route[];
+  /** Tables the state owns; routes in them that the state does not list are stale. */
+  ownedTables: number[];
+  rules: Rule[];
+  /** The owned priority range, inclusive. */
+  ruleRange: { from: number; to: number };
+  nft: NftTable;
+}

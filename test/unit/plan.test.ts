@@ -1,0 +1,93 @@
+// Golden-file tests of the planner: a config and fixed kernel facts in, the
+// exact `ip`/`nft` text out. A reviewer reads test/golden/*.plan as the
+// kernel state each case installs. UPDATE_GOLDEN=1 rewrites them.
+
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { parseConfig } from '../../src/config/load.js';
+import { BALANCE_BUCKETS } from '../../src/ownership.js';
+import { plan, splitBuckets } from '../../src/plan/plan.js';
+import { renderPlan } from '../../src/plan/render.js';
+import type { Health, KernelFacts } from '../../src/plan/state.js';
+
+const dir = new URL('../golden/', import.meta.url);
+const facts = JSON.parse(readFileSync(new URL('facts.json', dir), 'utf8')) as KernelFacts;
+
+function planFor(configName: string, down: string[] = []) {
+  const file = `${configName}.yaml`;
+  const result = parseConfig(readFileSync(new URL(file, dir), 'utf8'), file);
+  assert.ok(result.ok, `golden config ${file} must be valid: ${JSON.stringify(!result.ok && result.errors)}`);
+  const health = Object.fromEntries(down.map((name) => [name, 'down' as Health]));
+  return plan({ config: result.config, facts, health });
+}
+
+const cases: { name: string; config: string; down?: string[] }[] = [
+  { name: 'two-uplinks', config: 'two-uplinks' },
+  { name: 'weighted-tiers', config: 'weighted-tiers' },
+  { name: 'weighted-tiers-tier1-down', config: 'weighted-tiers', down: ['fibre-a', 'fibre-b'] },
+  { name: 'host-mode', config: 'host-mode' },
+  { name: 'pins', config: 'pins' },
+  { name: 'pins-isp1-isp3-down', config: 'pins', down: ['isp1', 'isp3'] },
+  { name: 'sticky', config: 'sticky' },
+  { name: 'hash', config: 'hash' },
+  { name: 'one-down', config: 'two-uplinks', down: ['isp1'] },
+  { name: 'all-down', config: 'two-uplinks', down: ['isp1', 'isp2'] },
+  { name: 'unusable', config: 'unusable' },
+];
+
+for (const c of cases) {
+  test(`golden plan: ${c.name}`, () => {
+    const title = `${c.config}.yaml, ${c.down?.length ? `down: ${c.down.join(', ')}` : 'all uplinks up'}`;
+    const text = renderPlan(planFor(c.config, c.down), title);
+    const golden = new URL(`${c.name}.plan`, dir);
+    if (process.env.UPDATE_GOLDEN) writeFileSync(golden, text);
+    assert.equal(text, readFileSync(golden, 'utf8'));
+  });
+}
+
+test('same input, same output', () => {
+  assert.equal(renderPlan(planFor('pins'), 't'), renderPlan(planFor('pins'), 't'));
+});
+
+test('shares follow weights within the lowest live tier', () => {
+  const state = planFor('weighted-tiers');
+  assert.deepEqual(state.uplinks.map((u) => [u.name, u.share]), [['fibre-a', 0.75], ['fibre-b', 0.25], ['lte', 0]]);
+  const backup = planFor('weighted-tiers', ['fibre-a', 'fibre-b']);
+  assert.deepEqual(backup.uplinks.map((u) => [u.name, u.share]), [['fibre-a', 0], ['fibre-b', 0], ['lte', 1]]);
+});
+
+test('all down: every bucket is blocked', () => {
+  const state = planFor('two-uplinks', ['isp1', 'isp2']);
+  const balance = state.nft.sets.find((s) => s.name === 'balance')!;
+  assert.deepEqual(balance.elements, [`0-${BALANCE_BUCKETS - 1} : goto mark_blocked`]);
+});
+
+test('buckets always add up, ties go to the first', () => {
+  for (const weights of [[1], [3, 1], [1, 1, 1], [1000, 1], [7, 11, 13, 17]]) {
+    const buckets = splitBuckets(weights);
+    assert.equal(buckets.reduce((a, b) => a + b, 0), BALANCE_BUCKETS);
+  }
+  assert.deepEqual(splitBuckets([1, 1, 1], 10), [4, 3, 3]);
+});
+
+test('pins: overlapping later rule opens a new stage, disjoint same-shape rules share one', () => {
+  const state = planFor('pins');
+  const stages = state.nft.sets.filter((s) => s.name.startsWith('rules_'));
+  // voip | office | streaming+vpn-peers | ssh-out | shadowed-office (overlaps office, so a later stage)
+  assert.deepEqual(stages.map((s) => s.name), ['rules_1', 'rules_2', 'rules_3', 'rules_4', 'rules_5']);
+  const office = stages[1].elements;
+  assert.deepEqual(office, ['198.18.0.32/27 : goto via_2', '198.18.0.200 : goto via_2']);
+});
+
+test('a thousand source pins are one lookup', () => {
+  const rules = Array.from({ length: 1000 }, (_, i) =>
+    `  - { name: pin${i}, src: 198.18.${Math.floor(i / 250) + 1}.${i % 250}, via: ${i % 2 ? 'isp1' : 'isp2'} }`).join('\n');
+  const text = `lan: [lan0]\nuplinks:\n  isp1: { interface: wan1 }\n  isp2: { interface: wan2 }\nrules:\n${rules}\n`;
+  const result = parseConfig(text, 'many.yaml');
+  assert.ok(result.ok);
+  const state = plan({ config: result.config, facts });
+  const pick = state.nft.chains.find((c) => c.name === 'pick')!;
+  assert.deepEqual(pick.rules.map((r) => r.text), ['ip saddr vmap @rules_1', 'goto balance']);
+  assert.equal(state.nft.chains.filter((c) => c.name.startsWith('via_')).length, 2);
+});
