@@ -25,8 +25,6 @@ export const RULE_OFFSET = {
   localRoutesFirst: 0,
   /** Connections a pinning rule sent to `via: main`: the main table decides, default route included. */
   bypassToMain: 10,
-  /** Connections with no uplink to take (all down, or a pin with fallback block): fail at once. */
-  blocked: 20,
   /** Traffic from uplink i's own address leaves by uplink i (split access); +i. */
   fromUplinkAddress: 100,
   /** Connections marked for uplink i; +i. */
@@ -66,8 +64,8 @@ export function markField(mask: number): MarkField | undefined {
   return { mask, shift, max };
 }
 
-/** Mark values reserved beyond the uplinks' 1..N. */
-const RESERVED_VALUES = 2;
+/** Mark values reserved beyond the uplinks' 1..N: the bypass to the main table. */
+const RESERVED_VALUES = 1;
 
 /** How many uplinks a mask has room for, or 0 if the mask is not one contiguous run of bits. */
 export function uplinksThatFit(mask: number): number {
@@ -81,8 +79,6 @@ export interface Marks {
   uplink(index: number): number;
   /** `via: main`: leave the decision to the main table. */
   bypass: number;
-  /** No uplink may take it: the routing answers unreachable at once. */
-  blocked: number;
 }
 
 export function marksFor(mask: number): Marks {
@@ -92,7 +88,6 @@ export function marksFor(mask: number): Marks {
     mask,
     uplink: (index) => (index + 1) << field.shift >>> 0,
     bypass: (field.max << field.shift) >>> 0,
-    blocked: ((field.max - 1) << field.shift) >>> 0,
   };
 }
 

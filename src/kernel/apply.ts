@@ -8,8 +8,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { KernelOwnership } from '../config/types.js';
 import { FALLBACK_METRIC, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
 
-/** rtnetlink's route type number for `unreachable`, as `ip -N` prints it. */
-const RTN_UNREACHABLE = 7;
+// rtnetlink numbers as `ip -N` prints them.
+const RTN_UNICAST = '1';
+const RTN_UNREACHABLE = '7';
+const RT_SCOPE_LINK = '253';
+const FR_ACT_UNREACHABLE = '7';
 import { nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
 import type { DesiredState, Route, Rule } from '../plan/state.js';
 import { mustRun, type Runner } from './runner.js';
@@ -21,7 +24,7 @@ interface RouteJson {
 }
 interface RuleJson {
   priority: number; src?: string; srclen?: number; fwmark?: string; fwmask?: string; table?: string; action?: string;
-  suppress_prefixlength?: number;
+  suppress_prefixlen?: number;
 }
 
 // Canonical forms: a desired item and the kernel's JSON of the same item
@@ -50,13 +53,27 @@ const kernelRuleKey = (r: RuleJson) => ruleKey({
   priority: r.priority,
   from: r.src === undefined || r.src === 'all' ? 'all' : r.srclen !== undefined && r.srclen !== 32 ? `${r.src}/${r.srclen}` : r.src,
   mark: r.fwmark ? `${Number(r.fwmark)}/${Number(r.fwmask ?? '0xffffffff')}` : '-',
-  target: r.action ?? r.table ?? '-',
-  suppress: r.suppress_prefixlength,
+  target: ruleAction(r) ?? r.table ?? '-',
+  suppress: r.suppress_prefixlen,
 });
 
-async function listRoutes(runner: Runner, table: number): Promise<RouteJson[]> {
-  const out = await mustRun(runner, 'ip', ['-j', '-4', 'route', 'show', 'table', String(table)]);
-  return (JSON.parse(out || '[]') as RouteJson[]).map((r) => ({ ...r, table: String(table) }));
+/**
+ * IPv4 routes of the given tables, in one dump of all tables (asking for a
+ * table that does not exist yet is an error). `-N` prints numbers for tables,
+ * types and scopes, so names in /etc/iproute2 cannot confuse the comparison.
+ */
+/** A rule's non-lookup action by name (`ip -N` prints its number). */
+function ruleAction(r: RuleJson): string | undefined {
+  return r.action === FR_ACT_UNREACHABLE ? 'unreachable' : r.action;
+}
+
+async function listRoutes(runner: Runner, tables: number[]): Promise<RouteJson[]> {
+  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'route', 'show', 'table', 'all']);
+  const wanted = new Set(tables.map(String));
+  return (JSON.parse(out || '[]') as RouteJson[])
+    .filter((r) => r.table !== undefined && wanted.has(r.table))
+    .map((r) => ({ ...r, type: r.type === undefined || r.type === RTN_UNICAST ? 'unicast' : r.type === RTN_UNREACHABLE ? 'unreachable' : r.type,
+      scope: r.scope === RT_SCOPE_LINK ? 'link' : r.scope }));
 }
 
 async function listOwnedRules(runner: Runner, from: number, to: number): Promise<RuleJson[]> {
@@ -104,7 +121,7 @@ export async function applyState(state: DesiredState, runner: Runner): Promise<C
   }
 
   // Routes before the rules and marks that lead to them.
-  const present = (await Promise.all(state.ownedTables.map((t) => listRoutes(runner, t)))).flat();
+  const present = await listRoutes(runner, state.ownedTables);
   const presentRouteKeys = new Set(present.map(kernelRouteKey));
   for (const route of state.routes) {
     if (!presentRouteKeys.has(desiredRouteKey(route))) await ip('route', ['-4', ...routeArgs(route)]);
@@ -138,7 +155,8 @@ function staleRuleSelector(r: RuleJson): string[] {
   const args: string[] = [];
   if (r.src && r.src !== 'all') args.push('from', r.srclen !== undefined ? `${r.src}/${r.srclen}` : r.src);
   if (r.fwmark) args.push('fwmark', `${r.fwmark}/${r.fwmask ?? '0xffffffff'}`);
-  if (r.action) args.push(r.action);
+  const action = ruleAction(r);
+  if (action) args.push(action);
   else if (r.table) args.push('lookup', r.table);
   return args;
 }
@@ -149,12 +167,10 @@ function staleRuleSelector(r: RuleJson): string[] {
  * happens to sit in the range is left alone.
  */
 async function uplinkdTables(own: KernelOwnership, runner: Runner): Promise<number[]> {
-  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'route', 'show', 'table', 'all']);
-  const routes = JSON.parse(out || '[]') as { type?: string; dst: string; table?: string; metric?: number }[];
-  const tables = routes
-    .filter((r) => r.type === String(RTN_UNREACHABLE) && r.dst === 'default' && r.metric === FALLBACK_METRIC)
-    .map((r) => Number(r.table))
-    .filter((t) => t > own.tableBase && t <= own.tableBase + MAX_UPLINKS);
+  const inRange = Array.from({ length: MAX_UPLINKS }, (_, i) => own.tableBase + 1 + i);
+  const tables = (await listRoutes(runner, inRange))
+    .filter((r) => r.type === 'unreachable' && r.dst === 'default' && r.metric === FALLBACK_METRIC)
+    .map((r) => Number(r.table));
   return [...new Set(tables)].sort((a, b) => a - b);
 }
 

@@ -70,7 +70,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
     sets.push({
       name: target.name, declaration: 'typeof numgen random mod 65536 : verdict', flags: ['interval'],
       elements: bucketElements(live.map((u, i) => ({ buckets: shares[i], target: `goto ${markChain(u)}` })),
-        target.fallback === 'block' ? 'goto mark_blocked' : 'goto balance'),
+        target.fallback === 'block' ? 'goto blocked' : 'goto balance'),
       why: `via ${target.via.join(', ')}, shared among those up; none up: ${target.fallback === 'block' ? 'blocked' : 'default balancing'} (rules ${target.rules.join(', ')})`,
     });
   }
@@ -91,7 +91,17 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   }
   chains.push(
     { name: 'mark_main', rules: setMark(marks.bypass), why: 'this connection is left to the main table' },
-    { name: 'mark_blocked', rules: setMark(marks.blocked), why: 'no uplink may take this connection: routing answers unreachable' },
+    {
+      name: 'blocked',
+      rules: [
+        // Rejected here rather than by an `unreachable` route: the kernel
+        // rate-limits the ICMP errors routing sends, so a client's third try
+        // would hang. A TCP reset is never rate-limited.
+        { text: 'meta l4proto tcp reject with tcp reset' },
+        { text: 'reject with icmpx type host-unreachable' },
+      ],
+      why: 'no uplink may take this connection (all down, or a pin with fallback block): refuse it at once',
+    },
   );
   if (sticky) {
     for (const u of uplinks) {
@@ -157,7 +167,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   chains.push({
     name: 'postrouting', hook: 'type nat hook postrouting priority srcnat; policy accept;',
     rules: [
-      { text: `ct mark & ${mask} != 0 oifname != @uplink_interfaces ct mark set ct mark & ${keep}`,
+      { text: `ct mark & ${mask} != 0 iifname != @uplink_interfaces oifname != @uplink_interfaces ct mark set ct mark & ${keep}`,
         why: 'a local route won (LAN, VPN): not an uplink connection, so no uplink going down may flush it' },
       { text: 'oifname @masquerade_interfaces masquerade' },
       { text: 'snat ip to oifname map @snat_address', why: 'interfaces missing from the map are not matched' },
@@ -189,7 +199,7 @@ function pickExpression(balance: string): string {
 }
 
 /** Contiguous bucket ranges in order; with no share at all, everything goes to `empty`. */
-function bucketElements(shares: { buckets: number; target: string }[], empty = 'goto mark_blocked'): string[] {
+function bucketElements(shares: { buckets: number; target: string }[], empty = 'goto blocked'): string[] {
   const nonEmpty = shares.filter((s) => s.buckets > 0);
   if (nonEmpty.length === 0) return [`0-${BALANCE_BUCKETS - 1} : ${empty}`];
   let start = 0;

@@ -214,8 +214,6 @@ function rules({ config, marks, uplinks, localSource }: PlanContext): Rule[] {
       why: 'local routes first: LAN, connected, VPN and static routes of the main table win; its default routes do not' },
     { priority: at(RULE_OFFSET.bypassToMain), fwmark: { value: marks.bypass, mask: marks.mask }, lookup: 'main',
       why: 'connections pinned to `via: main`: the main table decides, default route included' },
-    { priority: at(RULE_OFFSET.blocked), fwmark: { value: marks.blocked, mask: marks.mask }, action: 'unreachable',
-      why: 'connections no uplink may take (all down, or a pin with fallback block) fail at once' },
   ];
   for (const u of uplinks) {
     if (u.address && !u.unusable) {

@@ -60,7 +60,7 @@ test('shares follow weights within the lowest live tier', () => {
 test('all down: every bucket is blocked', () => {
   const state = planFor('two-uplinks', ['isp1', 'isp2']);
   const balance = state.nft.sets.find((s) => s.name === 'balance')!;
-  assert.deepEqual(balance.elements, [`0-${BALANCE_BUCKETS - 1} : goto mark_blocked`]);
+  assert.deepEqual(balance.elements, [`0-${BALANCE_BUCKETS - 1} : goto blocked`]);
 });
 
 test('buckets always add up, ties go to the first', () => {

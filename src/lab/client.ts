@@ -1,0 +1,135 @@
+// client: opens many NEW connections to a whoami server and tallies which
+// source address the server saw for each, i.e. which uplink each used.
+//
+//   client http --url http://192.0.2.10:8080/ --count 400 [--sources a,b,c]
+//               [--concurrency 8] [--timeout-ms 2000]
+//   client udp  --host 192.0.2.10 --port 8080 --count 400 [--sport P]
+//               [--sources a,b,c] [--concurrency 8] [--timeout-ms 2000]
+//
+// Every request is a new connection (HTTP: agent off; UDP: a new socket, so a
+// new source port unless --sport pins one flow). --sources binds the requests
+// round-robin to those local addresses. Prints one JSON ClientResult.
+
+import dgram from 'node:dgram';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseArgs } from 'node:util';
+
+export interface ClientResult {
+  total: number;
+  ok: number;
+  failed: number;
+  /** address the server saw -> requests */
+  seen: Record<string, number>;
+  /** local source address -> address the server saw -> requests (successes only) */
+  bySource: Record<string, Record<string, number>>;
+  /** error code (ECONNREFUSED, ETIMEDOUT, HTTP_503, ...) -> requests */
+  errors: Record<string, number>;
+  elapsedMs: number;
+}
+
+/** What one request learned: the local address it left from, and the address the server saw. */
+interface Answer {
+  local: string;
+  seen: string;
+}
+
+type Request = (source: string | undefined) => Promise<Answer>;
+
+function timeoutError(): Error {
+  return Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' });
+}
+
+function httpRequest(url: string, timeoutMs: number): Request {
+  return (source) =>
+    new Promise((resolve, reject) => {
+      const req = http.get(url, { agent: false, localAddress: source }, (res) => {
+        let body = '';
+        res.setEncoding('utf8').on('data', (d: string) => (body += d));
+        res.on('end', () => {
+          clearTimeout(timer);
+          if (res.statusCode !== 200) reject(Object.assign(new Error('status'), { code: `HTTP_${res.statusCode}` }));
+          else resolve({ local: req.socket?.localAddress ?? source ?? '?', seen: body.trim() });
+        });
+      });
+      const timer = setTimeout(() => req.destroy(timeoutError()), timeoutMs);
+      req.on('error', (err) => (clearTimeout(timer), reject(err)));
+    });
+}
+
+function udpRequest(host: string, port: number, sport: number, timeoutMs: number): Request {
+  return (source) =>
+    new Promise((resolve, reject) => {
+      const socket = dgram.createSocket('udp4');
+      const finish = (err: Error | null, answer?: Answer) => {
+        clearTimeout(timer);
+        socket.close();
+        if (err) reject(err);
+        else resolve(answer!);
+      };
+      const timer = setTimeout(() => finish(timeoutError()), timeoutMs);
+      socket.on('error', (err) => finish(err));
+      socket.on('message', (msg) => finish(null, { local: (socket.address() as AddressInfo).address, seen: msg.toString().trim() }));
+      // Connected, so only the server's own answer is accepted and ICMP errors surface as ECONNREFUSED etc.
+      socket.bind({ address: source, port: sport }, () => socket.connect(port, host, () => socket.send('whoami?')));
+    });
+}
+
+async function tally(request: Request, count: number, sources: string[], concurrency: number): Promise<ClientResult> {
+  const started = Date.now();
+  const result: ClientResult = { total: count, ok: 0, failed: 0, seen: {}, bySource: {}, errors: {}, elapsedMs: 0 };
+  const bump = (counts: Record<string, number>, key: string) => (counts[key] = (counts[key] ?? 0) + 1);
+  let next = 0;
+  async function worker() {
+    for (let i = next++; i < count; i = next++) {
+      const source = sources.length ? sources[i % sources.length] : undefined;
+      try {
+        const { local, seen } = await request(source);
+        result.ok++;
+        bump(result.seen, seen);
+        bump((result.bySource[local] ??= {}), seen);
+      } catch (err) {
+        result.failed++;
+        bump(result.errors, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, count)) }, worker));
+  result.elapsedMs = Date.now() - started;
+  return result;
+}
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      url: { type: 'string', default: 'http://192.0.2.10:8080/' },
+      host: { type: 'string', default: '192.0.2.10' },
+      port: { type: 'string', default: '8080' },
+      sport: { type: 'string', default: '0' },
+      count: { type: 'string', default: '100' },
+      sources: { type: 'string', default: '' },
+      concurrency: { type: 'string', default: '8' },
+      'timeout-ms': { type: 'string', default: '2000' },
+    },
+  });
+  const mode = positionals[0];
+  const timeoutMs = Number(values['timeout-ms']);
+  const sport = Number(values.sport);
+  const sources = values.sources ? values.sources.split(',') : [];
+  let request: Request;
+  let concurrency = Number(values.concurrency);
+  if (mode === 'http') request = httpRequest(values.url, timeoutMs);
+  else if (mode === 'udp') {
+    request = udpRequest(values.host, Number(values.port), sport, timeoutMs);
+    // One pinned source port is one flow: its requests can only go one at a time.
+    if (sport) concurrency = 1;
+  } else {
+    process.stderr.write('usage: client http|udp [options] (see src/lab/client.ts)\n');
+    process.exit(2);
+  }
+  const result = await tally(request, Number(values.count), sources, concurrency);
+  process.stdout.write(JSON.stringify(result) + '\n');
+}
+
+await main();

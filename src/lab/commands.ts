@@ -1,0 +1,73 @@
+// `uplinkd lab …`: the lab's commands. The lab name comes from --name (on
+// `lab` or on the subcommand), else $UPLINKD_LAB, else "lab". Errors are
+// thrown for the CLI to report; `lab exec` exits with its command's code.
+
+import type { Command } from 'commander';
+import { describeLab, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab } from './lab.js';
+
+const say = (text: string) => process.stdout.write(text + '\n');
+
+function labName(cmd: Command): string {
+  return (cmd.optsWithGlobals().name as string | undefined) ?? process.env.UPLINKD_LAB ?? 'lab';
+}
+
+export function registerLabCommands(program: Command): void {
+  const lab = program
+    .command('lab')
+    .description('a multi-uplink network made of network namespaces, to try uplinkd on')
+    .option('--name <name>', 'lab name (default: $UPLINKD_LAB, else "lab")')
+    // Options after a subcommand belong to it: lets `lab exec` pass its command's options through.
+    .enablePositionalOptions();
+  const sub = (spec: string, description: string) =>
+    lab.command(spec).description(description).option('--name <name>', 'lab name');
+
+  sub('up', 'build the lab: LAN host, router, one ISP per uplink, internet with servers')
+    .option('--uplinks <n>', 'number of uplinks, 1..8', '2')
+    .option('--capacity <rates>', 'tc rates, one for all or one per uplink, e.g. 20mbit,10mbit')
+    .action(async (opts: { uplinks: string; capacity?: string }, cmd: Command) => {
+      const capacities = opts.capacity?.split(',');
+      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities });
+      say(describeLab(state));
+    });
+
+  sub('exec <node> <command...>', 'run a command in a node: lan, router, inet, isp1..N')
+    .passThroughOptions()
+    .action(async (node: string, command: string[], _opts: unknown, cmd: Command) => {
+      // Passed through as given, so the `--` that separates it is still there.
+      if (command[0] === '--') command = command.slice(1);
+      if (command.length === 0) throw new Error('lab exec: no command given');
+      const { code } = await labExec(labName(cmd), node, command, { inherit: true });
+      process.exit(code);
+    });
+
+  sub('fail <uplink>', 'break an uplink')
+    .option('--mode <mode>', 'link | upstream | loss:N%', 'upstream')
+    .action(async (uplink: string, opts: { mode: string }, cmd: Command) => {
+      await labFail(labName(cmd), uplink, opts.mode);
+      say(`${uplink}: failed (${opts.mode})`);
+    });
+
+  sub('heal <uplink>', 'undo whatever fail did to an uplink').action(async (uplink: string, _opts: unknown, cmd: Command) => {
+    await labHeal(labName(cmd), uplink);
+    say(`${uplink}: healed`);
+  });
+
+  sub('renumber <uplink>', 'a DHCP renew bringing a new address and gateway').action(
+    async (uplink: string, _opts: unknown, cmd: Command) => {
+      const u = await labRenumber(labName(cmd), uplink);
+      say(`${u.name}: ${u.routerIf} is now ${u.address}/${u.prefixLen} via ${u.gateway}`);
+    },
+  );
+
+  sub('down', 'remove the lab (also a half-built one)').action(async (_opts: unknown, cmd: Command) => {
+    await labDown(labName(cmd));
+    say(`lab ${labName(cmd)} is down`);
+  });
+
+  sub('status', 'print the lab')
+    .option('--json', 'the state as JSON')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const state = loadLab(labName(cmd));
+      say(opts.json ? JSON.stringify(state, null, 2) : describeLab(state));
+    });
+}

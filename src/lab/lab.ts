@@ -1,0 +1,597 @@
+// The lab: a whole multi-uplink network built out of network namespaces on one
+// machine, for the demo, the integration tests and the benchmarks.
+//
+//   lan (198.18.0.2) ── router ──wan<k>── isp<k> ── inet (192.0.2.0/24, whoami, iperf3)
+//
+// The router is set up the way a plain Linux router with DHCP uplinks is: one
+// main-table default route per uplink (metric 100+k), forwarding on, and
+// nothing else. No policy routing, marks or NAT: that is uplinkd's job, and
+// the ISPs drop what leaks out unNATed, as real ones do.
+//
+// Everything lives in namespaces named ul-<lab>-<node> plus a state directory
+// /run/uplinkd-lab/<lab>; `labDown` removes both, and a `labUp` that fails
+// halfway removes what it had built.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClientResult } from './client.js';
+import { inNamespace, ip, labProgram, must, nft, run, type RunOptions, type RunResult } from './run.js';
+import {
+  INTERNET, LAN, MAX_LAB_UPLINKS, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround, uplinkWiring,
+  type LabNode,
+} from './topology.js';
+
+export { registerLabCommands } from './commands.js';
+export type { ClientResult } from './client.js';
+
+export interface LabOptions {
+  name: string;
+  /** 1..8, default 2 */
+  uplinks?: number;
+  /** tc rates, one for all uplinks or one per uplink, e.g. ['20mbit', '10mbit'] */
+  capacities?: string[];
+}
+
+export type LabFault = 'link' | 'upstream' | `loss:${number}%`;
+
+export interface LabUplink {
+  /** isp<k> */
+  name: string;
+  /** wan<k> */
+  routerIf: string;
+  address: string;
+  prefixLen: number;
+  gateway: string;
+  ispNs: string;
+  capacity?: string;
+  /** The fault `labFail` put on it, until `labHeal`. */
+  fault?: LabFault;
+}
+
+export interface LabState {
+  name: string;
+  stateDir: string;
+  ns: { lan: string; router: string; inet: string; isps: string[] };
+  lanIf: 'lan0';
+  lanAddress: '198.18.0.1';
+  lanHost: '198.18.0.2';
+  lanSources: string[];
+  uplinks: LabUplink[];
+  server: string;
+  whoamiPort: number;
+  iperfPort: number;
+  configPath: string;
+  pids: number[];
+}
+
+const STATE_ROOT = '/run/uplinkd-lab';
+
+function stateDirOf(name: string): string {
+  return join(STATE_ROOT, name);
+}
+
+// ---------------------------------------------------------------- lab up
+
+export async function labUp(opts: LabOptions): Promise<LabState> {
+  const state = newLabState(opts);
+  await refuseIfTaken(state.name);
+  mkdirSync(STATE_ROOT, { recursive: true });
+  mkdirSync(state.stateDir); // fails if another `lab up` of this name got here first
+  try {
+    await createNamespaces(state);
+    await wireLan(state);
+    await wireInternet(state);
+    for (let k = 1; k <= state.uplinks.length; k++) await wireUplink(state, k);
+    await limitCapacities(state);
+    writeFileSync(state.configPath, uplinkdConfig(state));
+    await startServers(state);
+    saveState(state);
+    return state;
+  } catch (err) {
+    await labDown(state.name);
+    throw err;
+  }
+}
+
+/** Validates the options and computes the whole lab; touches nothing. */
+function newLabState(opts: LabOptions): LabState {
+  const name = checkLabName(opts.name);
+  const count = opts.uplinks ?? 2;
+  if (!Number.isInteger(count) || count < 1 || count > MAX_LAB_UPLINKS) {
+    throw new Error(`uplinks must be a whole number from 1 to ${MAX_LAB_UPLINKS}`);
+  }
+  const capacities = opts.capacities ?? [];
+  if (capacities.length > 1 && capacities.length !== count) {
+    throw new Error(`give one capacity for all uplinks or one per uplink (${count}), not ${capacities.length}`);
+  }
+  capacities.forEach(parseRate);
+  const stateDir = stateDirOf(name);
+  const isps = Array.from({ length: count }, (_, i) => namespaceOf(name, `isp${i + 1}`));
+  return {
+    name,
+    stateDir,
+    ns: { lan: namespaceOf(name, 'lan'), router: namespaceOf(name, 'router'), inet: namespaceOf(name, 'inet'), isps },
+    lanIf: LAN.routerIf,
+    lanAddress: LAN.routerAddress,
+    lanHost: LAN.host,
+    lanSources: [...LAN.sources],
+    uplinks: isps.map((ispNs, i) => {
+      const wiring = uplinkWiring(i + 1);
+      const [first] = wiring.subnets;
+      const capacity = capacities.length === 1 ? capacities[0] : capacities[i];
+      return { name: wiring.name, routerIf: wiring.routerIf, address: first.address, prefixLen: first.prefixLen, gateway: first.gateway, ispNs, capacity };
+    }),
+    server: INTERNET.server,
+    whoamiPort: INTERNET.whoamiPort,
+    iperfPort: INTERNET.iperfPort,
+    configPath: join(stateDir, 'uplinkd.yaml'),
+    pids: [],
+  };
+}
+
+async function refuseIfTaken(name: string): Promise<void> {
+  if (existsSync(stateDirOf(name)) || (await labNamespaces(name)).length > 0) {
+    throw new Error(`lab '${name}' already exists; remove it first with \`uplinkd lab --name ${name} down\``);
+  }
+}
+
+function allNamespaces(state: LabState): string[] {
+  return [state.ns.lan, state.ns.router, state.ns.inet, ...state.ns.isps];
+}
+
+async function createNamespaces(state: LabState): Promise<void> {
+  for (const ns of allNamespaces(state)) {
+    await must(['ip', 'netns', 'add', ns]);
+    await ip(ns, 'link', 'set', 'lo', 'up');
+    await inNamespace(ns, 'sysctl', '-q', '-e', '-w', ...sysctlsFor(ns, state));
+  }
+}
+
+/**
+ * A new namespace copies its IPv4 settings from the host's, so every one that
+ * matters is set explicitly: the lab behaves the same on every machine.
+ */
+function sysctlsFor(ns: string, state: LabState): string[] {
+  const forwards = ns === state.ns.router || state.ns.isps.includes(ns);
+  // The router filters by reverse path loosely, as systemd-based distributions
+  // ship it; the other nodes not at all (the ISPs filter explicitly, in nft).
+  const rpFilter = ns === state.ns.router ? 2 : 0;
+  return [
+    `net.ipv4.ip_forward=${forwards ? 1 : 0}`,
+    `net.ipv4.conf.all.rp_filter=${rpFilter}`,
+    `net.ipv4.conf.default.rp_filter=${rpFilter}`,
+    // IPv4 only: no router solicitations or DAD noise in captures and counters.
+    'net.ipv6.conf.all.disable_ipv6=1',
+    'net.ipv6.conf.default.disable_ipv6=1',
+  ];
+}
+
+/** A veth pair: ifA in nsA, its peer ifB in nsB. */
+async function veth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
+  await ip(nsA, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB);
+}
+
+/** Gives an interface its addresses (CIDR) and brings it up. */
+async function configure(ns: string, ifname: string, ...cidrs: string[]): Promise<void> {
+  for (const cidr of cidrs) await ip(ns, 'address', 'add', cidr, 'dev', ifname);
+  await ip(ns, 'link', 'set', ifname, 'up');
+}
+
+async function wireLan(state: LabState): Promise<void> {
+  const { lan, router } = state.ns;
+  await veth(router, LAN.routerIf, lan, 'eth0');
+  await configure(router, LAN.routerIf, `${LAN.routerAddress}/${LAN.prefixLen}`);
+  await configure(lan, 'eth0', `${LAN.host}/${LAN.prefixLen}`);
+  // The extra sources come after the host address, so that one stays primary
+  // (the default source). In one batch: 64 `ip` runs would dominate `lab up`.
+  const extra = LAN.sources.map((a) => `address add ${a}/${LAN.prefixLen} dev eth0\n`).join('');
+  await must(['ip', '-n', lan, '-batch', '-'], { input: extra });
+  await ip(lan, 'route', 'add', 'default', 'via', LAN.routerAddress);
+}
+
+/**
+ * The whole of 192.0.2.0/24 is local to the inet namespace, so every address
+ * in it answers and tests can pin traffic by destination. 192.0.2.10 is the
+ * one real address, the source of its answers.
+ */
+async function wireInternet(state: LabState): Promise<void> {
+  await ip(state.ns.inet, 'address', 'add', `${INTERNET.server}/32`, 'dev', 'lo');
+  await ip(state.ns.inet, 'route', 'add', 'local', INTERNET.prefix, 'dev', 'lo', 'table', 'local');
+}
+
+async function wireUplink(state: LabState, k: number): Promise<void> {
+  const { router, inet } = state.ns;
+  const isp = state.ns.isps[k - 1];
+  const { name, routerIf, metric, subnets, transit } = uplinkWiring(k);
+  const [first, second] = subnets;
+
+  // The customer link. The ISP holds the gateway of both customer subnets from
+  // the start, like an access router serving many, so a renumber moves only
+  // the customer and the ISP's anti-spoofing set.
+  await veth(router, routerIf, isp, 'eth0');
+  await configure(isp, 'eth0', `${first.gateway}/${first.prefixLen}`, `${second.gateway}/${second.prefixLen}`);
+  await configure(router, routerIf, `${first.address}/${first.prefixLen}`);
+  // What the router's DHCP client would install for this uplink.
+  await ip(router, 'route', 'add', 'default', 'via', first.gateway, 'dev', routerIf, 'metric', String(metric));
+
+  // The ISP's own uplink into the internet.
+  await veth(isp, 'eth1', inet, name);
+  await configure(isp, 'eth1', `${transit.ispAddress}/${transit.prefixLen}`);
+  await configure(inet, name, `${transit.inetAddress}/${transit.prefixLen}`);
+  await ip(isp, 'route', 'add', 'default', 'via', transit.inetAddress);
+  // The way back to both customer subnets. Answers come from the server
+  // address, so a UDP reply matches the request it answers.
+  for (const s of subnets) await ip(inet, 'route', 'add', s.prefix, 'via', transit.ispAddress, 'src', INTERNET.server);
+
+  await nft(isp, ispRuleset(first.prefix));
+}
+
+/**
+ * The ISP's filter. Packets from the customer whose source is not the
+ * customer's subnet are dropped and counted (BCP 38), as real ISPs do: it is
+ * what makes a router that forgot to NAT, or NATed to the wrong uplink's
+ * address, fail visibly instead of working by accident in the lab.
+ * Faults are rules in two chains of their own, which heal simply flushes.
+ */
+function ispRuleset(customerPrefix: string): string {
+  return `
+table inet lab {
+  counter spoofed {}
+  counter upstream {}
+  counter loss {}
+  set customer { type ipv4_addr; flags interval; elements = { ${customerPrefix} } }
+  chain link_fault {}
+  chain upstream_fault {}
+  chain prerouting {
+    type filter hook prerouting priority raw; policy accept;
+    iifname "eth0" ip saddr != @customer counter name "spoofed" drop
+    jump link_fault
+  }
+  chain forward {
+    type filter hook forward priority filter; policy accept;
+    jump upstream_fault
+  }
+}
+`;
+}
+
+/**
+ * tbf on both directions of each uplink: the router's wan<k> shapes the upload,
+ * the ISP's eth0 the download.
+ * burst: 10 ms worth of the rate, at least 16 KiB. The bucket must hold what
+ * arrives between two timer ticks (4 ms at HZ=250) plus a few full-size
+ * packets, or tbf caps below its rate.
+ * latency 50 ms: the longest a packet queues, a modest modem buffer; TCP can
+ * fill the pipe, and queueing does not blur the failover timings.
+ */
+function tbf(rate: string): string[] {
+  const burstBytes = Math.max(16 * 1024, Math.ceil((parseRate(rate) / 8) * 0.01));
+  return ['tbf', 'rate', rate, 'burst', String(burstBytes), 'latency', '50ms'];
+}
+
+async function limitCapacities(state: LabState): Promise<void> {
+  for (const u of state.uplinks) {
+    if (!u.capacity) continue;
+    await must(['tc', '-n', state.ns.router, 'qdisc', 'replace', 'dev', u.routerIf, 'root', ...tbf(u.capacity)]);
+    await must(['tc', '-n', u.ispNs, 'qdisc', 'replace', 'dev', 'eth0', 'root', ...tbf(u.capacity)]);
+  }
+}
+
+/** An uplinkd config for this topology; tests write their own as they need. */
+function uplinkdConfig(state: LabState): string {
+  const uplinks = state.uplinks.map((u) =>
+    [
+      `  ${u.name}:`,
+      `    interface: ${u.routerIf}`,
+      `    gateway: auto`,
+      `    weight: 1`,
+      ...(u.capacity ? [`    capacity: {up: ${u.capacity}, down: ${u.capacity}}`] : []),
+      `    check:`,
+      `      targets: [${state.server}]`,
+    ].join('\n'),
+  );
+  return [
+    `# uplinkd config for lab ${state.name}, written by \`uplinkd lab up\`.`,
+    `# Run uplinkd in the router: uplinkd lab --name ${state.name} exec router -- uplinkd run -c ${state.configPath}`,
+    `lan: [${state.lanIf}]`,
+    `uplinks:`,
+    ...uplinks,
+    `api:`,
+    `  socket: ${join(state.stateDir, 'uplinkd.sock')}`,
+    `  http: off`,
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------- servers
+
+async function startServers(state: LabState): Promise<void> {
+  const { inet } = state.ns;
+  const whoami = [...labProgram('whoami'), '--port', String(state.whoamiPort)];
+  const iperf = ['iperf3', '-s', '-p', String(state.iperfPort)];
+  await waitListening(state, [
+    startServer(state, inet, 'whoami', whoami, [`tcp:${state.whoamiPort}`, `udp:${state.whoamiPort}`]),
+    startServer(state, inet, 'iperf3', iperf, [`tcp:${state.iperfPort}`]),
+  ]);
+}
+
+/**
+ * Starts another whoami (TCP and UDP on `port`) in any node, e.g. a service on
+ * the router for split-access tests, and waits until it listens. Returns its
+ * pid; `labDown` stops it with everything else. A UDP answer from a socket on
+ * 0.0.0.0 leaves from the address the route back prefers, not necessarily the
+ * one asked: on a multihomed node, give `host` to answer UDP from that address.
+ */
+export async function labWhoami(name: string, node: LabNode | string, port: number, host = '0.0.0.0'): Promise<number> {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`port ${port} is not a port`);
+  const state = loadLab(name);
+  const argv = [...labProgram('whoami'), '--port', String(port), '--host', host];
+  const server = startServer(state, namespaceOfNode(state, node), `whoami-${node}-${port}`, argv, [`tcp:${port}`, `udp:${port}`]);
+  saveState(state);
+  await waitListening(state, [server]);
+  return server.pid;
+}
+
+interface Server {
+  label: string;
+  ns: string;
+  pid: number;
+  child: ChildProcess;
+  /** proto:port that must be listening */
+  sockets: string[];
+}
+
+/** Starts a server in a namespace, detached so it outlives `lab up`, logging to <stateDir>/<label>.log. */
+function startServer(state: LabState, ns: string, label: string, argv: string[], sockets: string[]): Server {
+  const log = openSync(join(state.stateDir, `${label}.log`), 'a');
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', log, log] });
+  closeSync(log);
+  child.on('error', () => {}); // seen by waitListening as an exit before listening
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start ${label}`);
+  state.pids.push(child.pid);
+  return { label, ns, pid: child.pid, child, sockets };
+}
+
+async function waitListening(state: LabState, servers: Server[], timeoutMs = 15000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let waiting = servers;
+  for (;;) {
+    const notYet: Server[] = [];
+    for (const s of waiting) {
+      const listening = await listeningSockets(s.ns);
+      if (s.sockets.every((sock) => listening.has(sock))) continue;
+      if (s.child.exitCode !== null || s.child.signalCode !== null) {
+        throw new Error(`${s.label} exited before listening: ${logTail(state, s.label)}`);
+      }
+      notYet.push(s);
+    }
+    if (notYet.length === 0) return;
+    if (Date.now() > deadline) throw new Error(`${notYet.map((s) => s.label).join(', ')} not listening after ${timeoutMs} ms`);
+    waiting = notYet;
+    await sleep(50);
+  }
+}
+
+/** proto:port of every listening TCP and bound UDP socket in a namespace. */
+async function listeningSockets(ns: string): Promise<Set<string>> {
+  const out = await inNamespace(ns, 'ss', '-H', '-l', '-n', '-t', '-u');
+  const sockets = new Set<string>();
+  for (const line of out.split('\n')) {
+    const [proto, , , , local] = line.trim().split(/\s+/);
+    const port = local?.split(':').pop();
+    if (proto && port) sockets.add(`${proto}:${port}`);
+  }
+  return sockets;
+}
+
+/** The telling line of a server's log: its last error (a node stack trace ends in noise), else its last line. */
+function logTail(state: LabState, label: string): string {
+  let lines: string[] = [];
+  try {
+    lines = readFileSync(join(state.stateDir, `${label}.log`), 'utf8').split('\n').filter((l) => l.trim());
+  } catch {
+    // no log at all
+  }
+  return lines.filter((l) => /error/i.test(l)).at(-1) ?? lines.at(-1) ?? '(no output)';
+}
+
+// ---------------------------------------------------------------- lab down
+
+/** Removes the lab, or whatever part of it exists; a lab that is not there is no error. */
+export async function labDown(name: string): Promise<void> {
+  checkLabName(name);
+  const namespaces = await labNamespaces(name);
+  // A namespace only really goes away once nothing runs in it; this also
+  // covers the recorded server pids, and anything `lab exec` left behind.
+  await stopProcessesIn(namespaces);
+  for (const ns of namespaces) await must(['ip', 'netns', 'delete', ns]);
+  rmSync(stateDirOf(name), { recursive: true, force: true });
+  try {
+    rmdirSync(STATE_ROOT); // the last lab out turns off the light
+  } catch {
+    // other labs still up, or already gone
+  }
+}
+
+async function labNamespaces(name: string): Promise<string[]> {
+  const pattern = labNamespacePattern(name);
+  const out = await must(['ip', 'netns', 'list']);
+  return out.split('\n').map((line) => line.split(' ')[0]).filter((ns) => pattern.test(ns));
+}
+
+async function stopProcessesIn(namespaces: string[]): Promise<void> {
+  const pids: number[] = [];
+  for (const ns of namespaces) {
+    const out = await must(['ip', 'netns', 'pids', ns]);
+    pids.push(...out.split('\n').filter(Boolean).map(Number));
+  }
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    const alive = pids.filter(isAlive);
+    if (alive.length === 0) return;
+    for (const pid of alive) signalQuietly(pid, signal);
+    for (let i = 0; i < 40 && pids.some(isAlive); i++) await sleep(50);
+  }
+}
+
+function signalQuietly(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/** Running, and not merely a zombie waiting for its parent. */
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- state
+
+export function loadLab(name: string): LabState {
+  checkLabName(name);
+  const file = join(stateDirOf(name), 'state.json');
+  if (!existsSync(file)) throw new Error(`no lab '${name}' (start one with \`uplinkd lab --name ${name} up\`)`);
+  return JSON.parse(readFileSync(file, 'utf8')) as LabState;
+}
+
+function saveState(state: LabState): void {
+  const file = join(state.stateDir, 'state.json');
+  writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');
+  renameSync(`${file}.tmp`, file);
+}
+
+function namespaceOfNode(state: LabState, node: string): string {
+  if (node === 'lan' || node === 'router' || node === 'inet') return state.ns[node];
+  const isp = /^isp([1-9])$/.exec(node);
+  const ns = isp ? state.ns.isps[Number(isp[1]) - 1] : undefined;
+  if (!ns) throw new Error(`no node '${node}' in lab ${state.name}: lan, router, inet or isp1..isp${state.ns.isps.length}`);
+  return ns;
+}
+
+function findUplink(state: LabState, uplink: string): { u: LabUplink; k: number } {
+  const i = state.uplinks.findIndex((u) => u.name === uplink || u.routerIf === uplink);
+  if (i < 0) throw new Error(`no uplink '${uplink}' in lab ${state.name}: ${state.uplinks.map((u) => u.name).join(', ')}`);
+  return { u: state.uplinks[i], k: i + 1 };
+}
+
+// ---------------------------------------------------------------- using the lab
+
+export type LabExecOptions = RunOptions;
+
+/** Runs argv inside a node of the lab: lan, router, inet, isp1..N. Resolves whatever the exit code. */
+export async function labExec(name: string, node: LabNode | string, argv: string[], opts: LabExecOptions = {}): Promise<RunResult> {
+  const ns = namespaceOfNode(loadLab(name), node);
+  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
+}
+
+/** Runs the lab's traffic client (see client.ts) in a node and returns its tally. */
+export async function labClient(name: string, node: LabNode | string, args: string[], opts: LabExecOptions = {}): Promise<ClientResult> {
+  const r = await labExec(name, node, [...labProgram('client'), ...args], opts);
+  if (r.code !== 0) throw new Error(`client ${args.join(' ')} in ${node} exited ${r.code}: ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as ClientResult;
+}
+
+/** The ISP's counters, in packets: spoofed (anti-spoofing drops), upstream and loss (fault drops). */
+export async function labCounters(name: string, uplink: string): Promise<Record<'spoofed' | 'upstream' | 'loss', number>> {
+  const { u } = findUplink(loadLab(name), uplink);
+  const out = await inNamespace(u.ispNs, 'nft', '-j', 'list', 'counters', 'table', 'inet', 'lab');
+  const counters = { spoofed: 0, upstream: 0, loss: 0 };
+  for (const item of (JSON.parse(out) as { nftables: { counter?: { name: string; packets: number } }[] }).nftables) {
+    if (item.counter && item.counter.name in counters) counters[item.counter.name as keyof typeof counters] = item.counter.packets;
+  }
+  return counters;
+}
+
+/**
+ * Breaks an uplink, one fault at a time:
+ * - link: the ISP's side of the cable goes down; the router's wan<k> loses carrier.
+ * - upstream: the ISP stops forwarding; its gateway address still answers pings.
+ * - loss:N%: the ISP drops N% of the packets it receives, in both directions
+ *   (nft numgen: this kernel has no netem).
+ */
+export async function labFail(name: string, uplink: string, mode: LabFault | string): Promise<void> {
+  const state = loadLab(name);
+  const { u } = findUplink(state, uplink);
+  const fault = checkFault(mode);
+  await clearFaults(u);
+  if (fault === 'link') await ip(u.ispNs, 'link', 'set', 'eth0', 'down');
+  else if (fault === 'upstream') await nft(u.ispNs, `add rule inet lab upstream_fault counter name "upstream" drop\n`);
+  else {
+    const basisPoints = Math.round(Number(fault.slice(5, -1)) * 100);
+    const share = basisPoints < 10000 ? `numgen random mod 10000 < ${basisPoints} ` : '';
+    await nft(u.ispNs, `add rule inet lab link_fault ${share}counter name "loss" drop\n`);
+  }
+  u.fault = fault;
+  saveState(state);
+}
+
+function checkFault(mode: string): LabFault {
+  if (mode === 'link' || mode === 'upstream') return mode;
+  const loss = /^loss:(\d+(?:\.\d+)?)%$/.exec(mode);
+  if (loss && Number(loss[1]) > 0 && Number(loss[1]) <= 100) return mode as LabFault;
+  throw new Error(`fault mode '${mode}' must be link, upstream or loss:N% (0 < N <= 100)`);
+}
+
+/** Undoes any fault, whichever it was. */
+export async function labHeal(name: string, uplink: string): Promise<void> {
+  const state = loadLab(name);
+  const { u } = findUplink(state, uplink);
+  await clearFaults(u);
+  delete u.fault;
+  saveState(state);
+}
+
+async function clearFaults(u: LabUplink): Promise<void> {
+  await ip(u.ispNs, 'link', 'set', 'eth0', 'up');
+  await nft(u.ispNs, 'flush chain inet lab link_fault\nflush chain inet lab upstream_fault\n');
+}
+
+/**
+ * A DHCP renew that brings a new lease: the uplink moves to its other /28
+ * (198.51.100.128+16(k-1)/28), and back on the next renumber. Done as a DHCP
+ * client does it: add the new address, move the default route (same metric),
+ * drop the old address. The ISP accepts the new subnet before the move and
+ * forgets the old one after it.
+ */
+export async function labRenumber(name: string, uplink: string): Promise<LabUplink> {
+  const state = loadLab(name);
+  const { u, k } = findUplink(state, uplink);
+  const { current, next } = subnetsAround(k, u.address);
+  const metric = String(uplinkWiring(k).metric);
+  await nft(u.ispNs, `add element inet lab customer { ${next.prefix} }\n`);
+  await ip(state.ns.router, 'address', 'add', `${next.address}/${next.prefixLen}`, 'dev', u.routerIf);
+  await ip(state.ns.router, 'route', 'replace', 'default', 'via', next.gateway, 'dev', u.routerIf, 'metric', metric);
+  await ip(state.ns.router, 'address', 'delete', `${current.address}/${current.prefixLen}`, 'dev', u.routerIf);
+  await nft(u.ispNs, `delete element inet lab customer { ${current.prefix} }\n`);
+  Object.assign(u, { address: next.address, gateway: next.gateway, prefixLen: next.prefixLen });
+  saveState(state);
+  return u;
+}
+
+/** A short human summary: addresses, servers, how to get in. */
+export function describeLab(state: LabState): string {
+  const cli = `uplinkd lab --name ${state.name}`;
+  const last = state.lanSources[state.lanSources.length - 1];
+  return [
+    `lab ${state.name}: ${state.uplinks.length} uplink(s), namespaces ul-${state.name}-*`,
+    `  lan     ${state.lanHost}/24 on eth0 (+ sources ${state.lanSources[0]}-${last.split('.')[3]}), default via ${state.lanAddress}`,
+    `  router  ${state.lanIf} ${state.lanAddress}/24`,
+    ...state.uplinks.map((u, i) =>
+      `          ${u.routerIf} ${u.address}/${u.prefixLen} via ${u.gateway} metric ${uplinkWiring(i + 1).metric} -> ${u.name}` +
+      (u.capacity ? `, ${u.capacity}` : '') + (u.fault ? `, FAULT ${u.fault}` : ''),
+    ),
+    `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}`,
+    `  config  ${state.configPath}`,
+    `  try     ${cli} exec lan -- curl -s http://${state.server}:${state.whoamiPort}/`,
+    `          ${cli} fail isp1 --mode upstream | heal isp1 | renumber isp1 | down`,
+  ].join('\n');
+}

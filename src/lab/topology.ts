@@ -1,0 +1,101 @@
+// The lab's names and numbers, computed and never applied here: which
+// namespace is which, and every address of every link. Only reserved
+// documentation and benchmarking ranges are used (RFC 5737, RFC 2544).
+//
+//   lan ──lan0── router ──wan1── isp1 ──isp1── inet (192.0.2.0/24 + servers)
+//   198.18.0.0/24        ──wan2── isp2 ──isp2──
+//                        198.51.100.0/28 per uplink    203.0.113.0/30 per ISP
+
+export const LAB_NAME = /^[a-z0-9][a-z0-9-]{0,11}$/;
+export const MAX_LAB_UPLINKS = 8;
+
+export const LAN = {
+  routerIf: 'lan0',
+  routerAddress: '198.18.0.1',
+  host: '198.18.0.2',
+  prefixLen: 24,
+  /** Extra addresses on the LAN host, so tests can open connections from many sources. */
+  sources: Array.from({ length: 64 }, (_, i) => `198.18.0.${100 + i}`),
+} as const;
+
+export const INTERNET = {
+  /** Every address of this prefix is local to the inet namespace, so tests can pin by destination. */
+  prefix: '192.0.2.0/24',
+  server: '192.0.2.10',
+  whoamiPort: 8080,
+  iperfPort: 5201,
+} as const;
+
+export type LabNode = 'lan' | 'router' | 'inet' | `isp${number}`;
+
+export function namespaceOf(lab: string, node: LabNode): string {
+  return `ul-${lab}-${node}`;
+}
+
+/** Matches exactly the namespaces of one lab (and not those of a lab whose name merely starts alike). */
+export function labNamespacePattern(lab: string): RegExp {
+  return new RegExp(`^ul-${lab}-(lan|router|inet|isp[1-${MAX_LAB_UPLINKS}])$`);
+}
+
+export function checkLabName(name: string): string {
+  if (!LAB_NAME.test(name)) throw new Error(`lab name '${name}' must match ${LAB_NAME.source}`);
+  return name;
+}
+
+/** One /28 handed to the customer by an ISP: the ISP's gateway is .1, the router's address .2. */
+export interface CustomerSubnet {
+  prefix: string;
+  prefixLen: 28;
+  gateway: string;
+  address: string;
+}
+
+function customerSubnet(base: number): CustomerSubnet {
+  return {
+    prefix: `198.51.100.${base}/28`,
+    prefixLen: 28,
+    gateway: `198.51.100.${base + 1}`,
+    address: `198.51.100.${base + 2}`,
+  };
+}
+
+export interface UplinkWiring {
+  /** isp<k> */
+  name: string;
+  /** wan<k>: the router's side of the veth to the ISP's eth0. */
+  routerIf: string;
+  /** The main-table metric a DHCP client would give this uplink's default route. */
+  metric: number;
+  /** The subnet the customer starts on, and the one a `renumber` moves it to (and back). */
+  subnets: [CustomerSubnet, CustomerSubnet];
+  /** The /30 between the ISP (eth1) and the internet (isp<k>). */
+  transit: { ispAddress: string; inetAddress: string; prefixLen: 30 };
+}
+
+/** k is 1-based. */
+export function uplinkWiring(k: number): UplinkWiring {
+  return {
+    name: `isp${k}`,
+    routerIf: `wan${k}`,
+    metric: 100 + k,
+    subnets: [customerSubnet(16 * (k - 1)), customerSubnet(128 + 16 * (k - 1))],
+    transit: { ispAddress: `203.0.113.${4 * (k - 1) + 2}`, inetAddress: `203.0.113.${4 * (k - 1) + 1}`, prefixLen: 30 },
+  };
+}
+
+/** The customer subnet an address belongs to, and the other one (where a renumber goes next). */
+export function subnetsAround(k: number, address: string): { current: CustomerSubnet; next: CustomerSubnet } {
+  const [first, second] = uplinkWiring(k).subnets;
+  return address === second.address ? { current: second, next: first } : { current: first, next: second };
+}
+
+const RATE = /^(\d+(?:\.\d+)?)(kbit|mbit|gbit)$/;
+const RATE_UNIT = { kbit: 1e3, mbit: 1e6, gbit: 1e9 } as const;
+
+/** A tc rate such as 20mbit, in bits per second; throws on anything else. */
+export function parseRate(rate: string): number {
+  const m = RATE.exec(rate);
+  const bits = m ? Number(m[1]) * RATE_UNIT[m[2] as keyof typeof RATE_UNIT] : NaN;
+  if (!(bits >= 8000 && bits <= 100e9)) throw new Error(`capacity '${rate}' must be a rate like 20mbit (8kbit..100gbit)`);
+  return bits;
+}

@@ -1,0 +1,77 @@
+// What the integration tests share: a lab per test file, the uplinkd CLI run
+// inside its router, configs written next to the lab's state, and a snapshot
+// of the router's kernel state to compare before and after.
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { labClient, labExec, type LabState } from '../../src/lab/lab.js';
+import type { ClientResult } from '../../src/lab/client.js';
+
+export const UPLINKD = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
+
+export function uniqueLabName(prefix: string): string {
+  return `${prefix}${process.pid % 100000}`;
+}
+
+/** `uplinkd ARGS` inside the lab's router, as an operator would run it there. */
+export function uplinkd(lab: LabState, ...args: string[]) {
+  return labExec(lab.name, 'router', [UPLINKD, ...args]);
+}
+
+export async function mustUplinkd(lab: LabState, ...args: string[]): Promise<string> {
+  const r = await uplinkd(lab, ...args);
+  if (r.code !== 0) throw new Error(`uplinkd ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+/** Writes a config into the lab's state folder and returns its path. */
+export function writeConfig(lab: LabState, fileName: string, yaml: string): string {
+  const path = join(lab.stateDir, fileName);
+  writeFileSync(path, yaml);
+  return path;
+}
+
+/** A config for the lab's uplinks; `extra` per uplink and top-level YAML appended. */
+export function labConfig(lab: LabState, opts: { uplink?: (name: string, k: number) => string; top?: string } = {}): string {
+  const uplinks = lab.uplinks.map((u, i) =>
+    `  ${u.name}:\n    interface: ${u.routerIf}\n${opts.uplink?.(u.name, i + 1) ?? ''}`).join('');
+  return `lan: [lan0]\nuplinks:\n${uplinks}${opts.top ?? ''}`;
+}
+
+/**
+ * Installs the state `uplinkd plan` prints, by running the printed text in
+ * the router's shell exactly as an operator pasting it would (after a flush,
+ * since `ip rule add` is not idempotent). This is how tests reach a state
+ * with uplinks down without a daemon.
+ */
+export async function pastePlan(lab: LabState, config: string, down: string[]): Promise<void> {
+  await mustUplinkd(lab, 'flush', '-c', config);
+  const text = await mustUplinkd(lab, 'plan', '-c', config, ...(down.length ? ['--down', down.join(',')] : []));
+  const r = await labExec(lab.name, 'router', ['bash', '-e', '-s'], { input: text });
+  if (r.code !== 0) throw new Error(`pasting the plan failed: ${r.stderr.trim()}`);
+}
+
+/** What `nft list ruleset`, `ip rule` and every routing table of the router say. */
+export async function kernelSnapshot(lab: LabState): Promise<{ nft: string; rules: string; routes: string }> {
+  const read = async (argv: string[]) => (await labExec(lab.name, 'router', argv)).stdout;
+  return {
+    nft: await read(['nft', 'list', 'ruleset']),
+    rules: await read(['ip', 'rule', 'show']),
+    routes: await read(['ip', 'route', 'show', 'table', 'all']),
+  };
+}
+
+export function whoamiUrl(lab: LabState, host = lab.server): string {
+  return `http://${host}:${lab.whoamiPort}/`;
+}
+
+/** `count` new HTTP connections from a node; the far end reports the source it saw. */
+export function connections(lab: LabState, node: string, count: number, extra: string[] = []): Promise<ClientResult> {
+  return labClient(lab.name, node, ['http', '--url', whoamiUrl(lab), '--count', String(count), '--concurrency', '16', '--timeout-ms', '1500', ...extra]);
+}
+
+/** Fraction of successful connections the far end saw coming from `address`. */
+export function shareOf(result: ClientResult, address: string): number {
+  return (result.seen[address] ?? 0) / result.ok;
+}
