@@ -1,0 +1,126 @@
+// check, plan, apply and flush as an operator uses them: idempotent applies,
+// established transfers that survive them, foreign state left byte for byte,
+// no residue after flush, and broken configs that change nothing.
+
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, beforeEach, test } from 'node:test';
+import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
+import { kernelSnapshot, labConfig, mustUplinkd, uniqueLabName, uplinkd, writeConfig } from './harness.js';
+
+let lab: LabState;
+let config: string;
+
+before(async () => {
+  lab = await labUp({ name: uniqueLabName('life'), uplinks: 2 });
+  config = writeConfig(lab, 'two.yaml', labConfig(lab, { top: 'sticky: 5m\nrules:\n  - { name: pin, dst: 192.0.2.20, via: isp2 }\n' }));
+});
+after(() => labDown(lab.name));
+beforeEach(() => mustUplinkd(lab, 'flush'));
+
+test('a second apply changes nothing: nft ruleset, rules and routes identical', async () => {
+  assert.match(await mustUplinkd(lab, 'apply', '-c', config), /applied \d+ changes/);
+  const first = await kernelSnapshot(lab);
+  assert.equal((await mustUplinkd(lab, 'apply', '-c', config)).trim(), 'nothing to change');
+  assert.deepEqual(await kernelSnapshot(lab), first);
+});
+
+test('plan changes nothing and prints the same text twice', async () => {
+  const before = await kernelSnapshot(lab);
+  const a = await mustUplinkd(lab, 'plan', '-c', config);
+  const b = await mustUplinkd(lab, 'plan', '-c', config);
+  assert.equal(a, b);
+  assert.deepEqual(await kernelSnapshot(lab), before);
+});
+
+test('a long transfer survives a re-apply and an apply of changed weights', async () => {
+  await mustUplinkd(lab, 'apply', '-c', config);
+  const transfer = labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(lab.iperfPort), '-t', '5', '-J']);
+  await new Promise((r) => setTimeout(r, 1500));
+  await mustUplinkd(lab, 'apply', '-c', config);
+  const reweighted = writeConfig(lab, 'reweighted.yaml', labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 1 : 5}\n` }));
+  assert.match(await mustUplinkd(lab, 'apply', '-c', reweighted), /applied/);
+  const r = await transfer;
+  assert.equal(r.code, 0, r.stdout.slice(-500) + r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report.error, undefined);
+  const perSecond = report.intervals.map((i: { sum: { bytes: number } }) => i.sum.bytes);
+  assert.ok(perSecond.length >= 5 && perSecond.every((bytes: number) => bytes > 0), `bytes per second: ${perSecond}`);
+});
+
+test('foreign nft table, ip rule and routing tables stay byte-identical through apply and flush', async () => {
+  const foreign = 'table inet operator {\n chain input { type filter hook input priority 0; policy accept; tcp dport 22 counter accept; }\n}\n';
+  assert.equal((await labExec(lab.name, 'router', ['nft', '-f', '-'], { input: foreign })).code, 0);
+  const add = async (...args: string[]) => assert.equal((await labExec(lab.name, 'router', ['ip', ...args])).code, 0, args.join(' '));
+  await add('rule', 'add', 'priority', '500', 'from', '198.18.0.200', 'lookup', '100');
+  await add('route', 'add', '192.0.2.0/24', 'via', '198.51.100.1', 'table', '100');
+  // A table inside uplinkd's numeric range but not uplinkd's: no catch-all signature.
+  await add('route', 'add', '192.0.2.128/25', 'via', '198.51.100.17', 'table', '250');
+  const read = async () => ({
+    table: (await labExec(lab.name, 'router', ['nft', 'list', 'table', 'inet', 'operator'])).stdout,
+    rules: (await labExec(lab.name, 'router', ['ip', 'rule', 'show', 'priority', '500'])).stdout,
+    t100: (await labExec(lab.name, 'router', ['ip', 'route', 'show', 'table', '100'])).stdout,
+    t250: (await labExec(lab.name, 'router', ['ip', 'route', 'show', 'table', '250'])).stdout,
+  });
+  try {
+    const before = await read();
+    await mustUplinkd(lab, 'apply', '-c', config);
+    assert.deepEqual(await read(), before, 'after apply');
+    await mustUplinkd(lab, 'flush');
+    assert.deepEqual(await read(), before, 'after flush');
+  } finally {
+    await labExec(lab.name, 'router', ['nft', 'delete', 'table', 'inet', 'operator']);
+    await labExec(lab.name, 'router', ['ip', 'rule', 'del', 'priority', '500']);
+    await labExec(lab.name, 'router', ['ip', 'route', 'flush', 'table', '100']);
+    await labExec(lab.name, 'router', ['ip', 'route', 'flush', 'table', '250']);
+  }
+});
+
+test('flush leaves no residue: ruleset, rules and routes as before apply', async () => {
+  const clean = await kernelSnapshot(lab);
+  await mustUplinkd(lab, 'apply', '-c', config);
+  assert.notDeepEqual(await kernelSnapshot(lab), clean);
+  await mustUplinkd(lab, 'flush');
+  assert.deepEqual(await kernelSnapshot(lab), clean);
+  assert.equal((await mustUplinkd(lab, 'flush')).trim(), 'nothing to flush');
+});
+
+const brokenDir = fileURLToPath(new URL('../configs/broken/', import.meta.url));
+const broken = readdirSync(brokenDir).filter((f) => f.endsWith('.yaml')).sort();
+
+test(`${broken.length} broken configs: each rejected with exit 1 and line:col errors, the kernel unchanged`, async () => {
+  assert.ok(broken.length >= 20);
+  await mustUplinkd(lab, 'apply', '-c', config);
+  const applied = await kernelSnapshot(lab);
+  for (const file of broken) {
+    const path = join(brokenDir, file);
+    for (const command of ['check', 'apply']) {
+      const r = await uplinkd(lab, command, '-c', path);
+      assert.equal(r.code, 1, `${command} ${file}: exit ${r.code}\n${r.stderr}`);
+      const errors = r.stderr.split('\n').filter((l) => l.startsWith(`${path}:`) && !l.includes(': warning: '));
+      assert.ok(errors.length > 0 && errors.every((l) => /^[^:]+:\d+:\d+: /.test(l) || /^[^:]+: \d+ errors?, nothing changed$/.test(l)),
+        `${command} ${file}:\n${r.stderr}`);
+      assert.ok(errors.some((l) => /^[^:]+:\d+:\d+: /.test(l)), `${file}: no line:col error`);
+    }
+  }
+  assert.deepEqual(await kernelSnapshot(lab), applied);
+});
+
+test('every golden plan is nft input this kernel accepts', async () => {
+  const golden = fileURLToPath(new URL('../golden/', import.meta.url));
+  for (const file of readdirSync(golden).filter((f) => f.endsWith('.plan'))) {
+    const text = readFileSync(join(golden, file), 'utf8');
+    const nft = /^nft -f - <<'EOF'\n([\s\S]*?)^EOF$/m.exec(text)?.[1];
+    assert.ok(nft, `${file} has an nft transaction`);
+    const r = await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
+    assert.equal(r.code, 0, `${file}: ${r.stderr}`);
+  }
+});
+
+test('usage errors exit 2', async () => {
+  assert.equal((await uplinkd(lab, 'plan', '-c', config, '--down', 'nosuch')).code, 2);
+  assert.equal((await uplinkd(lab, 'frobnicate')).code, 2);
+  assert.equal((await uplinkd(lab, 'plan', '--bogus')).code, 2);
+});
