@@ -1,6 +1,7 @@
 // The command line: check, plan, apply, flush, lab. Exit codes follow the
 // SPEC: 0 done, 1 invalid config or failed kernel change, 2 usage error.
 
+import { existsSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult } from './config/load.js';
 import type { Config } from './config/types.js';
@@ -8,6 +9,10 @@ import { applyState, flushOwned } from './kernel/apply.js';
 import { readFacts } from './kernel/facts.js';
 import { systemRunner } from './kernel/runner.js';
 import { registerLabCommands } from './lab/commands.js';
+import { requestStatus } from './api.js';
+import { Daemon } from './daemon.js';
+import { createLogger } from './log.js';
+import { formatStatus } from './status.js';
 import { DEFAULT_OWNERSHIP } from './ownership.js';
 import { plan } from './plan/plan.js';
 import { renderPlan } from './plan/render.js';
@@ -61,6 +66,8 @@ function downList(value: string | undefined, config: Config): Record<string, Hea
 
 const configOption = () => new Option('-c, --config <file>', 'config file (default: $UPLINKD_CONFIG or /etc/uplinkd/uplinkd.yaml)');
 
+const DEFAULT_SOCKET = '/run/uplinkd/uplinkd.sock';
+
 export function buildProgram(): Command {
   const program = new Command('uplinkd')
     .description('multi-uplink routing for Linux: split access, balancing, failover, pinning')
@@ -106,9 +113,38 @@ export function buildProgram(): Command {
       const path = resolveConfigPath(opts.config);
       const loaded = loadConfigFile(path);
       const own = loaded.ok ? loaded.config.kernel : DEFAULT_OWNERSHIP;
-      if (!loaded.ok && opts.config) complain(`${path}: unreadable or invalid, flushing the default ranges`);
+      if (!loaded.ok && (opts.config || existsSync(path))) complain(`${path}: unreadable or invalid, flushing the default ranges`);
       const changes = await flushOwned(own, systemRunner);
       say(changes.length === 0 ? 'nothing to flush' : `removed: ${changes.map((c) => c.what).join(', ')}`);
+    });
+
+  program.command('run').description('the daemon: install or adopt the state, track health, follow kernel events')
+    .addOption(configOption())
+    .action(async (opts: { config?: string }) => {
+      const path = resolveConfigPath(opts.config);
+      const config = mustLoad(path, await tryReadFacts());
+      if (await requestStatus(config.api.socket, 500)) {
+        throw new ExitError(1, `another uplinkd answers on ${config.api.socket}; not starting a second one`);
+      }
+      const daemon = new Daemon(path, config, createLogger());
+      await daemon.start();
+      await new Promise<void>((resolve) => {
+        process.on('SIGHUP', () => void daemon.reload());
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+      await daemon.stop();
+    });
+
+  program.command('status').description("the running daemon's view")
+    .addOption(configOption())
+    .option('--json', 'one JSON object (the SPEC schema)')
+    .action(async (opts: { config?: string; json?: boolean }) => {
+      const loaded = loadConfigFile(resolveConfigPath(opts.config));
+      const socket = loaded.ok ? loaded.config.api.socket : DEFAULT_SOCKET;
+      const status = await requestStatus(socket);
+      if (!status) throw new ExitError(3, `uplinkd is not running (no answer on ${socket})`);
+      process.stdout.write(opts.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
     });
 
   registerLabCommands(program);

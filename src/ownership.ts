@@ -37,9 +37,11 @@ export const RULE_OFFSET = {
 export const MAX_UPLINKS = RULE_OFFSET.uplinkMark - RULE_OFFSET.fromUplinkAddress - 1;
 
 /**
- * Metric of the catch-all `unreachable default` in each uplink table: the
- * largest there is, so it only answers when the uplink's own default route is
- * missing, and a marked packet never falls through to another table.
+ * Metric of the catch-all `unreachable default` in each uplink table
+ * (0xff002000, the value the kernel's VRF documentation uses): far above any
+ * real route's, so it only answers when the uplink's own default route is
+ * missing, and a marked packet never falls through to another table. It also
+ * marks a table as uplinkd's for `flush`.
  */
 export const FALLBACK_METRIC = 4278198272;
 

@@ -161,6 +161,9 @@ function checkRelations(raw: unknown, report: Report, facts: ConfigFacts): void 
     const check = asMapping(uplink.check);
     if (check) checkProbe(check, ['uplinks', name, 'check'], report);
   }
+  if (top.sticky !== undefined && itemsOf(top.lan, ['lan']).length === 0) {
+    report.at('warning', ['sticky'], 'sticky: applies to LAN sources; without lan it has no effect');
+  }
   checkInterfaces(top, uplinks, report, facts);
   checkRules(top, uplinks, report);
   checkKernelRoom(asMapping(top.kernel) ?? {}, count, report);

@@ -107,7 +107,15 @@ function readSysctl(path: string): string | undefined {
   }
 }
 
-export async function applyState(state: DesiredState, runner: Runner): Promise<Change[]> {
+export interface ApplyOptions {
+  /**
+   * Element updates to run instead of replacing the table: the daemon
+   * passes them when only elements changed (see update.ts).
+   */
+  nftElements?: string;
+}
+
+export async function applyState(state: DesiredState, runner: Runner, opts: ApplyOptions = {}): Promise<Change[]> {
   const changes: Change[] = [];
   const ip = async (what: string, args: string[]) => {
     await mustRun(runner, 'ip', args);
@@ -127,8 +135,12 @@ export async function applyState(state: DesiredState, runner: Runner): Promise<C
     if (!presentRouteKeys.has(desiredRouteKey(route))) await ip('route', ['-4', ...routeArgs(route)]);
   }
 
-  const comment = tableComment(state.nft);
-  if ((await currentTableComment(runner, state.nft.family, state.nft.name)) !== comment) {
+  if (opts.nftElements !== undefined) {
+    if (opts.nftElements) {
+      await mustRun(runner, 'nft', ['-f', '-'], opts.nftElements);
+      changes.push({ what: 'nft elements', args: ['nft', '-f', '-'] });
+    }
+  } else if ((await currentTableComment(runner, state.nft.family, state.nft.name)) !== tableComment(state.nft)) {
     await mustRun(runner, 'nft', ['-f', '-'], nftTransaction(state.nft));
     changes.push({ what: 'nft', args: ['nft', '-f', '-'] });
   }

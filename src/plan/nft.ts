@@ -169,7 +169,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
     rules: [
       { text: `ct mark & ${mask} != 0 iifname != @uplink_interfaces oifname != @uplink_interfaces ct mark set ct mark & ${keep}`,
         why: 'a local route won (LAN, VPN): not an uplink connection, so no uplink going down may flush it' },
-      { text: 'oifname @masquerade_interfaces masquerade' },
+      { text: 'oifname @masquerade_interfaces meta nfproto ipv4 masquerade', why: 'IPv4 only, like everything uplinkd does' },
       { text: 'snat ip to oifname map @snat_address', why: 'interfaces missing from the map are not matched' },
     ],
     why: 'source NAT, first packet of each connection',

@@ -2,11 +2,13 @@
 // inside its router, configs written next to the lab's state, and a snapshot
 // of the router's kernel state to compare before and after.
 
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { labClient, labExec, type LabState } from '../../src/lab/lab.js';
 import type { ClientResult } from '../../src/lab/client.js';
+import type { Status } from '../../src/status.js';
 
 export const UPLINKD = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
 
@@ -74,4 +76,80 @@ export function connections(lab: LabState, node: string, count: number, extra: s
 /** Fraction of successful connections the far end saw coming from `address`. */
 export function shareOf(result: ClientResult, address: string): number {
   return (result.seen[address] ?? 0) / result.ok;
+}
+
+// ------------------------------------------------------------ the daemon
+
+export interface RunningDaemon {
+  pid: number;
+  /** Everything it logged so far (JSON lines). */
+  logs(): string;
+  signal(sig: NodeJS.Signals): void;
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+  stop(): Promise<number | null>;
+}
+
+/** `uplinkd run -c config` in the router, kept running until stop(). */
+export async function startDaemon(lab: LabState, config: string, opts: { waitUp?: boolean } = {}): Promise<RunningDaemon> {
+  const child = spawn('ip', ['netns', 'exec', lab.ns.router, UPLINKD, 'run', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const daemon: RunningDaemon = {
+    pid: child.pid!,
+    logs: () => output,
+    signal: (sig) => child.kill(sig),
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+  const ready = await waitFor(async () => (await uplinkd(lab, 'status', '--json', '-c', config)).code === 0, 10_000);
+  if (!ready) {
+    await daemon.stop();
+    throw new Error(`uplinkd run did not answer status within 10 s:\n${output}`);
+  }
+  if (opts.waitUp !== false) {
+    const up = await waitFor(async () => (await daemonStatus(lab, config)).uplinks.every((u) => u.state === 'up'), 5000);
+    if (!up) {
+      const uplinks = JSON.stringify((await daemonStatus(lab, config)).uplinks);
+      await daemon.stop();
+      throw new Error(`uplinks not up within 5 s: ${uplinks}`);
+    }
+  }
+  return daemon;
+}
+
+export async function daemonStatus(lab: LabState, config: string): Promise<Status> {
+  return JSON.parse(await mustUplinkd(lab, 'status', '--json', '-c', config)) as Status;
+}
+
+/** Polls `check` every `everyMs` until it holds or `withinMs` passes. */
+export async function waitFor(check: () => Promise<boolean>, withinMs: number, everyMs = 50): Promise<boolean> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/**
+ * Time from `faultAt` until a batch of new LAN connections all succeed, the
+ * SPEC's failover time: batches of `batch` connections (300 ms timeout each)
+ * are tried back to back. Resolves to ms, or undefined after `withinMs`.
+ */
+export async function timeUntilAllSucceed(lab: LabState, faultAt: number, opts: { batch?: number; withinMs?: number; expectVia?: string[] } = {}): Promise<number | undefined> {
+  const batch = opts.batch ?? 10;
+  const deadline = faultAt + (opts.withinMs ?? 10_000);
+  while (Date.now() < deadline) {
+    const tryAt = Date.now();
+    const r = await labClient(lab.name, 'lan', ['http', '--url', whoamiUrl(lab), '--count', String(batch), '--concurrency', String(batch), '--timeout-ms', '300']);
+    const viaOk = !opts.expectVia || Object.keys(r.seen).every((a) => opts.expectVia!.includes(a));
+    if (r.ok === batch && viaOk) return tryAt - faultAt;
+  }
+  return undefined;
 }

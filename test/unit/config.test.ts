@@ -135,8 +135,8 @@ describe('defaults', () => {
             targets: [],
             port: 0,
             query: '',
-            intervalMs: 200,
-            timeoutMs: 500,
+            intervalMs: 100,
+            timeoutMs: 400,
             downAfter: 3,
             upAfter: 5,
             quorum: 1,
@@ -175,7 +175,7 @@ describe('defaults', () => {
     const config = load(yaml('uplinks:', '  isp1: {interface: wan1, check: false}', '  isp2: {interface: wan2, check: true}'));
     assert.equal(config.uplinks[0].check, undefined);
     assert.ok(!('check' in config.uplinks[0]));
-    assert.equal(config.uplinks[1].check?.intervalMs, 200);
+    assert.equal(config.uplinks[1].check?.intervalMs, 100);
   });
 
   it('names unnamed rules by their position', () => {

@@ -1,0 +1,120 @@
+// The daemon's read-only doors: a root-only control socket for `uplinkd
+// status`, and an HTTP listener (loopback by default) with a status page,
+// /api/status and /metrics in Prometheus text format.
+
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { Logger } from './log.js';
+import { formatStatus, type Status } from './status.js';
+
+export type StatusSource = () => Promise<Status>;
+
+/** Serves one JSON status per connection: the client writes `status`, reads the JSON, done. */
+export async function serveControlSocket(path: string, status: StatusSource, log: Logger): Promise<net.Server> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // A socket file left by a daemon that died is stale: nobody can own it now,
+  // since `run` refuses to start while another daemon answers (see cli.ts).
+  rmSync(path, { force: true });
+  const server = net.createServer((socket) => {
+    socket.setEncoding('utf8');
+    let request = '';
+    socket.on('data', async (chunk: string) => {
+      request += chunk;
+      if (!request.includes('\n')) return;
+      if (request.trim() === 'status') socket.end(JSON.stringify(await status()) + '\n');
+      else socket.end(JSON.stringify({ error: `unknown request ${JSON.stringify(request.trim())}` }) + '\n');
+    });
+    socket.on('error', () => {});
+  });
+  // Created 0600 from the start: no window in which others could connect.
+  const previous = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, resolve));
+  } finally {
+    process.umask(previous);
+  }
+  chmodSync(path, 0o600);
+  log.debug({ socket: path }, `control socket ${path}`);
+  return server;
+}
+
+/** Asks a running daemon for its status; undefined when none answers. */
+export function requestStatus(path: string, timeoutMs = 2000): Promise<Status | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect(path);
+    let reply = '';
+    const done = (value: Status | undefined) => {
+      socket.destroy();
+      resolve(value);
+    };
+    socket.setTimeout(timeoutMs, () => done(undefined));
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write('status\n'));
+    socket.on('data', (d: string) => (reply += d));
+    socket.on('end', () => {
+      try {
+        done(JSON.parse(reply) as Status);
+      } catch {
+        done(undefined);
+      }
+    });
+    socket.on('error', () => done(undefined));
+  });
+}
+
+/** Prometheus metrics, filled from a fresh status at each scrape. */
+export function createMetrics(status: StatusSource): { registry: Registry; countTransition(uplink: string, to: string): void } {
+  const registry = new Registry();
+  const labelNames = ['uplink'] as const;
+  const gauges = {
+    up: new Gauge({ name: 'uplinkd_uplink_up', help: '1 up, 0 down, -1 pending (no verdict yet)', labelNames, registers: [registry] }),
+    latency: new Gauge({ name: 'uplinkd_probe_latency_seconds', help: 'mean probe round-trip time of the last round', labelNames, registers: [registry] }),
+    loss: new Gauge({ name: 'uplinkd_probe_loss_ratio', help: 'lost fraction of the last `window` probes', labelNames, registers: [registry] }),
+    rx: new Gauge({ name: 'uplinkd_uplink_rx_bits_per_second', help: 'received rate of the uplink interface', labelNames, registers: [registry] }),
+    tx: new Gauge({ name: 'uplinkd_uplink_tx_bits_per_second', help: 'sent rate of the uplink interface', labelNames, registers: [registry] }),
+    share: new Gauge({ name: 'uplinkd_uplink_share_ratio', help: 'fraction of new connections the uplink receives now', labelNames, registers: [registry] }),
+    connections: new Gauge({
+      name: 'uplinkd_uplink_connections', help: 'tracked connections marked for the uplink', labelNames, registers: [registry],
+      async collect() {
+        const s = await status();
+        for (const u of s.uplinks) {
+          const labels = { uplink: u.name };
+          this.set(labels, u.connections);
+          gauges.up.set(labels, u.state === 'up' ? 1 : u.state === 'down' ? 0 : -1);
+          if (u.latency_ms !== null) gauges.latency.set(labels, u.latency_ms / 1000);
+          gauges.loss.set(labels, u.loss);
+          gauges.rx.set(labels, u.rx_bps);
+          gauges.tx.set(labels, u.tx_bps);
+          gauges.share.set(labels, u.share);
+        }
+      },
+    }),
+  };
+  const transitions = new Counter({ name: 'uplinkd_uplink_transitions_total', help: 'state changes', labelNames: ['uplink', 'to'], registers: [registry] });
+  return { registry, countTransition: (uplink, to) => transitions.inc({ uplink, to }) };
+}
+
+export async function serveHttp(listen: string, status: StatusSource, registry: Registry, log: Logger): Promise<http.Server> {
+  const at = listen.lastIndexOf(':');
+  const host = listen.slice(0, at);
+  const port = Number(listen.slice(at + 1));
+  const server = http.createServer(async (req, res) => {
+    const send = (code: number, type: string, body: string) => res.writeHead(code, { 'content-type': type }).end(body);
+    try {
+      if (req.method !== 'GET') return send(405, 'text/plain', 'read-only\n');
+      const path = new URL(req.url ?? '/', 'http://x').pathname;
+      if (path === '/api/status') return send(200, 'application/json', JSON.stringify(await status()) + '\n');
+      if (path === '/metrics') return send(200, registry.contentType, await registry.metrics());
+      if (path === '/') return send(200, 'text/plain; charset=utf-8', formatStatus(await status(), 20));
+      return send(404, 'text/plain', 'not found\n');
+    } catch (err) {
+      send(500, 'text/plain', `${err instanceof Error ? err.message : err}\n`);
+    }
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, resolve));
+  log.debug({ http: listen }, `http on ${listen}`);
+  return server;
+}

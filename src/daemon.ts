@@ -1,0 +1,316 @@
+// `uplinkd run`: install (or adopt) the state, then keep the kernel in step
+// with the uplinks' health and the kernel's own events. Every kernel change
+// goes through one queue, so changes never interleave; a health verdict
+// changes map elements only, never chains.
+
+import { readFileSync } from 'node:fs';
+import type net from 'node:net';
+import type http from 'node:http';
+import { createMetrics, serveControlSocket, serveHttp } from './api.js';
+import { formatDiagnostic, loadConfigFile } from './config/load.js';
+import type { Config, Uplink } from './config/types.js';
+import { HealthTracker, type Transition } from './health.js';
+import { runHooks, type HookEvent } from './hooks.js';
+import { applyState } from './kernel/apply.js';
+import { readFacts } from './kernel/facts.js';
+import { systemRunner, type Runner } from './kernel/runner.js';
+import { countConnections, deleteConnections, elementUpdateScript, flushDynamicSet, runNftScript, sameStructure } from './kernel/update.js';
+import { watchKernel, type KernelWatcher } from './kernel/watch.js';
+import type { Logger } from './log.js';
+import { plan } from './plan/plan.js';
+import type { DesiredState, Health, InterfaceFacts, KernelFacts } from './plan/state.js';
+import { createProber, type ProbeRound, type ProbeSubject, type Prober } from './probe/index.js';
+import type { Status, StatusEvent, UplinkStatus } from './status.js';
+
+const MAX_EVENTS = 100;
+const RATE_SAMPLE_MS = 1000;
+
+interface Tracked {
+  uplink: Uplink;
+  tracker: HealthTracker;
+  since: Date;
+  prober?: Prober;
+  /** What the prober was started with; a change restarts it. */
+  proberKey?: string;
+  address?: string;
+  carrier?: boolean;
+  rates: { rxBytes: number; txBytes: number; at: number; rxBps: number; txBps: number };
+}
+
+export class Daemon {
+  private config: Config;
+  private facts: KernelFacts = { interfaces: [], mainDefaultRoutes: [] };
+  private tracked = new Map<string, Tracked>();
+  private installed?: DesiredState;
+  private events: StatusEvent[] = [];
+  private kernelQueue: Promise<unknown> = Promise.resolve();
+  private watcher?: KernelWatcher;
+  private servers: (net.Server | http.Server)[] = [];
+  private sampler?: NodeJS.Timeout;
+  private metrics = createMetrics(() => this.status());
+  private stopping = false;
+
+  constructor(private readonly configPath: string, config: Config, private readonly log: Logger, private readonly runner: Runner = systemRunner) {
+    this.config = config;
+  }
+
+  async start(): Promise<void> {
+    this.facts = await readFacts(this.runner);
+    this.track(this.config);
+    this.noteCarrierAndAddresses(false);
+    await this.converge('start');
+    this.syncProbers();
+    this.watcher = watchKernel((what) => void this.onKernelChange(what), { log: (m) => this.log.warn(m) });
+    this.sampler = setInterval(() => this.sampleRates(), RATE_SAMPLE_MS);
+    const status = () => this.status();
+    this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
+    if (this.config.api.http !== 'off') this.servers.push(await serveHttp(this.config.api.http, status, this.metrics.registry, this.log));
+    this.log.info({ event: 'start', uplinks: this.config.uplinks.length },
+      `running: ${this.config.uplinks.length} uplinks, balance ${this.config.balance}, config ${this.configPath}`);
+  }
+
+  /** Stops tracking. The kernel state stays, so a restart is seamless. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.watcher?.stop();
+    if (this.sampler) clearInterval(this.sampler);
+    await Promise.all([...this.tracked.values()].map((t) => t.prober?.stop()));
+    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    await this.kernelQueue;
+    this.log.info({ event: 'stop' }, 'stopped tracking; kernel state left in place (`uplinkd flush` removes it)');
+  }
+
+  /** SIGHUP: a config with errors is logged and ignored; the old one goes on. */
+  async reload(): Promise<void> {
+    const result = loadConfigFile(this.configPath);
+    if (!result.ok) {
+      for (const e of result.errors) this.log.error({ event: 'reload-rejected' }, formatDiagnostic(e));
+      const n = result.errors.length;
+      this.log.error({ event: 'reload-rejected' }, `reload rejected: ${n} error${n === 1 ? '' : 's'}; still running on the previous config`);
+      return;
+    }
+    for (const w of result.warnings) this.log.warn(formatDiagnostic(w));
+    const previous = this.config;
+    this.config = result.config;
+    this.track(result.config);
+    this.noteCarrierAndAddresses(false);
+    await this.converge('reload');
+    this.syncProbers();
+    this.record({ event: 'reload', reason: `config ${this.configPath} reloaded (${previous.uplinks.length} -> ${this.config.uplinks.length} uplinks)` });
+  }
+
+  // ------------------------------------------------------------ tracking
+
+  /** Trackers for the config's uplinks; an uplink whose check is unchanged keeps its state. */
+  private track(config: Config): void {
+    const next = new Map<string, Tracked>();
+    for (const uplink of config.uplinks) {
+      const old = this.tracked.get(uplink.name);
+      const sameCheck = old && JSON.stringify(old.uplink.check) === JSON.stringify(uplink.check) && old.uplink.interface === uplink.interface;
+      if (old && sameCheck) {
+        next.set(uplink.name, { ...old, uplink });
+        continue;
+      }
+      void old?.prober?.stop();
+      next.set(uplink.name, { uplink, tracker: new HealthTracker(uplink.check), since: new Date(), rates: { rxBytes: 0, txBytes: 0, at: 0, rxBps: 0, txBps: 0 } });
+    }
+    for (const [name, old] of this.tracked) if (!next.has(name)) void old.prober?.stop();
+    this.tracked = next;
+  }
+
+  private iface(t: Tracked): InterfaceFacts | undefined {
+    return this.facts.interfaces.find((i) => i.name === t.uplink.interface);
+  }
+
+  /** Starts, restarts or stops each prober to match the uplink's current address. */
+  private syncProbers(): void {
+    for (const t of this.tracked.values()) {
+      const address = this.iface(t)?.addresses[0]?.address;
+      const subject: ProbeSubject | undefined = t.uplink.check && address
+        ? { uplink: t.uplink.name, device: t.uplink.interface, address, gateway: this.gatewayOf(t) }
+        : undefined;
+      const key = subject ? JSON.stringify(subject) : undefined;
+      if (key === t.proberKey) continue;
+      if (t.prober && subject) {
+        t.prober.update(subject);
+      } else {
+        void t.prober?.stop();
+        t.prober = undefined;
+        if (subject) {
+          t.prober = createProber(subject, t.uplink.check!, { log: (m) => this.log.warn({ uplink: t.uplink.name }, m) });
+          t.prober.start((round) => this.onRound(t.uplink.name, round));
+        }
+      }
+      t.proberKey = key;
+    }
+  }
+
+  /** The default probe target: the gateway, or the peer of a point-to-point link. */
+  private gatewayOf(t: Tracked): string | undefined {
+    return this.installed?.uplinks.find((u) => u.name === t.uplink.name)?.gateway ?? this.iface(t)?.addresses[0]?.peer;
+  }
+
+  private onRound(name: string, round: ProbeRound): void {
+    const t = this.tracked.get(name);
+    if (!t || this.stopping) return;
+    const { verdict, transition } = t.tracker.feed(round);
+    this.log.trace({ uplink: name, good: verdict.good, latency: verdict.latencyMs, loss: verdict.loss }, verdict.reason);
+    if (transition) this.onTransition(t, transition);
+  }
+
+  private onTransition(t: Tracked, transition: Transition): void {
+    const at = performance.now();
+    t.since = new Date();
+    this.metrics.countTransition(t.uplink.name, transition.to);
+    const event = transition.to === 'down' ? 'down' : 'up';
+    this.record({ event, uplink: t.uplink.name, reason: transition.reason });
+    if (transition.from === 'pending' && transition.to === 'up') return; // pending already counted as up
+    void this.converge(`${t.uplink.name} ${event}`, async () => {
+      if (event !== 'down') return;
+      const index = this.config.uplinks.indexOf(t.uplink);
+      const mark = this.installed!.uplinks[index].mark;
+      if (this.config.stickyMs !== undefined && this.config.lan.length > 0) {
+        await flushDynamicSet(this.runner, this.installed!.nft, `sticky_${t.uplink.name}`);
+      }
+      if (this.config.conntrack.flushOnDown) {
+        const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
+        this.log.info({ uplink: t.uplink.name, event: 'flush', deleted }, `${t.uplink.name}: ${deleted} connections flushed`);
+      }
+    }).then((ms) => this.log.debug({ uplink: t.uplink.name, ms: performance.now() - at, kernelMs: ms }, 'kernel updated'));
+  }
+
+  // ------------------------------------------------------------ kernel
+
+  private health(): Record<string, Health> {
+    return Object.fromEntries([...this.tracked].map(([name, t]) => [name, t.tracker.state === 'down' ? 'down' : 'up']));
+  }
+
+  /**
+   * Brings the kernel to the plan for the current config, facts and health:
+   * element updates when only elements changed, a full apply otherwise.
+   * `after` runs in the same queue slot (e.g. flushing a down uplink's
+   * connections once new ones no longer go there). Resolves to the ms spent.
+   */
+  private converge(why: string, after?: () => Promise<void>): Promise<number> {
+    const run = async () => {
+      const started = performance.now();
+      const desired = plan({ config: this.config, facts: this.facts, health: this.health() });
+      const installed = this.installed;
+      const routingSame = installed &&
+        JSON.stringify([installed.routes, installed.rules, installed.sysctls]) === JSON.stringify([desired.routes, desired.rules, desired.sysctls]);
+      if (installed && routingSame && sameStructure(installed.nft, desired.nft)) {
+        await runNftScript(this.runner, elementUpdateScript(installed.nft, desired.nft));
+      } else {
+        const changes = await applyState(desired, this.runner,
+          installed && sameStructure(installed.nft, desired.nft) ? { nftElements: elementUpdateScript(installed.nft, desired.nft) } : {});
+        if (changes.length) this.log.info({ event: 'apply', why, changes: changes.length }, `${why}: ${changes.length} kernel changes`);
+      }
+      this.installed = desired;
+      await after?.();
+      return performance.now() - started;
+    };
+    const next = this.kernelQueue.then(run, run);
+    this.kernelQueue = next.catch((err) => this.log.error({ why }, `kernel update failed (${why}): ${err instanceof Error ? err.message : err}`));
+    return next.catch(() => -1);
+  }
+
+  private async onKernelChange(what: string): Promise<void> {
+    if (this.stopping) return;
+    try {
+      this.facts = await readFacts(this.runner);
+    } catch (err) {
+      this.log.error(`reading kernel facts failed: ${err instanceof Error ? err.message : err}`);
+      return;
+    }
+    this.log.trace({ what }, 'kernel event');
+    this.noteCarrierAndAddresses(true);
+    await this.converge(`kernel event (${what})`);
+    this.syncProbers();
+  }
+
+  /** Carrier loss takes an uplink down at once; an address change is an event. */
+  private noteCarrierAndAddresses(announce: boolean): void {
+    for (const t of this.tracked.values()) {
+      const iface = this.iface(t);
+      const carrier = iface?.carrier ?? false;
+      if (carrier !== t.carrier) {
+        if (!carrier) {
+          const transition = t.tracker.forceDown(iface ? `carrier lost on ${t.uplink.interface}` : `${t.uplink.interface} is gone`);
+          if (transition) this.onTransition(t, transition);
+        } else if (!t.uplink.check && t.carrier === false) {
+          const transition = t.tracker.forceUp(`carrier back on ${t.uplink.interface}`);
+          if (transition) this.onTransition(t, transition);
+        }
+        t.carrier = carrier;
+      }
+      const address = iface?.addresses[0]?.address;
+      if (address !== t.address) {
+        if (announce) this.record({ event: 'address', uplink: t.uplink.name, reason: `${t.uplink.interface} address ${t.address ?? 'none'} -> ${address ?? 'none'}`, address });
+        t.address = address;
+      }
+    }
+  }
+
+  private sampleRates(): void {
+    const now = performance.now();
+    for (const t of this.tracked.values()) {
+      const read = (name: string) => {
+        try {
+          return Number(readFileSync(`/sys/class/net/${t.uplink.interface}/statistics/${name}`, 'utf8'));
+        } catch {
+          return NaN;
+        }
+      };
+      const rx = read('rx_bytes');
+      const tx = read('tx_bytes');
+      if (Number.isNaN(rx) || Number.isNaN(tx)) continue;
+      const r = t.rates;
+      if (r.at > 0) {
+        const seconds = (now - r.at) / 1000;
+        r.rxBps = Math.max(0, ((rx - r.rxBytes) * 8) / seconds);
+        r.txBps = Math.max(0, ((tx - r.txBytes) * 8) / seconds);
+      }
+      Object.assign(r, { rxBytes: rx, txBytes: tx, at: now });
+    }
+  }
+
+  // ------------------------------------------------------------ reporting
+
+  private record(e: { event: StatusEvent['event']; uplink?: string; reason: string; address?: string }): void {
+    const t = e.uplink ? this.tracked.get(e.uplink) : undefined;
+    const entry: StatusEvent = { at: new Date().toISOString(), uplink: e.uplink ?? null, event: e.event, reason: e.reason };
+    this.events.unshift(entry);
+    this.events.length = Math.min(this.events.length, MAX_EVENTS);
+    const level = e.event === 'down' ? 'warn' : 'info';
+    this.log[level]({ event: e.event, uplink: e.uplink, reason: e.reason }, `${e.uplink ? `${e.uplink} ` : ''}${e.event}: ${e.reason}`);
+    const hook: HookEvent = {
+      event: e.event, uplink: e.uplink, interface: t?.uplink.interface,
+      address: e.address ?? t?.address ?? (t && this.iface(t)?.addresses[0]?.address), reason: e.reason,
+    };
+    runHooks(this.config.hooks, hook, this.log);
+  }
+
+  async status(): Promise<Status> {
+    const connections = await countConnections(this.runner, this.config.kernel.markMask).catch(() => new Map<number, number>());
+    const uplinks = [...this.tracked.values()].map((t): UplinkStatus => {
+      const planned = this.installed?.uplinks.find((u) => u.name === t.uplink.name);
+      return {
+        name: t.uplink.name,
+        interface: t.uplink.interface,
+        state: t.tracker.state,
+        since: t.since.toISOString(),
+        address: planned?.address ?? null,
+        gateway: planned?.gateway ?? null,
+        tier: t.uplink.tier,
+        weight: t.uplink.weight,
+        share: planned?.share ?? 0,
+        latency_ms: t.tracker.latencyMs === undefined ? null : Math.round(t.tracker.latencyMs * 1000) / 1000,
+        loss: Math.round(t.tracker.loss * 1000) / 1000,
+        rx_bps: Math.round(t.rates.rxBps),
+        tx_bps: Math.round(t.rates.txBps),
+        connections: planned ? connections.get(planned.mark) ?? 0 : 0,
+      };
+    });
+    return { uplinks, events: this.events };
+  }
+}

@@ -1,0 +1,65 @@
+// Following a health verdict without a reload: when the table's structure is
+// unchanged, only set and map elements are rewritten, in one nft transaction,
+// so packets see either the old shares or the new ones. Connections of an
+// uplink that went down are deleted by their mark, and nothing else.
+
+import type { NftSet, NftTable } from '../plan/state.js';
+import { mustRun, type Runner } from './runner.js';
+
+const setShape = (s: NftSet) => JSON.stringify([s.name, s.declaration, s.flags, s.timeout]);
+
+/** Same chains and same set declarations: the tables differ at most in elements. */
+export function sameStructure(a: NftTable, b: NftTable): boolean {
+  return a.family === b.family && a.name === b.name &&
+    JSON.stringify(a.chains.map((c) => [c.name, c.hook, c.rules.map((r) => r.text)])) ===
+      JSON.stringify(b.chains.map((c) => [c.name, c.hook, c.rules.map((r) => r.text)])) &&
+    JSON.stringify(a.sets.map(setShape)) === JSON.stringify(b.sets.map(setShape));
+}
+
+/**
+ * The nft script that rewrites the elements of every planned set whose
+ * elements changed, or '' when none did. Dynamic sets (sticky) are filled by
+ * packets, not by the plan, and are left alone here.
+ */
+export function elementUpdateScript(installed: NftTable, desired: NftTable): string {
+  const lines: string[] = [];
+  const id = `${desired.family} ${desired.name}`;
+  for (const set of desired.sets) {
+    if (set.flags?.includes('dynamic')) continue;
+    const before = installed.sets.find((s) => s.name === set.name);
+    if (before && JSON.stringify(before.elements) === JSON.stringify(set.elements)) continue;
+    const kind = set.declaration.includes(' : ') ? 'map' : 'set';
+    lines.push(`flush ${kind} ${id} ${set.name}`);
+    if (set.elements.length > 0) lines.push(`add element ${id} ${set.name} { ${set.elements.join(', ')} }`);
+  }
+  return lines.length ? lines.join('\n') + '\n' : '';
+}
+
+export async function runNftScript(runner: Runner, script: string): Promise<void> {
+  if (script) await mustRun(runner, 'nft', ['-f', '-'], script);
+}
+
+/** Empties a dynamic set, e.g. the sticky sources of an uplink that went down. */
+export async function flushDynamicSet(runner: Runner, table: NftTable, set: string): Promise<void> {
+  await mustRun(runner, 'nft', ['flush', 'set', table.family, table.name, set]);
+}
+
+/** Deletes the conntrack entries carrying `mark` under `mask`; returns how many. */
+export async function deleteConnections(runner: Runner, mark: number, mask: number): Promise<number> {
+  const result = await runner.run('conntrack', ['-D', '-m', `${mark}/${mask}`]);
+  const deleted = /(\d+) flow entries have been deleted/.exec(result.stderr);
+  // conntrack exits 1 when nothing matched; that is not a failure here.
+  if (!deleted && result.code !== 0) throw new Error(`conntrack -D: ${result.stderr.trim()}`);
+  return deleted ? Number(deleted[1]) : 0;
+}
+
+/** Connections per mark value (under mask), from the conntrack table. */
+export async function countConnections(runner: Runner, mask: number): Promise<Map<number, number>> {
+  const result = await runner.run('conntrack', ['-L']);
+  const counts = new Map<number, number>();
+  for (const match of result.stdout.matchAll(/\bmark=(\d+)/g)) {
+    const value = (Number(match[1]) & mask) >>> 0;
+    if (value !== 0) counts.set(value, (counts.get(value) ?? 0) + 1);
+  }
+  return counts;
+}

@@ -1,0 +1,35 @@
+// The probers: the part of the daemon that measures each uplink, and only
+// that (as dpinger does). A prober sends a round of probes every interval,
+// one per target, from the uplink's own address, and reports each round once
+// every target has answered or timed out. Whether the uplink is up or down is
+// decided elsewhere (health.ts), from these rounds.
+//
+// Why a probe leaves through its uplink even while that uplink is down:
+// uplinkd installs `ip rule from <uplink address> lookup <uplink table>`, so a
+// socket bound to the uplink's address is routed by that uplink's table
+// whatever the balancing says. fping is, besides, bound to the device.
+//
+//   scheduler.ts  the round clock, deadlines, in-order delivery (rounds.ts)
+//   icmp.ts       one long-running fping per uplink
+//   tcp.ts, http.ts, dns.ts   one attempt per target and round (oneshot.ts)
+
+import type { Check, ProbeMethod } from '../config/types.js';
+import { dnsProbe } from './dns.js';
+import { httpProbe } from './http.js';
+import { FpingDriver } from './icmp.js';
+import { oneShotDriver, type Probe } from './oneshot.js';
+import { RoundScheduler } from './scheduler.js';
+import { tcpProbe } from './tcp.js';
+import type { ProbeDriver, Prober, ProbeSubject, Report } from './types.js';
+
+export type { ProbeRound, ProbeSubject, Prober, TargetResult } from './types.js';
+export { probeTargets } from './targets.js';
+
+const IN_PROCESS: Record<Exclude<ProbeMethod, 'icmp'>, Probe> = { tcp: tcpProbe, http: httpProbe, dns: dnsProbe };
+
+export function createProber(subject: ProbeSubject, check: Check, opts: { log?: (msg: string) => void } = {}): Prober {
+  const log = opts.log ?? (() => {});
+  const driver = (report: Report): ProbeDriver =>
+    check.method === 'icmp' ? new FpingDriver(check, report, log) : oneShotDriver(IN_PROCESS[check.method], check, report);
+  return new RoundScheduler(subject, check, driver);
+}

@@ -1,0 +1,55 @@
+// The prober's vocabulary, shared by the scheduler and the probe methods.
+
+/** What is being measured: one uplink, as it is right now. */
+export interface ProbeSubject {
+  /** The uplink's name, for messages. */
+  uplink: string;
+  /** The uplink's interface, e.g. wan1. */
+  device: string;
+  /** The uplink's current IPv4 address: every probe is sent from it. */
+  address: string;
+  /** Probed when check.targets is empty (the SPEC's default: [gateway]). */
+  gateway?: string;
+}
+
+export interface TargetResult {
+  target: string;
+  /** The target answered within the check's timeout. */
+  ok: boolean;
+  /** Set when ok. */
+  latencyMs?: number;
+  /** Set when not ok: why, in a few words (timeout, ECONNREFUSED, HTTP 503...). */
+  error?: string;
+}
+
+/** One probe to each target, sent together. */
+export interface ProbeRound {
+  seq: number;
+  /** Date.now() when the round's probes were sent. */
+  startedAt: number;
+  /** One per target, in target order. */
+  results: TargetResult[];
+}
+
+export interface Prober {
+  /** Starts probing every check.intervalMs; each round resolves within check.timeoutMs. */
+  start(onRound: (round: ProbeRound) => void): void;
+  /** The address may change (DHCP renew): the next rounds use the new one. */
+  update(subject: ProbeSubject): void;
+  stop(): Promise<void>;
+}
+
+/**
+ * Files one target's result into round `seq`: 'filed'; or 'late' when that
+ * round is already closed (or already has this target's result), or 'early'
+ * when it has not begun: either way the result belongs to no round.
+ */
+export type Report = (seq: number, result: TargetResult) => 'filed' | 'late' | 'early';
+
+/** How one probe method sends a round's probes; the scheduler does the rest. */
+export interface ProbeDriver {
+  /** Round `seq` has opened: probe each target from `subject` and report every result through `report`. */
+  roundOpened(seq: number, targets: string[], subject: ProbeSubject): void;
+  /** Stops sending; resolves once nothing the driver started is still running. */
+  stop(): Promise<void>;
+}
