@@ -24,9 +24,11 @@ export function registerLabCommands(program: Command): void {
   sub('up', 'build the lab: LAN host, router, one ISP per uplink, internet with servers')
     .option('--uplinks <n>', 'number of uplinks, 1..8', '2')
     .option('--capacity <rates>', 'tc rates, one for all or one per uplink, e.g. 20mbit,10mbit')
-    .action(async (opts: { uplinks: string; capacity?: string }, cmd: Command) => {
+    .option('--point-to-point <uplinks>', 'uplinks (1-based, comma-separated) addressed like PPPoE: a /32 with a peer, no gateway')
+    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string }, cmd: Command) => {
       const capacities = opts.capacity?.split(',');
-      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities });
+      const pointToPoint = opts.pointToPoint?.split(',').map(Number);
+      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities, pointToPoint });
       say(describeLab(state));
     });
 

@@ -32,6 +32,11 @@ export interface LabOptions {
   uplinks?: number;
   /** tc rates, one for all uplinks or one per uplink, e.g. ['20mbit', '10mbit'] */
   capacities?: string[];
+  /**
+   * Uplinks (1-based) addressed point-to-point, like PPPoE: a /32 with the
+   * ISP as its peer and no gateway, every destination reached on the link.
+   */
+  pointToPoint?: number[];
 }
 
 export type LabFault = 'link' | 'upstream' | `loss:${number}%`;
@@ -46,6 +51,8 @@ export interface LabUplink {
   gateway: string;
   ispNs: string;
   capacity?: string;
+  /** Peer-addressed (`gateway: none` in uplinkd's config). */
+  pointToPoint?: boolean;
   /** The fault `labFail` put on it, until `labHeal`. */
   fault?: LabFault;
 }
@@ -107,6 +114,9 @@ function newLabState(opts: LabOptions): LabState {
     throw new Error(`give one capacity for all uplinks or one per uplink (${count}), not ${capacities.length}`);
   }
   capacities.forEach(parseRate);
+  for (const k of opts.pointToPoint ?? []) {
+    if (!Number.isInteger(k) || k < 1 || k > count) throw new Error(`point-to-point: no uplink ${k} (uplinks are 1..${count})`);
+  }
   const stateDir = stateDirOf(name);
   const isps = Array.from({ length: count }, (_, i) => namespaceOf(name, `isp${i + 1}`));
   return {
@@ -121,7 +131,11 @@ function newLabState(opts: LabOptions): LabState {
       const wiring = uplinkWiring(i + 1);
       const [first] = wiring.subnets;
       const capacity = capacities.length === 1 ? capacities[0] : capacities[i];
-      return { name: wiring.name, routerIf: wiring.routerIf, address: first.address, prefixLen: first.prefixLen, gateway: first.gateway, ispNs, capacity };
+      const pointToPoint = opts.pointToPoint?.includes(i + 1) || undefined;
+      return {
+        name: wiring.name, routerIf: wiring.routerIf, address: first.address, prefixLen: pointToPoint ? 32 : first.prefixLen,
+        gateway: first.gateway, ispNs, capacity, pointToPoint,
+      };
     }),
     server: INTERNET.server,
     whoamiPort: INTERNET.whoamiPort,
@@ -212,9 +226,19 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
   // the customer and the ISP's anti-spoofing set.
   await veth(router, routerIf, isp, 'eth0');
   await configure(isp, 'eth0', `${first.gateway}/${first.prefixLen}`, `${second.gateway}/${second.prefixLen}`);
-  await configure(router, routerIf, `${first.address}/${first.prefixLen}`);
-  // What the router's DHCP client would install for this uplink.
-  await ip(router, 'route', 'add', 'default', 'via', first.gateway, 'dev', routerIf, 'metric', String(metric));
+  if (state.uplinks[k - 1].pointToPoint) {
+    // What pppd would install: the local address with the ISP as its peer,
+    // and a default route on the link itself. On a veth the router then
+    // ARPs for every destination, so the ISP answers for all it can route.
+    await ip(router, 'address', 'add', first.address, 'peer', first.gateway, 'dev', routerIf);
+    await ip(router, 'link', 'set', routerIf, 'up');
+    await ip(router, 'route', 'add', 'default', 'dev', routerIf, 'metric', String(metric));
+    await inNamespace(isp, 'sysctl', '-qw', 'net.ipv4.conf.eth0.proxy_arp=1');
+  } else {
+    await configure(router, routerIf, `${first.address}/${first.prefixLen}`);
+    // What the router's DHCP client would install for this uplink.
+    await ip(router, 'route', 'add', 'default', 'via', first.gateway, 'dev', routerIf, 'metric', String(metric));
+  }
 
   // The ISP's own uplink into the internet.
   await veth(isp, 'eth1', inet, name);
@@ -285,7 +309,7 @@ function uplinkdConfig(state: LabState): string {
     [
       `  ${u.name}:`,
       `    interface: ${u.routerIf}`,
-      `    gateway: auto`,
+      `    gateway: ${u.pointToPoint ? 'none' : 'auto'}`,
       `    weight: 1`,
       ...(u.capacity ? [`    capacity: {up: ${u.capacity}, down: ${u.capacity}}`] : []),
       `    check:`,
@@ -565,6 +589,7 @@ async function clearFaults(u: LabUplink): Promise<void> {
 export async function labRenumber(name: string, uplink: string): Promise<LabUplink> {
   const state = loadLab(name);
   const { u, k } = findUplink(state, uplink);
+  if (u.pointToPoint) throw new Error(`${u.name} is point-to-point; renumber models a DHCP renew on an Ethernet uplink`);
   const { current, next } = subnetsAround(k, u.address);
   const metric = String(uplinkWiring(k).metric);
   await nft(u.ispNs, `add element inet lab customer { ${next.prefix} }\n`);

@@ -232,3 +232,30 @@ test('probes of an uplink leave through it while it is down', async () => {
   assert.ok(later.isp1.upstream - before.isp1.upstream >= 5, `isp1's ISP saw ${later.isp1.upstream - before.isp1.upstream} probe packets in 1 s`);
   assert.equal(later.isp2.spoofed - before.isp2.spoofed, 0, 'nothing with a foreign source reached isp2');
 });
+
+test('a point-to-point uplink (gateway: none, peer-addressed) balances, tracks and fails over', async () => {
+  const p2p = await labUp({ name: uniqueLabName('p2p'), uplinks: 2, pointToPoint: [2] });
+  try {
+    const [a, b] = p2p.uplinks.map((u) => u.address);
+    const path = writeConfig(p2p, 'p2p.yaml', labConfig(p2p, {
+      uplink: (_, k) => (k === 2 ? '    gateway: none\n    check: { interval: 100ms }\n' : check),
+      top: `api: { socket: ${p2p.stateDir}/uplinkd.sock, http: "off" }\n`,
+    }));
+    const plan = await mustUplinkd(p2p, 'plan', '-c', path);
+    assert.match(plan, /ip route replace default dev wan2 src 198\.18\.0\.1 table 202/);
+    daemon = await startDaemon(p2p, path);
+    const r = await connections(p2p, 'lan', 200);
+    assert.equal(r.ok, 200);
+    assert.ok((r.seen[b] ?? 0) > 50 && (r.seen[a] ?? 0) > 50, JSON.stringify(r.seen));
+    // Its default probe target is the peer; carrier loss takes it down at once.
+    await labFail(p2p.name, 'isp2', 'link');
+    assert.ok(await waitFor(async () => (await daemonStatus(p2p, path)).uplinks[1].state === 'down', 2000));
+    assert.deepEqual((await connections(p2p, 'lan', 50)).seen, { [a]: 50 });
+    await labHeal(p2p.name, 'isp2');
+    assert.ok(await waitFor(async () => (await daemonStatus(p2p, path)).uplinks[1].state === 'up', 5000));
+  } finally {
+    await daemon?.stop();
+    daemon = undefined;
+    await labDown(p2p.name);
+  }
+});
