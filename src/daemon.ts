@@ -11,6 +11,7 @@ import { formatDiagnostic, loadConfigFile } from './config/load.js';
 import type { Config, Uplink } from './config/types.js';
 import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
+import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved } from './balance.js';
 import { applyState } from './kernel/apply.js';
 import { readFacts } from './kernel/facts.js';
 import { systemRunner, type Runner } from './kernel/runner.js';
@@ -23,7 +24,6 @@ import { createProber, type ProbeRound, type ProbeSubject, type Prober } from '.
 import type { Status, StatusEvent, UplinkStatus } from './status.js';
 
 const MAX_EVENTS = 100;
-const RATE_SAMPLE_MS = 1000;
 
 interface Tracked {
   uplink: Uplink;
@@ -34,7 +34,7 @@ interface Tracked {
   proberKey?: string;
   address?: string;
   carrier?: boolean;
-  rates: { rxBytes: number; txBytes: number; at: number; rxBps: number; txBps: number };
+  rates: RateEstimator;
 }
 
 export class Daemon {
@@ -49,6 +49,11 @@ export class Daemon {
   private sampler?: NodeJS.Timeout;
   private metrics = createMetrics(() => this.status());
   private stopping = false;
+  /** least-loaded: the weights the loop steers with; undefined until it first moves them. */
+  private loadWeights?: Record<string, number>;
+  private steering = false;
+  /** least-loaded: uplinks judged full last time (hysteresis). */
+  private fullUplinks = new Set<string>();
 
   constructor(private readonly configPath: string, config: Config, private readonly log: Logger, private readonly runner: Runner = systemRunner) {
     this.config = config;
@@ -61,7 +66,7 @@ export class Daemon {
     await this.converge('start');
     this.syncProbers();
     this.watcher = watchKernel((what) => void this.onKernelChange(what), { log: (m) => this.log.warn(m) });
-    this.sampler = setInterval(() => this.sampleRates(), RATE_SAMPLE_MS);
+    this.sampler = setInterval(() => this.sampleRates(), SAMPLE_MS);
     const status = () => this.status();
     this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
     if (this.config.api.http !== 'off') this.servers.push(await serveHttp(this.config.api.http, status, this.metrics.registry, this.log));
@@ -112,7 +117,7 @@ export class Daemon {
         continue;
       }
       void old?.prober?.stop();
-      next.set(uplink.name, { uplink, tracker: new HealthTracker(uplink.check), since: new Date(), rates: { rxBytes: 0, txBytes: 0, at: 0, rxBps: 0, txBps: 0 } });
+      next.set(uplink.name, { uplink, tracker: new HealthTracker(uplink.check), since: new Date(), rates: new RateEstimator() });
     }
     for (const [name, old] of this.tracked) if (!next.has(name)) void old.prober?.stop();
     this.tracked = next;
@@ -194,7 +199,8 @@ export class Daemon {
   private converge(why: string, after?: () => Promise<void>): Promise<number> {
     const run = async () => {
       const started = performance.now();
-      const desired = plan({ config: this.config, facts: this.facts, health: this.health() });
+      const weights = this.config.balance === 'least-loaded' ? this.loadWeights : undefined;
+      const desired = plan({ config: this.config, facts: this.facts, health: this.health(), weights });
       const installed = this.installed;
       const routingSame = installed &&
         JSON.stringify([installed.routes, installed.rules, installed.sysctls]) === JSON.stringify([desired.routes, desired.rules, desired.sysctls]);
@@ -251,8 +257,9 @@ export class Daemon {
     }
   }
 
+  /** Reads each uplink's byte counters; with least-loaded, steers the balance map. */
   private sampleRates(): void {
-    const now = performance.now();
+    const atMs = performance.now();
     for (const t of this.tracked.values()) {
       const read = (name: string) => {
         try {
@@ -261,17 +268,32 @@ export class Daemon {
           return NaN;
         }
       };
-      const rx = read('rx_bytes');
-      const tx = read('tx_bytes');
-      if (Number.isNaN(rx) || Number.isNaN(tx)) continue;
-      const r = t.rates;
-      if (r.at > 0) {
-        const seconds = (now - r.at) / 1000;
-        r.rxBps = Math.max(0, ((rx - r.rxBytes) * 8) / seconds);
-        r.txBps = Math.max(0, ((tx - r.txBytes) * 8) / seconds);
-      }
-      Object.assign(r, { rxBytes: rx, txBytes: tx, at: now });
+      const rxBytes = read('rx_bytes');
+      const txBytes = read('tx_bytes');
+      if (!Number.isNaN(rxBytes) && !Number.isNaN(txBytes)) t.rates.update({ rxBytes, txBytes, atMs });
     }
+    if (this.config.balance === 'least-loaded') this.steer();
+  }
+
+  /** The least-loaded loop (see balance.ts): new weights only when a share moved past the deadband. */
+  private steer(): void {
+    const carriers = (this.installed?.uplinks ?? []).filter((u) => !u.unusable && u.health === 'up');
+    if (carriers.length === 0) return;
+    const loads = carriers.map((u) => {
+      const t = this.tracked.get(u.name)!;
+      return { rxBps: t.rates.rxBps, txBps: t.rates.txBps, peakRxBps: t.rates.peakRxBps, peakTxBps: t.rates.peakTxBps, capacity: t.uplink.capacity };
+    });
+    const { weights, full } = leastLoadedWeights(loads, carriers.map((u) => this.fullUplinks.has(u.name)));
+    this.fullUplinks = new Set(carriers.filter((_, i) => full[i]).map((u) => u.name));
+    const total = weights.reduce((a, b) => a + b, 0) || 1;
+    const next = weights.map((w) => w / total);
+    const installed = carriers.map((u) => u.share);
+    if (!sharesMoved(installed, next) || this.steering) return;
+    this.loadWeights = Object.fromEntries(carriers.map((u, i) => [u.name, weights[i]]));
+    this.log.debug({ event: 'steer', shares: Object.fromEntries(carriers.map((u, i) => [u.name, Math.round(next[i] * 1000) / 1000])) },
+      'least-loaded: new shares');
+    this.steering = true;
+    void this.converge('least-loaded').finally(() => (this.steering = false));
   }
 
   // ------------------------------------------------------------ reporting

@@ -131,10 +131,10 @@ function newLabState(opts: LabOptions): LabState {
       const wiring = uplinkWiring(i + 1);
       const [first] = wiring.subnets;
       const capacity = capacities.length === 1 ? capacities[0] : capacities[i];
-      const pointToPoint = opts.pointToPoint?.includes(i + 1) || undefined;
+      const pointToPoint = opts.pointToPoint?.includes(i + 1) ?? false;
       return {
         name: wiring.name, routerIf: wiring.routerIf, address: first.address, prefixLen: pointToPoint ? 32 : first.prefixLen,
-        gateway: first.gateway, ispNs, capacity, pointToPoint,
+        gateway: first.gateway, ispNs, capacity, ...(pointToPoint ? { pointToPoint } : {}),
       };
     }),
     server: INTERNET.server,

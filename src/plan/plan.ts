@@ -17,6 +17,11 @@ export interface PlanInput {
   facts: KernelFacts;
   /** Uplinks not listed are taken as up. */
   health?: Record<string, Health>;
+  /**
+   * Weights that replace the configured ones in the default balancing (not
+   * in pins): what `balance: least-loaded` steers with.
+   */
+  weights?: Record<string, number>;
 }
 
 /** An uplink with what the kernel says about it. */
@@ -60,7 +65,7 @@ export function plan(input: PlanInput): DesiredState {
   };
 }
 
-export function resolve({ config, facts, health = {} }: PlanInput): PlanContext {
+export function resolve({ config, facts, health = {}, weights }: PlanInput): PlanContext {
   const marks = marksFor(config.kernel.markMask);
   const uplinks = config.uplinks.map((uplink, index): ResolvedUplink => {
     const iface = facts.interfaces.find((i) => i.name === uplink.interface);
@@ -87,8 +92,8 @@ export function resolve({ config, facts, health = {} }: PlanInput): PlanContext 
       buckets: 0,
     };
   });
-  const weights = balancedWeights(uplinks.filter(canCarry));
-  for (const u of uplinks) u.buckets = weights.get(u) ?? 0;
+  const buckets = balancedWeights(uplinks.filter(canCarry), weights);
+  for (const u of uplinks) u.buckets = buckets.get(u) ?? 0;
   const lanAddress = config.lan
     .map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address)
     .find((a) => a !== undefined);
@@ -118,12 +123,14 @@ export function canCarry(u: ResolvedUplink): boolean {
  * traffic is used, shared by weight. Largest remainder, so the buckets always
  * add up to BALANCE_BUCKETS and ties go to the uplink listed first.
  */
-export function balancedWeights(carriers: ResolvedUplink[]): Map<ResolvedUplink, number> {
+export function balancedWeights(carriers: ResolvedUplink[], override?: Record<string, number>): Map<ResolvedUplink, number> {
   const result = new Map<ResolvedUplink, number>();
   if (carriers.length === 0) return result;
   const activeTier = Math.min(...carriers.map((u) => u.uplink.tier));
   const active = carriers.filter((u) => u.uplink.tier === activeTier);
-  const shares = splitBuckets(active.map((u) => u.uplink.weight));
+  const steered = active.map((u) => override?.[u.uplink.name] ?? u.uplink.weight);
+  const configured = active.map((u) => u.uplink.weight);
+  const shares = splitBuckets(steered.some((w) => w > 0) ? steered : configured);
   active.forEach((u, i) => result.set(u, shares[i]));
   return result;
 }

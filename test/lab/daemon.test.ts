@@ -174,7 +174,16 @@ test('SIGTERM stops tracking and leaves the kernel state in place', async () => 
   assert.equal(await daemon.stop(), 0);
   assert.equal((await labExec(lab.name, 'router', ['nft', 'list', 'ruleset'])).stdout, before);
   assert.equal((await connections(lab, 'lan', 20)).ok, 20, 'still forwarding');
-  assert.equal((await labExec(lab.name, 'router', ['pgrep', '-f', 'fping'])).code, 1, 'no prober left running');
+  // Processes in the router's network namespace (pgrep would see every lab's).
+  const pids = (await labExec(lab.name, 'router', ['ip', 'netns', 'pids', lab.ns.router])).stdout.split('\n').filter(Boolean);
+  const probers = pids.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'fping';
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(probers, [], 'no prober left running');
 });
 
 test('hooks run with the event in their environment', async () => {

@@ -91,8 +91,9 @@ export interface RunningDaemon {
 }
 
 /** `uplinkd run -c config` in the router, kept running until stop(). */
-export async function startDaemon(lab: LabState, config: string, opts: { waitUp?: boolean } = {}): Promise<RunningDaemon> {
-  const child = spawn('ip', ['netns', 'exec', lab.ns.router, UPLINKD, 'run', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startDaemon(lab: LabState, config: string, opts: { waitUp?: boolean; logLevel?: string } = {}): Promise<RunningDaemon> {
+  const env = { ...process.env, UPLINKD_LOG_LEVEL: opts.logLevel ?? 'info' };
+  const child = spawn('ip', ['netns', 'exec', lab.ns.router, UPLINKD, 'run', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));

@@ -1,0 +1,92 @@
+// balance: least-loaded in the lab: 20/10/10 mbit uplinks shaped by tbf.
+
+import assert from 'node:assert/strict';
+import { after, afterEach, before, test } from 'node:test';
+import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
+import {
+  connections, daemonStatus, labConfig, mustUplinkd, startDaemon, uniqueLabName, writeConfig, type RunningDaemon,
+} from './harness.js';
+
+const capacities = ['20mbit', '10mbit', '10mbit'];
+const MARK_OF = { 0x100: 'isp1', 0x200: 'isp2', 0x300: 'isp3' } as Record<number, string>;
+
+let lab: LabState;
+let daemon: RunningDaemon | undefined;
+let config: string;
+
+before(async () => {
+  lab = await labUp({ name: uniqueLabName('ll'), uplinks: 3, capacities });
+  // One iperf3 server per download: a server runs one test at a time.
+  for (const port of [5202, 5203, 5204]) {
+    const r = await labExec(lab.name, 'inet', ['iperf3', '-s', '-D', '-p', String(port), '-B', lab.server]);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  config = writeConfig(lab, 'll.yaml', labConfig(lab, {
+    uplink: (_, k) => `    capacity: { up: ${capacities[k - 1]}, down: ${capacities[k - 1]} }\n    check: { targets: [192.0.2.10] }\n`,
+    top: `balance: least-loaded\napi: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
+  }));
+});
+after(() => labDown(lab.name));
+afterEach(async () => {
+  await daemon?.stop();
+  daemon = undefined;
+  await mustUplinkd(lab, 'flush');
+});
+
+/** The uplink a connection from the LAN with this client port was given, by its conntrack mark. */
+async function uplinkOfClientPort(port: number): Promise<string | undefined> {
+  const out = (await labExec(lab.name, 'router', ['conntrack', '-L', '-p', 'tcp', '--sport', String(port)])).stdout;
+  const mark = /mark=(\d+)/.exec(out)?.[1];
+  return mark === undefined ? undefined : MARK_OF[Number(mark) & 0xff00];
+}
+
+function download(serverPort: number, clientPort: number, seconds: number) {
+  return labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(serverPort), '-R', '-t', String(seconds), '--cport', String(clientPort)]);
+}
+
+test('three long downloads started 1.5 s apart land on three different uplinks', async () => {
+  daemon = await startDaemon(lab, config);
+  const ports = [41001, 41002, 41003];
+  const running = [];
+  const landed: (string | undefined)[] = [];
+  for (let i = 0; i < 3; i++) {
+    running.push(download(5202 + i, ports[i], 8 - 1.5 * i));
+    await new Promise((r) => setTimeout(r, 1500));
+    landed.push(await uplinkOfClientPort(ports[i]));
+  }
+  const results = await Promise.all(running);
+  for (const r of results) assert.equal(r.code, 0, r.stderr);
+  assert.equal(new Set(landed).size, 3, `downloads landed on ${landed.join(', ')}`);
+});
+
+test('short connections under a steady load follow the spare capacity', async () => {
+  daemon = await startDaemon(lab, config);
+  // A steady download fills one uplink; give the loop two seconds to see it.
+  const steady = download(5202, 41010, 7);
+  await new Promise((r) => setTimeout(r, 2500));
+  const loaded = await uplinkOfClientPort(41010);
+  assert.ok(loaded, 'the steady download has an uplink');
+  const status = await daemonStatus(lab, config);
+  const r = await connections(lab, 'lan', 32, ['--concurrency', '4']);
+  assert.equal(r.ok, 32);
+  const addressOf = Object.fromEntries(lab.uplinks.map((u) => [u.name, u.address]));
+  const onLoaded = r.seen[addressOf[loaded!]] ?? 0;
+  assert.ok(onLoaded <= 2, `${onLoaded}/32 short connections went to the full uplink ${loaded}; shares ${JSON.stringify(status.uplinks.map((u) => [u.name, u.share]))}`);
+  // The others share by spare capacity: both get a fair part.
+  for (const u of lab.uplinks.filter((x) => x.name !== loaded)) {
+    assert.ok((r.seen[u.address] ?? 0) >= 6, `${u.name} got ${r.seen[u.address] ?? 0}/32: ${JSON.stringify(r.seen)}`);
+  }
+  assert.equal((await steady).code, 0);
+});
+
+test('steady load does not churn the balance map', async () => {
+  daemon = await startDaemon(lab, config, { logLevel: 'debug' });
+  const steady = download(5202, 41020, 8);
+  await new Promise((r) => setTimeout(r, 2500));
+  const rewrites = () => (daemon!.logs().match(/"event":"steer"/g) ?? []).length;
+  const before = rewrites();
+  await new Promise((r) => setTimeout(r, 4000));
+  const during = rewrites() - before;
+  assert.ok(during <= 2, `the map was rewritten ${during} times in 4 s of steady load`);
+  assert.equal((await steady).code, 0);
+});
