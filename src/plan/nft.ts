@@ -135,12 +135,17 @@ export function buildNftTable(ctx: PlanContext): NftTable {
     ],
     why: 'the uplink of a new connection',
   });
+  // Both hooks start alike: a known connection takes its mark back and is
+  // done; only new IPv4 connections go on to be given an uplink.
+  const onlyNewConnections = [
+    { text: `ct mark & ${mask} vmap @restore`, why: 'a known connection keeps its uplink' },
+    { text: 'ct state != new return' },
+    { text: 'meta nfproto != ipv4 return', why: 'IPv4 only for now' },
+  ];
   chains.push({
     name: 'prerouting', hook: 'type filter hook prerouting priority mangle; policy accept;',
     rules: [
-      { text: `ct mark & ${mask} vmap @restore`, why: 'a known connection keeps its uplink' },
-      { text: 'ct state != new return' },
-      { text: 'meta nfproto != ipv4 return', why: 'IPv4 only for now' },
+      ...onlyNewConnections,
       { text: 'iifname vmap @uplink_by_interface', why: 'arriving from an uplink: answered through it' },
       ...(routerMode
         ? [
@@ -155,9 +160,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   chains.push({
     name: 'output', hook: 'type route hook output priority mangle; policy accept;',
     rules: [
-      { text: `ct mark & ${mask} vmap @restore`, why: 'a known connection keeps its uplink' },
-      { text: 'ct state != new return' },
-      { text: 'meta nfproto != ipv4 return' },
+      ...onlyNewConnections,
       { text: 'fib daddr type local return', why: 'to the router itself' },
       { text: 'ip saddr vmap @uplink_by_address', why: 'bound to an uplink address: that uplink' },
       { text: 'goto pick', why: 'type route: a new mark reroutes the packet' },
