@@ -32,6 +32,11 @@ interface Tracked {
   prober?: Prober;
   /** What the prober was started with; a change restarts it. */
   proberKey?: string;
+  /**
+   * Rounds started before this (Date.now()) were sent from an address the
+   * uplink no longer has (a DHCP renew): they say nothing about the uplink.
+   */
+  ignoreRoundsBefore: number;
   address?: string;
   carrier?: boolean;
   rates: RateEstimator;
@@ -117,7 +122,7 @@ export class Daemon {
         continue;
       }
       void old?.prober?.stop();
-      next.set(uplink.name, { uplink, tracker: new HealthTracker(uplink.check), since: new Date(), rates: new RateEstimator() });
+      next.set(uplink.name, { uplink, tracker: new HealthTracker(uplink.check), since: new Date(), rates: new RateEstimator(), ignoreRoundsBefore: 0 });
     }
     for (const [name, old] of this.tracked) if (!next.has(name)) void old.prober?.stop();
     this.tracked = next;
@@ -138,6 +143,7 @@ export class Daemon {
       if (key === t.proberKey) continue;
       if (t.prober && subject) {
         t.prober.update(subject);
+        t.ignoreRoundsBefore = Date.now();
       } else {
         void t.prober?.stop();
         t.prober = undefined;
@@ -157,7 +163,7 @@ export class Daemon {
 
   private onRound(name: string, round: ProbeRound): void {
     const t = this.tracked.get(name);
-    if (!t || this.stopping) return;
+    if (!t || this.stopping || round.startedAt < t.ignoreRoundsBefore) return;
     const { verdict, transition } = t.tracker.feed(round);
     this.log.trace({ uplink: name, good: verdict.good, latency: verdict.latencyMs, loss: verdict.loss }, verdict.reason);
     if (transition) this.onTransition(t, transition);

@@ -5,15 +5,23 @@
 //               [--concurrency 8] [--timeout-ms 2000]
 //   client udp  --host 192.0.2.10 --port 8080 --count 400 [--sport P]
 //               [--sources a,b,c] [--concurrency 8] [--timeout-ms 2000]
+//   client stream --url http://192.0.2.10:8080/ --every-ms 10 --duration-ms N
+//               [--timeout-ms 1000]
 //
 // Every request is a new connection (HTTP: agent off; UDP: a new socket, so a
 // new source port unless --sport pins one flow). --sources binds the requests
-// round-robin to those local addresses. Prints one JSON ClientResult.
+// round-robin to those local addresses. http and udp print one JSON
+// ClientResult. stream opens one new HTTP connection every --every-ms,
+// whether or not earlier ones have finished, and prints one StreamSample per
+// finished request (see measure.ts); it stops opening after --duration-ms or
+// on SIGTERM/SIGINT, and exits once the outstanding ones have finished.
 
 import dgram from 'node:dgram';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
+import { monotonicMs, type StreamSample } from './measure.js';
 
 export interface ClientResult {
   total: number;
@@ -99,6 +107,34 @@ async function tally(request: Request, count: number, sources: string[], concurr
   return result;
 }
 
+/**
+ * The measurement stream: connection k is due at t0 + k * everyMs, however
+ * long the earlier ones take, so a hanging uplink cannot slow the stream
+ * down and hide its own failure. Each start is stamped just before connecting.
+ */
+async function stream(request: Request, everyMs: number, durationMs: number): Promise<void> {
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => (stopping = true));
+  const print = (sample: StreamSample): void => void process.stdout.write(JSON.stringify(sample) + '\n');
+  const inFlight = new Set<Promise<void>>();
+  const t0 = monotonicMs();
+  let due = t0;
+  while (!stopping && due - t0 < durationMs) {
+    const wait = due - monotonicMs();
+    if (wait > 0) await sleep(wait);
+    if (stopping) break;
+    const start = monotonicMs();
+    const done: Promise<void> = request(undefined).then(
+      ({ seen }) => print({ start, ok: true, seen, error: null }),
+      (err: NodeJS.ErrnoException) => print({ start, ok: false, seen: null, error: err.code ?? err.message }),
+    ).finally(() => inFlight.delete(done));
+    inFlight.add(done);
+    // After a stall (a busy machine), carry on from now rather than firing a burst to catch up.
+    due = Math.max(due + everyMs, monotonicMs() - everyMs);
+  }
+  await Promise.all(inFlight);
+}
+
 async function main(): Promise<void> {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
@@ -111,6 +147,8 @@ async function main(): Promise<void> {
       sources: { type: 'string', default: '' },
       concurrency: { type: 'string', default: '8' },
       'timeout-ms': { type: 'string', default: '2000' },
+      'every-ms': { type: 'string', default: '10' },
+      'duration-ms': { type: 'string', default: '10000' },
     },
   });
   const mode = positionals[0];
@@ -119,13 +157,23 @@ async function main(): Promise<void> {
   const sources = values.sources ? values.sources.split(',') : [];
   let request: Request;
   let concurrency = Number(values.concurrency);
+  if (mode === 'stream') {
+    const everyMs = Number(values['every-ms']);
+    const durationMs = Number(values['duration-ms']);
+    if (!(everyMs > 0 && durationMs > 0 && timeoutMs > 0)) {
+      process.stderr.write('client stream: --every-ms, --duration-ms and --timeout-ms must be positive numbers\n');
+      process.exit(2);
+    }
+    await stream(httpRequest(values.url, timeoutMs), everyMs, durationMs);
+    return;
+  }
   if (mode === 'http') request = httpRequest(values.url, timeoutMs);
   else if (mode === 'udp') {
     request = udpRequest(values.host, Number(values.port), sport, timeoutMs);
     // One pinned source port is one flow: its requests can only go one at a time.
     if (sport) concurrency = 1;
   } else {
-    process.stderr.write('usage: client http|udp [options] (see src/lab/client.ts)\n');
+    process.stderr.write('usage: client http|udp|stream [options] (see src/lab/client.ts)\n');
     process.exit(2);
   }
   const result = await tally(request, Number(values.count), sources, concurrency);

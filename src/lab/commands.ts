@@ -3,6 +3,7 @@
 // thrown for the CLI to report; `lab exec` exits with its command's code.
 
 import type { Command } from 'commander';
+import { DEMO_LAB, DemoInterrupted, labDemo } from './demo.js';
 import { describeLab, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab } from './lab.js';
 
 const say = (text: string) => process.stdout.write(text + '\n');
@@ -65,6 +66,18 @@ export function registerLabCommands(program: Command): void {
     await labDown(labName(cmd));
     say(`lab ${labName(cmd)} is down`);
   });
+
+  sub('demo', 'the guided tour: lab up, uplinkd in the router, traffic, an uplink failed and healed, measured failover and failback, lab down')
+    .action(async (_opts: unknown, cmd: Command) => {
+      // Its own default name, so the tour never collides with a lab someone is using.
+      const name = (cmd.optsWithGlobals().name as string | undefined) ?? DEMO_LAB;
+      try {
+        await labDemo(name);
+      } catch (err) {
+        if (err instanceof DemoInterrupted) process.exit(130); // the shell's convention for Ctrl-C
+        throw err;
+      }
+    });
 
   sub('status', 'print the lab')
     .option('--json', 'the state as JSON')

@@ -137,6 +137,7 @@ test('a renumbered uplink keeps working for new connections', async () => {
   assert.deepEqual(Object.keys(r.seen).sort(), [renumbered.address, isp2].sort(), 'SNAT follows the new address');
   const status = await daemonStatus(lab, path);
   assert.ok(status.events.some((e) => e.event === 'address' && e.uplink === 'isp1'));
+  assert.deepEqual(status.events.filter((e) => e.event === 'down'), [], 'a renew is not an outage');
   assert.equal(status.uplinks[0].state, 'up');
 });
 

@@ -2,15 +2,14 @@
 // inside its router, configs written next to the lab's state, and a snapshot
 // of the router's kernel state to compare before and after.
 
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { labClient, labExec, type LabState } from '../../src/lab/lab.js';
+import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
 import type { Status } from '../../src/status.js';
 
-export const UPLINKD = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
+export const UPLINKD = UPLINKD_BIN;
 
 export function uniqueLabName(prefix: string): string {
   return `${prefix}${process.pid % 100000}`;
@@ -18,7 +17,7 @@ export function uniqueLabName(prefix: string): string {
 
 /** `uplinkd ARGS` inside the lab's router, as an operator would run it there. */
 export function uplinkd(lab: LabState, ...args: string[]) {
-  return labExec(lab.name, 'router', [UPLINKD, ...args]);
+  return uplinkdInRouter(lab, args);
 }
 
 export async function mustUplinkd(lab: LabState, ...args: string[]): Promise<string> {
@@ -80,43 +79,15 @@ export function shareOf(result: ClientResult, address: string): number {
 
 // ------------------------------------------------------------ the daemon
 
-export interface RunningDaemon {
-  pid: number;
-  /** Everything it logged so far (JSON lines). */
-  logs(): string;
-  signal(sig: NodeJS.Signals): void;
-  /** Resolves with the exit code. */
-  exited: Promise<number | null>;
-  stop(): Promise<number | null>;
-}
+export type RunningDaemon = LabDaemon;
 
-/** `uplinkd run -c config` in the router, kept running until stop(). */
+/** `uplinkd run -c config` in the router, kept running until stop(); by default waits until every uplink is up. */
 export async function startDaemon(lab: LabState, config: string, opts: { waitUp?: boolean; logLevel?: string } = {}): Promise<RunningDaemon> {
-  const env = { ...process.env, UPLINKD_LOG_LEVEL: opts.logLevel ?? 'info' };
-  const child = spawn('ip', ['netns', 'exec', lab.ns.router, UPLINKD, 'run', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let output = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const daemon: RunningDaemon = {
-    pid: child.pid!,
-    logs: () => output,
-    signal: (sig) => child.kill(sig),
-    exited,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-  };
-  const ready = await waitFor(async () => (await uplinkd(lab, 'status', '--json', '-c', config)).code === 0, 10_000);
-  if (!ready) {
-    await daemon.stop();
-    throw new Error(`uplinkd run did not answer status within 10 s:\n${output}`);
-  }
+  const daemon = await startLabDaemon(lab, config, { env: { UPLINKD_LOG_LEVEL: opts.logLevel ?? 'info' } });
   if (opts.waitUp !== false) {
-    const up = await waitFor(async () => (await daemonStatus(lab, config)).uplinks.every((u) => u.state === 'up'), 5000);
-    if (!up) {
-      const uplinks = JSON.stringify((await daemonStatus(lab, config)).uplinks);
+    const names = (await daemon.status())?.uplinks.map((u) => u.name) ?? [];
+    if (!(await waitForStates(daemon, Object.fromEntries(names.map((n) => [n, 'up'])), 5000))) {
+      const uplinks = JSON.stringify((await daemon.status())?.uplinks);
       await daemon.stop();
       throw new Error(`uplinks not up within 5 s: ${uplinks}`);
     }

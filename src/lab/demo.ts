@@ -1,0 +1,233 @@
+// `uplinkd lab demo`: the guided tour, 10-20 seconds, on the lab's
+// embedded default. It builds a lab with two uplinks, runs the real daemon in
+// its router, shows how new connections spread over the uplinks, breaks one
+// beyond its first hop, measures failover and failback by the fate of new
+// connections (measure.ts), and always removes the lab again, also on Ctrl-C.
+
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfigFile } from '../config/load.js';
+import type { Check } from '../config/types.js';
+import { labClient, labDown, labFail, labHeal, labUp, loadLab, type LabState } from './lab.js';
+import { lastLines, startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from './lab-daemon.js';
+import { failbackMs, failoverMs, monotonicMs, startStream, type RunningStream, type StreamSample } from './measure.js';
+import { must } from './run.js';
+import { labNamespacePattern } from './topology.js';
+
+export const DEMO_LAB = 'demo';
+
+const CONNECTIONS = 400;
+const STREAM_EVERY_MS = 10;
+const STREAM_TIMEOUT_MS = 1000;
+/** How long each uplink state change may take before the demo calls it a failure. */
+const STATE_WITHIN_MS = 10_000;
+
+const say = (line = '') => process.stdout.write(line + '\n');
+const indent = (text: string) => text.trimEnd().split('\n').map((l) => (l.trim() ? `      ${l}` : '')).join('\n');
+
+/** A demo that did not get to the end; the message says where and why. */
+export class DemoError extends Error {}
+
+/** Ctrl-C (or SIGTERM) stopped the demo; the lab has been removed. */
+export class DemoInterrupted extends Error {
+  constructor() {
+    super('interrupted; the lab has been removed');
+  }
+}
+
+/** Runs the tour; resolves when it went through, rejects with a DemoError otherwise. The lab is gone either way. */
+export async function labDemo(name = DEMO_LAB): Promise<void> {
+  if (await labExists(name)) {
+    throw new DemoError(
+      `lab '${name}' already exists (an earlier demo still running, or one that was killed).\n` +
+        `Remove it with \`uplinkd lab --name ${name} down\`, or run the demo under another name: \`uplinkd lab demo --name NAME\`.`,
+    );
+  }
+  const interrupt = new AbortController();
+  const onSignal = () => {
+    if (!interrupt.signal.aborted) say('\ninterrupted: stopping and removing the lab, one moment');
+    interrupt.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const tour = new Tour(name, interrupt.signal);
+  try {
+    await tour.run();
+  } catch (err) {
+    if (interrupt.signal.aborted) throw new DemoInterrupted();
+    throw new DemoError(`lab demo failed at "${tour.step}": ${err instanceof Error ? err.message : String(err)}${tour.daemonLogTail()}`);
+  } finally {
+    await tour.tearDown();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+async function labExists(name: string): Promise<boolean> {
+  try {
+    loadLab(name);
+    return true;
+  } catch {
+    const namespaces = (await must(['ip', 'netns', 'list'])).split('\n').map((l) => l.split(' ')[0]);
+    return namespaces.some((ns) => labNamespacePattern(name).test(ns));
+  }
+}
+
+const STEPS = 7;
+
+class Tour {
+  step = 'start';
+  private stepNo = 0;
+  private lab?: LabState;
+  private daemon?: LabDaemon;
+  private streams = new Set<RunningStream>();
+
+  constructor(private readonly name: string, private readonly signal: AbortSignal) {}
+
+  private announce(title: string, line: string): void {
+    this.signal.throwIfAborted();
+    this.step = title;
+    say(`[${++this.stepNo}/${STEPS}] ${line}`);
+  }
+
+  async run(): Promise<void> {
+    say(`uplinkd lab demo: a router with two internet uplinks, built from network namespaces on this machine.`);
+    say(`Nothing outside the lab's namespaces (ul-${this.name}-*) is touched; the lab is removed at the end.`);
+    say();
+
+    this.announce('lab up', `Building lab '${this.name}': a LAN host, a router, isp1 (20 mbit) and isp2 (10 mbit), an internet with servers`);
+    const lab = (this.lab = await labUp({ name: this.name, uplinks: 2, capacities: ['20mbit', '10mbit'] }));
+    const isp1 = lab.uplinks[0];
+    const url = `http://${lab.server}:${lab.whoamiPort}/`;
+
+    this.announce('daemon up', `Starting \`uplinkd run -c ${lab.configPath}\` in the router`);
+    say(indent(describeCheck(lab.configPath)));
+    const daemonStarted = Date.now();
+    this.daemon = await startLabDaemon(lab, lab.configPath);
+    if (!(await waitForStates(this.daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS, this.signal))) {
+      throw new Error(`both uplinks were not up within ${STATE_WITHIN_MS / 1000} s`);
+    }
+    say(indent(`both uplinks up ${seconds(Date.now() - daemonStarted)} after starting`));
+
+    this.announce('balancing', `Opening ${CONNECTIONS} new connections from the LAN host; the server reports the address each came from:`);
+    const spread = await labClient(lab.name, 'lan', ['http', '--url', url, '--count', String(CONNECTIONS), '--concurrency', '16', '--timeout-ms', '2000']);
+    // Shares of the connections that got through: what the far end saw.
+    const shares = lab.uplinks.map((u) => ({ name: u.name, address: u.address, share: (spread.seen[u.address] ?? 0) / Math.max(1, spread.ok) }));
+    say(indent(shares.map((s) => `${s.name}  ${s.address.padEnd(15)} ${percent(s.share)}`).join('\n')));
+    if (spread.failed > 0) say(indent(`${spread.failed} failed: ${JSON.stringify(spread.errors)}`));
+    if (shares.some((s) => s.share === 0)) throw new Error(`new connections did not use both uplinks: ${JSON.stringify(spread.seen)}`);
+
+    this.announce('status', '`uplinkd status` in the router:');
+    const status = await uplinkdInRouter(lab, ['status', '-c', lab.configPath]);
+    if (status.code !== 0) throw new Error(`uplinkd status exited ${status.code}: ${status.stderr.trim()}`);
+    say(indent(status.stdout));
+
+    this.announce('failover', 'Failing isp1: ISP1 stops forwarding beyond its gateway; the gateway still answers.');
+    say(indent(`Meanwhile the LAN host opens a new connection every ${STREAM_EVERY_MS} ms.`));
+    const outage = await this.measure(url, async () => {
+      await labFail(lab.name, 'isp1', 'upstream');
+      await this.waitFor('isp1', 'down');
+    });
+    const failover = failoverMs(outage.samples, outage.at);
+    if (failover === undefined) throw new Error('new connections were still failing at the end of the outage window');
+    const afterFault = outage.samples.filter((s) => s.start >= outage.at);
+    const failed = afterFault.filter((s) => !s.ok).length;
+    say(indent(`failover: ${ms(failover)}: from then on every new connection succeeded (via isp2)`));
+    say(indent(`${failed} of the ${afterFault.length} connections opened after the fault failed: those balanced to isp1 before uplinkd took it down`));
+
+    this.announce('failback', 'Healing isp1');
+    const recovery = await this.measure(url, async () => {
+      await labHeal(lab.name, 'isp1');
+      await this.waitFor('isp1', 'up');
+    }, (samples) => samples.some((s) => s.seen === isp1.address));
+    const failback = failbackMs(recovery.samples, recovery.at, isp1.address);
+    if (failback === undefined) throw new Error('new connections did not use isp1 again after the heal');
+    say(indent(`failback: ${ms(failback)}: the first new connection through isp1 again`));
+    const failedAfterHeal = recovery.samples.filter((s) => s.start >= recovery.at && !s.ok).length;
+    if (failedAfterHeal > 0) say(indent(`${failedAfterHeal} connections failed after the heal`));
+
+    this.announce('summary', 'Summary');
+    say(indent([
+      `shares of ${CONNECTIONS} new connections: ${shares.map((s) => `${s.name} ${percent(s.share)}`).join(', ')}`,
+      `failover: ${ms(failover)} (isp1 failing beyond its gateway)`,
+      `failback: ${ms(failback)} (isp1 healed)`,
+      `Measured by the connections themselves: a new connection from the LAN every ${STREAM_EVERY_MS} ms (1 s timeout);`,
+      `failover = from the fault until every new connection succeeds; failback = from the heal until the first new connection through ${isp1.name}.`,
+      `\`npm run bench:failover\` repeats the measurement many times, for both kinds of fault.`,
+    ].join('\n')));
+  }
+
+  /**
+   * Runs the stream around `act` (a fault or a heal): starts it, lets it run
+   * half a second, stamps the moment and acts, and stops it once
+   * `done(samples)` holds and connections have gone on long enough to show
+   * the new state holds (every one started before the stop has finished).
+   */
+  private async measure(url: string, act: () => Promise<void>, done: (samples: StreamSample[]) => boolean = () => true) {
+    const stream = startStream({ ns: this.lab!.ns.lan, url, everyMs: STREAM_EVERY_MS, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 60_000 });
+    this.streams.add(stream);
+    try {
+      await stream.started;
+      await sleep(500, undefined, { signal: this.signal });
+      const at = monotonicMs();
+      await act();
+      const deadline = Date.now() + 5000;
+      while (!done(stream.samples) && Date.now() < deadline) await sleep(20, undefined, { signal: this.signal });
+      await sleep(STREAM_TIMEOUT_MS + 500, undefined, { signal: this.signal });
+      return { at, samples: await stream.stop() };
+    } finally {
+      this.streams.delete(stream);
+      await stream.stop().catch(() => {});
+    }
+  }
+
+  private async waitFor(uplink: string, state: 'up' | 'down'): Promise<void> {
+    const status = await waitForStates(this.daemon!, { [uplink]: state }, STATE_WITHIN_MS, this.signal);
+    if (!status) throw new Error(`uplinkd did not take ${uplink} ${state} within ${STATE_WITHIN_MS / 1000} s`);
+    const event = status.events.find((e) => e.uplink === uplink && e.event === state);
+    say(indent(`uplinkd: ${uplink} ${state}${event ? `, ${event.reason}` : ''}`));
+  }
+
+  daemonLogTail(): string {
+    const logs = this.daemon?.logs();
+    return logs ? `\nuplinkd's last log lines:\n${lastLines(logs, 8)}` : '';
+  }
+
+  /** Stops the daemon, removes its kernel state and the lab; whatever failed before, and whatever fails here. */
+  async tearDown(): Promise<void> {
+    if (!this.lab) return;
+    say(`Tearing down: stopping uplinkd, \`uplinkd flush\`, removing lab '${this.name}'`);
+    const problems: string[] = [];
+    for (const stream of this.streams) await stream.stop().catch(() => {});
+    if (this.daemon) {
+      const code = await this.daemon.stop();
+      if (code !== 0 && !this.signal.aborted) problems.push(`uplinkd run exited ${code}`);
+    }
+    const flush = await uplinkdInRouter(this.lab, ['flush', '-c', this.lab.configPath]).catch((err: Error) => ({ code: -1, stderr: err.message }));
+    if (flush.code !== 0) problems.push(`uplinkd flush exited ${flush.code}: ${flush.stderr.trim()}`);
+    await labDown(this.name);
+    say(problems.length ? `lab removed; but: ${problems.join('; ')}` : 'done: the lab is gone');
+  }
+}
+
+/** The probe settings in force, as the config loader fills them in. */
+function describeCheck(configPath: string): string {
+  const loaded = loadConfigFile(configPath);
+  const check: Check | undefined = loaded.ok ? loaded.config.uplinks[0].check : undefined;
+  if (!check) return `config: ${configPath}`;
+  return [
+    `Each uplink is probed through itself: ${check.method} to ${check.targets.join(', ')} every ${check.intervalMs} ms,`,
+    `timeout ${check.timeoutMs} ms; down after ${check.downAfter} bad rounds, up after ${check.upAfter} good ones (the defaults).`,
+  ].join('\n');
+}
+
+function percent(fraction: number): string {
+  return `${(fraction * 100).toFixed(1)}%`;
+}
+
+function ms(value: number): string {
+  return `${Math.round(value)} ms`;
+}
+
+function seconds(millis: number): string {
+  return `${(millis / 1000).toFixed(1)} s`;
+}

@@ -1,0 +1,118 @@
+// `uplinkd run` inside a lab's router, as a child process, for the demo and
+// the benchmarks: started, watched through its control socket, stopped.
+//
+// The status is read from the control socket directly (what `uplinkd status
+// --json` does) rather than by running the CLI for every poll: a poll then
+// costs microseconds instead of a Node start-up, which on a small machine
+// would compete with the daemon for the CPU and blur its timings.
+
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { requestStatus } from '../api.js';
+import { loadConfigFile } from '../config/load.js';
+import type { UplinkState } from '../health.js';
+import type { Status } from '../status.js';
+import { labExec, type LabState } from './lab.js';
+import type { RunResult } from './run.js';
+
+/** The checkout's CLI launcher; the same path from dist/lab and src/lab. */
+export const UPLINKD_BIN = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
+
+/** `uplinkd ARGS` in the lab's router, as an operator would run it there. */
+export function uplinkdInRouter(lab: LabState, args: string[]): Promise<RunResult> {
+  return labExec(lab.name, 'router', [UPLINKD_BIN, ...args]);
+}
+
+export interface LabDaemon {
+  pid: number;
+  /** What it logged so far: JSON lines, one per event. */
+  logs(): string;
+  /** Its view, or undefined if it does not answer. */
+  status(): Promise<Status | undefined>;
+  /** Sends a signal: SIGHUP reloads, SIGKILL simulates a crash. */
+  signal(sig: NodeJS.Signals): void;
+  /** Resolves with its exit code once it has exited. */
+  exited: Promise<number | null>;
+  /** SIGTERM, then waits for it to exit (SIGKILL after `graceMs`). */
+  stop(graceMs?: number): Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** Extra environment, e.g. UPLINKD_LOG_LEVEL=debug to log how long each kernel update took. */
+  env?: NodeJS.ProcessEnv;
+  /** How long it may take to answer on its control socket. Default 10 s. */
+  readyWithinMs?: number;
+}
+
+/** Starts `uplinkd run -c configPath` in the router and resolves once it answers on its control socket. */
+export async function startLabDaemon(lab: LabState, configPath: string, opts: StartOptions = {}): Promise<LabDaemon> {
+  const loaded = loadConfigFile(configPath);
+  if (!loaded.ok) throw new Error(`${configPath} is not a valid config: ${loaded.errors.map((e) => e.message).join('; ')}`);
+  const socket = loaded.config.api.socket;
+  const child = spawn('ip', ['netns', 'exec', lab.ns.router, UPLINKD_BIN, 'run', '-c', configPath], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...opts.env },
+  });
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('error', (err) => ((output += `${err.message}\n`), resolve(null)));
+    child.on('close', (code) => resolve(code));
+  });
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const daemon: LabDaemon = {
+    pid: child.pid ?? -1,
+    logs: () => output,
+    status: () => requestStatus(socket, 1000),
+    signal: (sig) => void child.kill(sig),
+    exited,
+    async stop(graceMs = 5000) {
+      if (running()) child.kill('SIGTERM');
+      const code = await Promise.race([exited, sleep(graceMs).then(() => 'late' as const)]);
+      if (code !== 'late') return code;
+      child.kill('SIGKILL');
+      return exited;
+    },
+  };
+  const deadline = Date.now() + (opts.readyWithinMs ?? 10_000);
+  while (!(await daemon.status())) {
+    if (!running() || Date.now() > deadline) {
+      await daemon.stop();
+      throw new Error(`uplinkd run did not answer on ${socket}${running() ? ' in time' : ''}; its output:\n${lastLines(output, 10)}`);
+    }
+    await sleep(50);
+  }
+  return daemon;
+}
+
+/**
+ * Polls the daemon until every uplink named in `want` is in that state.
+ * Resolves with that status, or undefined after `withinMs`.
+ */
+export async function waitForStates(
+  daemon: LabDaemon, want: Record<string, UplinkState>, withinMs: number, signal?: AbortSignal,
+): Promise<Status | undefined> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    signal?.throwIfAborted();
+    const status = await daemon.status();
+    const reached = status && Object.entries(want).every(([name, state]) => status.uplinks.find((u) => u.name === name)?.state === state);
+    if (reached) return status;
+    if (Date.now() > deadline) return undefined;
+    await sleep(20, undefined, { signal });
+  }
+}
+
+/** The last n lines of a log, for error messages; JSON lines shortened to their message. */
+export function lastLines(log: string, n: number): string {
+  return log.split('\n').filter((l) => l.trim()).slice(-n).map((line) => {
+    try {
+      const entry = JSON.parse(line) as { time?: string; msg?: string };
+      return `  ${entry.time ?? ''} ${entry.msg ?? line}`;
+    } catch {
+      return `  ${line}`;
+    }
+  }).join('\n');
+}

@@ -1,0 +1,37 @@
+// `uplinkd lab demo` end to end, as a user runs it (root; builds first):
+//   node --import tsx --test test/lab/demo.test.ts
+
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { after, before, test } from 'node:test';
+import { labDown } from '../../src/lab/lab.js';
+import { run } from '../../src/lab/run.js';
+import { labNamespacePattern } from '../../src/lab/topology.js';
+import { UPLINKD, uniqueLabName } from './harness.js';
+
+const name = uniqueLabName('demo');
+const checkout = fileURLToPath(new URL('../..', import.meta.url));
+
+before(async () => {
+  // The demo runs the built CLI (bin/uplinkd -> dist), daemon and lab programs included.
+  const build = await run(['npm', 'run', 'build', '--silent', '--prefix', checkout]);
+  assert.equal(build.code, 0, `npm run build failed:\n${build.stdout}${build.stderr}`);
+});
+
+// Only if the demo itself failed to clean up: the assertion below has already said so.
+after(() => labDown(name));
+
+test('lab demo: shares, failover, failback, and nothing left behind', { timeout: 120_000 }, async () => {
+  const demo = await run([UPLINKD, 'lab', 'demo', '--name', name], { timeoutMs: 110_000 });
+  const output = demo.stdout + demo.stderr;
+  assert.equal(demo.code, 0, output);
+
+  assert.match(output, /isp1\s+198\.51\.100\.2\s+\d+\.\d%/, 'isp1 share');
+  assert.match(output, /isp2\s+198\.51\.100\.18\s+\d+\.\d%/, 'isp2 share');
+  const failover = Number(/failover: (\d+) ms/.exec(output)?.[1]);
+  assert.ok(failover < 3000, `failover ${failover} ms\n${output}`);
+  assert.match(output, /failback: \d+ ms/, 'failback time');
+
+  const namespaces = (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
+  assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');
+});
