@@ -1,22 +1,24 @@
-// The command line: check, plan, apply, flush, lab. Exit codes follow the
-// SPEC: 0 done, 1 invalid config or failed kernel change, 2 usage error.
+// The command line: check, plan, apply, run, status, flush, lab. Exit codes follow the
+// SPEC: 0 done, 1 invalid config or failed kernel change, 2 usage error,
+// 3 `status` with no daemon answering.
 
 import { existsSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
+import { requestStatus } from './api.js';
 import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult } from './config/load.js';
+import { DEFAULT_SOCKET } from './config/schema.js';
 import type { Config } from './config/types.js';
+import { Daemon } from './daemon.js';
 import { applyState, flushOwned } from './kernel/apply.js';
 import { readFacts } from './kernel/facts.js';
 import { systemRunner } from './kernel/runner.js';
 import { registerLabCommands } from './lab/commands.js';
-import { requestStatus } from './api.js';
-import { Daemon } from './daemon.js';
 import { createLogger } from './log.js';
-import { formatStatus } from './status.js';
 import { DEFAULT_OWNERSHIP } from './ownership.js';
 import { plan } from './plan/plan.js';
 import { renderPlan } from './plan/render.js';
 import type { Health, KernelFacts } from './plan/state.js';
+import { formatStatus } from './status.js';
 
 class ExitError extends Error {
   constructor(readonly code: number, message: string) {
@@ -65,8 +67,6 @@ function downList(value: string | undefined, config: Config): Record<string, Hea
 }
 
 const configOption = () => new Option('-c, --config <file>', 'config file (default: $UPLINKD_CONFIG or /etc/uplinkd/uplinkd.yaml)');
-
-const DEFAULT_SOCKET = '/run/uplinkd/uplinkd.sock';
 
 export function buildProgram(): Command {
   const program = new Command('uplinkd')

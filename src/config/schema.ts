@@ -20,6 +20,9 @@ import { didYouMean } from './suggest.js';
 import type { Check, Config, KernelOwnership, ProbeMethod, Rule, Uplink } from './types.js';
 import { describeValue, fail, ok, parseDuration, parsePercent, parseRate, type Parsed } from './units.js';
 
+/** The control socket when the config does not name one (and for `status` without a config). */
+export const DEFAULT_SOCKET = '/run/uplinkd/uplinkd.sock';
+
 export const UPLINK_NAME = /^[a-z][a-z0-9_-]{0,14}$/;
 export const RULE_NAME = /^[a-z][a-z0-9_-]{0,31}$/;
 export const NFT_TABLE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
@@ -289,7 +292,7 @@ const KernelSchema = strictObject({
 // --- the whole file --------------------------------------------------------
 
 const ApiSchema = strictObject({
-  socket: leaf(parseAbsolutePath).default('/run/uplinkd/uplinkd.sock'),
+  socket: leaf(parseAbsolutePath).default(DEFAULT_SOCKET),
   http: leaf((input) => (input === 'off' || input === false ? ok('off') : parseListenAddress(input))).default('127.0.0.1:9271'),
 });
 

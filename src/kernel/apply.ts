@@ -7,15 +7,16 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { KernelOwnership } from '../config/types.js';
 import { FALLBACK_METRIC, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
+import { nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
+import type { DesiredState, Route, Rule } from '../plan/state.js';
+import { mustRun, type Runner } from './runner.js';
 
 // rtnetlink numbers as `ip -N` prints them.
 const RTN_UNICAST = '1';
 const RTN_UNREACHABLE = '7';
 const RT_SCOPE_LINK = '253';
 const FR_ACT_UNREACHABLE = '7';
-import { nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
-import type { DesiredState, Route, Rule } from '../plan/state.js';
-import { mustRun, type Runner } from './runner.js';
+const RT_TABLE_MAIN = 254;
 
 export interface Change { what: string; args: string[] }
 
@@ -45,7 +46,7 @@ const desiredRuleKey = (r: Rule) => ruleKey({
   priority: r.priority,
   from: r.from ? r.from.replace(/\/32$/, '') : 'all',
   mark: r.fwmark ? `${r.fwmark.value}/${r.fwmark.mask}` : '-',
-  target: r.action ?? String(r.lookup === 'main' ? 254 : r.lookup),
+  target: String(r.lookup === 'main' ? RT_TABLE_MAIN : r.lookup),
   suppress: r.suppressPrefixLength,
 });
 
@@ -57,16 +58,16 @@ const kernelRuleKey = (r: RuleJson) => ruleKey({
   suppress: r.suppress_prefixlen,
 });
 
-/**
- * IPv4 routes of the given tables, in one dump of all tables (asking for a
- * table that does not exist yet is an error). `-N` prints numbers for tables,
- * types and scopes, so names in /etc/iproute2 cannot confuse the comparison.
- */
 /** A rule's non-lookup action by name (`ip -N` prints its number). */
 function ruleAction(r: RuleJson): string | undefined {
   return r.action === FR_ACT_UNREACHABLE ? 'unreachable' : r.action;
 }
 
+/**
+ * IPv4 routes of the given tables, in one dump of all tables (asking for a
+ * table that does not exist yet is an error). `-N` prints numbers for tables,
+ * types and scopes, so names in /etc/iproute2 cannot confuse the comparison.
+ */
 async function listRoutes(runner: Runner, tables: number[]): Promise<RouteJson[]> {
   const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'route', 'show', 'table', 'all']);
   const wanted = new Set(tables.map(String));

@@ -23,8 +23,7 @@ export function ruleArgs(rule: Rule): string[] {
   const args = ['rule', 'add', 'priority', String(rule.priority)];
   if (rule.from) args.push('from', rule.from);
   if (rule.fwmark) args.push('fwmark', `${hex(rule.fwmark.value)}/${hex(rule.fwmark.mask)}`);
-  if (rule.action) args.push(rule.action);
-  else args.push('lookup', String(rule.lookup));
+  args.push('lookup', String(rule.lookup));
   if (rule.suppressPrefixLength !== undefined) args.push('suppress_prefixlength', String(rule.suppressPrefixLength));
   return args;
 }

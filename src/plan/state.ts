@@ -48,8 +48,7 @@ export interface Rule {
   from?: string;
   fwmark?: { value: number; mask: number };
   /** A table number, or 'main'. */
-  lookup?: number | 'main';
-  action?: 'unreachable';
+  lookup: number | 'main';
   suppressPrefixLength?: number;
   why: string;
 }
