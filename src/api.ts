@@ -8,7 +8,7 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Logger } from './log.js';
-import { formatStatus, type Status } from './status.js';
+import { formatStatus, type Status, type UplinkStatus } from './status.js';
 
 export type StatusSource = () => Promise<Status>;
 
@@ -68,31 +68,26 @@ export function requestStatus(path: string, timeoutMs = 2000): Promise<Status | 
 /** Prometheus metrics, filled from a fresh status at each scrape. */
 export function createMetrics(status: StatusSource): { registry: Registry; countTransition(uplink: string, to: string): void } {
   const registry = new Registry();
-  const labelNames = ['uplink'] as const;
-  const gauges = {
-    up: new Gauge({ name: 'uplinkd_uplink_up', help: '1 up, 0 down, -1 pending (no verdict yet)', labelNames, registers: [registry] }),
-    latency: new Gauge({ name: 'uplinkd_probe_latency_seconds', help: 'mean probe round-trip time of the last round', labelNames, registers: [registry] }),
-    loss: new Gauge({ name: 'uplinkd_probe_loss_ratio', help: 'lost fraction of the last `window` probes', labelNames, registers: [registry] }),
-    rx: new Gauge({ name: 'uplinkd_uplink_rx_bits_per_second', help: 'received rate of the uplink interface', labelNames, registers: [registry] }),
-    tx: new Gauge({ name: 'uplinkd_uplink_tx_bits_per_second', help: 'sent rate of the uplink interface', labelNames, registers: [registry] }),
-    share: new Gauge({ name: 'uplinkd_uplink_share_ratio', help: 'fraction of new connections the uplink receives now', labelNames, registers: [registry] }),
-    connections: new Gauge({
-      name: 'uplinkd_uplink_connections', help: 'tracked connections marked for the uplink', labelNames, registers: [registry],
+  // prom-client collects all metrics of a scrape at once: they share one status.
+  let scrape: Promise<Status> | undefined;
+  const snapshot = () => (scrape ??= status().finally(() => (scrape = undefined)));
+  const gauge = (name: string, help: string, value: (u: UplinkStatus) => number | null) =>
+    new Gauge({
+      name, help, labelNames: ['uplink'], registers: [registry],
       async collect() {
-        const s = await status();
-        for (const u of s.uplinks) {
-          const labels = { uplink: u.name };
-          this.set(labels, u.connections);
-          gauges.up.set(labels, u.state === 'up' ? 1 : u.state === 'down' ? 0 : -1);
-          if (u.latency_ms !== null) gauges.latency.set(labels, u.latency_ms / 1000);
-          gauges.loss.set(labels, u.loss);
-          gauges.rx.set(labels, u.rx_bps);
-          gauges.tx.set(labels, u.tx_bps);
-          gauges.share.set(labels, u.share);
+        for (const u of (await snapshot()).uplinks) {
+          const v = value(u);
+          if (v !== null) this.set({ uplink: u.name }, v);
         }
       },
-    }),
-  };
+    });
+  gauge('uplinkd_uplink_up', '1 up, 0 down, -1 pending (no verdict yet)', (u) => (u.state === 'up' ? 1 : u.state === 'down' ? 0 : -1));
+  gauge('uplinkd_probe_latency_seconds', 'mean probe round-trip time of the last round', (u) => (u.latency_ms === null ? null : u.latency_ms / 1000));
+  gauge('uplinkd_probe_loss_ratio', 'lost fraction of the last `window` probes', (u) => u.loss);
+  gauge('uplinkd_uplink_rx_bits_per_second', 'received rate of the uplink interface', (u) => u.rx_bps);
+  gauge('uplinkd_uplink_tx_bits_per_second', 'sent rate of the uplink interface', (u) => u.tx_bps);
+  gauge('uplinkd_uplink_share_ratio', 'fraction of new connections the uplink receives now', (u) => u.share);
+  gauge('uplinkd_uplink_connections', 'tracked connections marked for the uplink', (u) => u.connections);
   const transitions = new Counter({ name: 'uplinkd_uplink_transitions_total', help: 'state changes', labelNames: ['uplink', 'to'], registers: [registry] });
   return { registry, countTransition: (uplink, to) => transitions.inc({ uplink, to }) };
 }

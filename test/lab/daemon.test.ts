@@ -276,3 +276,31 @@ test('a point-to-point uplink (gateway: none, peer-addressed) balances, tracks a
     await labDown(p2p.name);
   }
 });
+
+test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback', async () => {
+  const path = writeConfig(lab, 'http.yaml', labConfig(lab, {
+    uplink: () => check, top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: 127.0.0.1:9271 }\n`,
+  }));
+  daemon = await startDaemon(lab, path);
+  await connections(lab, 'lan', 20);
+  const get = async (url: string, ...extra: string[]) =>
+    (await labExec(lab.name, 'router', ['curl', '-s', '-w', '\n%{http_code}', ...extra, url])).stdout;
+  const api = (await get('http://127.0.0.1:9271/api/status')).split('\n');
+  assert.equal(api.pop(), '200');
+  const status = JSON.parse(api.join('\n')) as Status;
+  assert.deepEqual(status.uplinks.map((u) => u.state), ['up', 'up']);
+  const metrics = await get('http://127.0.0.1:9271/metrics');
+  for (const line of [
+    'uplinkd_uplink_up{uplink="isp1"} 1',
+    'uplinkd_uplink_share_ratio{uplink="isp2"} 0.5',
+  ]) assert.ok(metrics.includes(line), `missing ${line}\n${metrics}`);
+  for (const name of ['uplinkd_probe_latency_seconds', 'uplinkd_probe_loss_ratio', 'uplinkd_uplink_rx_bits_per_second',
+    'uplinkd_uplink_tx_bits_per_second', 'uplinkd_uplink_connections', 'uplinkd_uplink_transitions_total']) {
+    assert.match(metrics, new RegExp(`^# TYPE ${name} `, 'm'));
+  }
+  assert.match(metrics, /^uplinkd_uplink_transitions_total\{uplink="isp1",to="up"\} 1$/m);
+  assert.ok((await get('http://127.0.0.1:9271/', '-X', 'POST')).endsWith('405'), 'read-only');
+  // Only on loopback: the router's LAN address does not answer.
+  const r = await labExec(lab.name, 'lan', ['curl', '-s', '-m', '1', 'http://198.18.0.1:9271/api/status']);
+  assert.notEqual(r.code, 0);
+});
