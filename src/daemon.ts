@@ -68,7 +68,7 @@ export class Daemon {
     this.facts = await readFacts(this.runner);
     this.track(this.config);
     this.noteCarrierAndAddresses(false);
-    await this.converge('start');
+    await this.converge('start', () => this.rewriteAllElements());
     this.syncProbers();
     this.watcher = watchKernel((what) => void this.onKernelChange(what), { log: (m) => this.log.warn(m) });
     this.sampler = setInterval(() => this.sampleRates(), SAMPLE_MS);
@@ -224,6 +224,17 @@ export class Daemon {
     const next = this.kernelQueue.then(run, run);
     this.kernelQueue = next.catch((err) => this.log.error({ why }, `kernel update failed (${why}): ${err instanceof Error ? err.message : err}`));
     return next.catch(() => -1);
+  }
+
+  /**
+   * A previous instance may have followed verdicts element by element under
+   * the same table digest, so the digest alone cannot tell what the maps
+   * hold: at start, every planned set is written once (atomically; the
+   * dynamic sticky sets are kept).
+   */
+  private async rewriteAllElements(): Promise<void> {
+    const desired = this.installed!.nft;
+    await runNftScript(this.runner, elementUpdateScript({ ...desired, sets: [] }, desired));
   }
 
   private async onKernelChange(what: string): Promise<void> {

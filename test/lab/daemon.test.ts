@@ -304,3 +304,19 @@ test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback',
   const r = await labExec(lab.name, 'lan', ['curl', '-s', '-m', '1', 'http://198.18.0.1:9271/api/status']);
   assert.notEqual(r.code, 0);
 });
+
+test('a daemon restarted after a crash adopts the state and corrects what the old one left', async () => {
+  const path = config();
+  daemon = await startDaemon(lab, path);
+  await labFail(lab.name, 'isp1', 'upstream');
+  assert.ok(await waitFor(async () => (await stateOf(path, 'isp1')) === 'down', 5000));
+  daemon.signal('SIGKILL');
+  await daemon.exited;
+  // isp1 heals while no daemon runs; the kernel still says "isp1 down".
+  await labHeal(lab.name, 'isp1');
+  assert.deepEqual((await connections(lab, 'lan', 20)).seen, { [isp2]: 20 });
+  daemon = await startDaemon(lab, path);
+  const r = await connections(lab, 'lan', 200);
+  assert.equal(r.ok, 200);
+  assert.ok((r.seen[isp1] ?? 0) > 50, `isp1 is used again: ${JSON.stringify(r.seen)}`);
+});
