@@ -22,6 +22,8 @@
 // cannot oscillate faster than connections arrive.
 
 export const SAMPLE_MS = 100;
+/** Without least-loaded, the rates are only reported (status, metrics): sampled once a second. */
+export const STATUS_SAMPLE_MS = 1000;
 export const RATE_TAU_MS = 300;
 export const MIN_CAPACITY_BPS = 1_000_000;
 export const FULL_UTILISATION = 0.9;

@@ -3,7 +3,6 @@
 // goes through one queue, so changes never interleave; a health verdict
 // changes map elements only, never chains.
 
-import { readFileSync } from 'node:fs';
 import type net from 'node:net';
 import type http from 'node:http';
 import { createMetrics, serveControlSocket, serveHttp } from './api.js';
@@ -11,9 +10,9 @@ import { formatDiagnostic, loadConfigFile } from './config/load.js';
 import type { Config, Uplink } from './config/types.js';
 import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
-import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved } from './balance.js';
+import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
 import { applyState } from './kernel/apply.js';
-import { readFacts } from './kernel/facts.js';
+import { readFacts, readInterfaceCounters } from './kernel/facts.js';
 import { systemRunner, type Runner } from './kernel/runner.js';
 import { countConnections, deleteConnections, elementUpdateScript, flushDynamicSet, runNftScript, sameStructure } from './kernel/update.js';
 import { watchKernel, type KernelWatcher } from './kernel/watch.js';
@@ -71,7 +70,7 @@ export class Daemon {
     await this.converge('start', () => this.rewriteAllElements());
     this.syncProbers();
     this.watcher = watchKernel((what) => void this.onKernelChange(what), { log: (m) => this.log.warn(m) });
-    this.sampler = setInterval(() => this.sampleRates(), SAMPLE_MS);
+    this.startSampler();
     const status = () => this.status();
     this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
     if (this.config.api.http !== 'off') this.servers.push(await serveHttp(this.config.api.http, status, this.metrics.registry, this.log));
@@ -106,6 +105,7 @@ export class Daemon {
     this.noteCarrierAndAddresses(false);
     await this.converge('reload');
     this.syncProbers();
+    this.startSampler();
     this.record({ event: 'reload', reason: `config ${this.configPath} reloaded (${previous.uplinks.length} -> ${this.config.uplinks.length} uplinks)` });
   }
 
@@ -274,20 +274,22 @@ export class Daemon {
     }
   }
 
+  /**
+   * least-loaded needs fresh rates many times a second; otherwise the rates
+   * only feed status and metrics, and once a second spares the CPU.
+   */
+  private startSampler(): void {
+    if (this.sampler) clearInterval(this.sampler);
+    this.sampler = setInterval(() => this.sampleRates(), this.config.balance === 'least-loaded' ? SAMPLE_MS : STATUS_SAMPLE_MS);
+  }
+
   /** Reads each uplink's byte counters; with least-loaded, steers the balance map. */
   private sampleRates(): void {
     const atMs = performance.now();
+    const counters = readInterfaceCounters();
     for (const t of this.tracked.values()) {
-      const read = (name: string) => {
-        try {
-          return Number(readFileSync(`/sys/class/net/${t.uplink.interface}/statistics/${name}`, 'utf8'));
-        } catch {
-          return NaN;
-        }
-      };
-      const rxBytes = read('rx_bytes');
-      const txBytes = read('tx_bytes');
-      if (!Number.isNaN(rxBytes) && !Number.isNaN(txBytes)) t.rates.update({ rxBytes, txBytes, atMs });
+      const c = counters.get(t.uplink.interface);
+      if (c) t.rates.update({ ...c, atMs });
     }
     if (this.config.balance === 'least-loaded') this.steer();
   }
