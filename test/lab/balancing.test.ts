@@ -31,6 +31,7 @@ test('weights 3:1 give 75/25 over 400 new LAN connections, each NATed to its upl
   assert.equal(r.ok, 400, JSON.stringify(r.errors));
   assert.deepEqual(Object.keys(r.seen).sort(), [isp1, isp2].sort(), 'the far end sees only the uplinks\' own addresses');
   const share = shareOf(r, isp1);
+  console.log(`# weights 3:1 over 400 connections: isp1 ${r.seen[isp1]}, isp2 ${r.seen[isp2]} (isp1 share ${share.toFixed(3)})`);
   assert.ok(Math.abs(share - 0.75) <= 0.05, `isp1 share ${share.toFixed(3)} (seen ${JSON.stringify(r.seen)})`);
 });
 
