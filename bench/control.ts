@@ -1,0 +1,393 @@
+// Control plane: how fast uplinkd changes the kernel, how long its commands
+// take, and what the daemon costs while idle.
+//  1. verdict -> kernel updated: `uplinkd run` at debug log level logs, after
+//     each health transition, `{"ms": ..., "kernelMs": ..., "msg": "kernel
+//     updated"}` (src/daemon.ts onTransition). Upstream faults (beyond the
+//     gateway, so the probes decide, default probe settings) are put on and
+//     taken off isp1 and isp2 in turn.
+//  2. `uplinkd plan`, `apply` (from nothing) and a second `apply` (nothing to
+//     change) for 16 uplinks and 1000 pinning rules: a lab has at most 8
+//     uplinks, so this runs in a scratch namespace of its own with 16 veth
+//     pairs (and a LAN veth), deleted afterwards. Wall time of each command,
+//     Node start-up included; `node -e 0` and `uplinkd check` for reference.
+//  3. the daemon idle for 60 s with 4 uplinks x 2 targets at the default
+//     probe interval: its resident memory (VmRSS, max of 1 s samples) and CPU
+//     (utime+stime of the daemon and of all its descendants: fping, ip monitor).
+
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { labFail, labHeal, type LabState } from '../src/lab/lab.js';
+import { waitForStates } from '../src/lab/lab-daemon.js';
+import { percentile } from '../src/lab/measure.js';
+import { must, run } from '../src/lab/run.js';
+import {
+  addScratch, describeMachine, fmtSpread, labName, machine, ms, pause, pinRules, removeScratch, say, spread,
+  startDaemon, stopDaemon, stopIfInterrupted, table, UPLINKD, uplinkdYaml, withLab, type PartResult, type Spread, type SummaryRow,
+} from './lib.js';
+
+const FAULT_CYCLES = Number(process.env.BENCH_FAULT_CYCLES ?? 8);
+const COMMAND_RUNS = Math.max(1, Number(process.env.BENCH_COMMAND_RUNS ?? 5));
+const IDLE_S = Number(process.env.BENCH_IDLE_S ?? 60);
+const SCRATCH_UPLINKS = 16;
+const SCRATCH_RULES = 1000;
+
+export interface Transition {
+  uplink: string;
+  event: 'up' | 'down' | '?';
+  /** Verdict -> kernel updated, queueing included (the daemon's `ms`). */
+  ms: number;
+  /** The kernel update itself (the daemon's `kernelMs`); for `down` it includes the conntrack flush. */
+  kernelMs: number;
+}
+
+export interface CommandTimes {
+  uplinks: number;
+  rules: number;
+  /** Wall times, ms. */
+  nodeStartup: number[];
+  check: number[];
+  plan: number[];
+  applyFull: number[];
+  applyAgain: number[];
+  /** What the second apply printed (should be `nothing to change`). */
+  applyAgainSaid: string;
+  planLines: number;
+}
+
+export interface IdleCost {
+  seconds: number;
+  uplinks: number;
+  targets: string[];
+  maxRssMB: number;
+  /** fping and ip monitor, at the end. */
+  childrenRssMB: number;
+  children: string[];
+  /** % of one core. */
+  daemonCpuPercent: number;
+  childrenCpuPercent: number;
+  totalCpuPercent: number;
+  clockTicks: number;
+}
+
+export interface ControlData {
+  transitions: Transition[];
+  transitionsError?: string;
+  commands?: CommandTimes;
+  commandsError?: string;
+  idle?: IdleCost;
+  idleError?: string;
+}
+
+// ------------------------------------------------------------ 1. verdict -> kernel
+
+function parseKernelUpdates(logs: string): Transition[] {
+  const out: Transition[] = [];
+  const last: Record<string, 'up' | 'down'> = {};
+  for (const line of logs.split('\n')) {
+    let e: { msg?: string; event?: string; uplink?: string; ms?: number; kernelMs?: number };
+    try {
+      e = JSON.parse(line);
+    } catch {
+      continue;
+    }
+    if (e.uplink && (e.event === 'up' || e.event === 'down')) last[e.uplink] = e.event;
+    if (e.msg === 'kernel updated' && typeof e.ms === 'number' && typeof e.kernelMs === 'number') {
+      out.push({ uplink: e.uplink ?? '?', event: (e.uplink && last[e.uplink]) || '?', ms: e.ms, kernelMs: e.kernelMs });
+    }
+  }
+  return out;
+}
+
+async function measureTransitions(): Promise<Transition[]> {
+  return withLab({ name: labName('ct'), uplinks: 2 }, async (lab) => {
+    const yaml = uplinkdYaml(lab, { uplinks: [{ k: 1 }, { k: 2 }] });
+    const d = await startDaemon(lab, yaml, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+    try {
+      for (let i = 0; i < FAULT_CYCLES; i++) {
+        stopIfInterrupted();
+        const uplink = lab.uplinks[i % 2].name;
+        await labFail(lab.name, uplink, 'upstream');
+        if (!(await waitForStates(d.daemon, { [uplink]: 'down' }, 10_000))) throw new Error(`${uplink} not down after an upstream fault`);
+        await pause(300);
+        await labHeal(lab.name, uplink);
+        if (!(await waitForStates(d.daemon, { [uplink]: 'up' }, 10_000))) throw new Error(`${uplink} not up after the heal`);
+        await pause(300);
+      }
+      await pause(200);
+      const transitions = parseKernelUpdates(d.daemon.logs());
+      say(`  ${transitions.length} transitions: kernelMs ${transitions.map((t) => t.kernelMs.toFixed(1)).join(' ')}`);
+      return transitions;
+    } finally {
+      await stopDaemon(lab, d);
+    }
+  });
+}
+
+// ------------------------------------------------------------ 2. plan and apply, 16 uplinks
+
+/** Uplink k (1..16): 1..8 on the lab's 198.51.100.x/28s, 9..16 on 198.19.0.x/30s (RFC 2544). */
+function scratchUplink(k: number): { address: string; prefixLen: number; gateway: string } {
+  if (k <= 8) return { address: `198.51.100.${16 * (k - 1) + 2}`, prefixLen: 28, gateway: `198.51.100.${16 * (k - 1) + 1}` };
+  const base = 4 * (k - 9);
+  return { address: `198.19.0.${base + 2}`, prefixLen: 30, gateway: `198.19.0.${base + 1}` };
+}
+
+async function timed(argv: string[]): Promise<{ ms: number; stdout: string }> {
+  const t = performance.now();
+  const r = await run(argv);
+  const elapsed = performance.now() - t;
+  if (r.code !== 0) throw new Error(`${argv.join(' ')}: exit ${r.code}: ${r.stderr.trim().slice(0, 300)}`);
+  return { ms: elapsed, stdout: r.stdout };
+}
+
+async function measureCommands(): Promise<CommandTimes> {
+  const ns = `ulbench${process.pid}`;
+  await addScratch(ns);
+  try {
+    const exec = ['ip', 'netns', 'exec', ns];
+    const batch: string[] = ['link set lo up', 'link add lan0 type veth peer name lanp', 'address add 198.18.0.1/24 dev lan0',
+      'link set lan0 up', 'link set lanp up'];
+    const names: string[] = [];
+    for (let k = 1; k <= SCRATCH_UPLINKS; k++) {
+      const u = scratchUplink(k);
+      names.push(`isp${k}`);
+      batch.push(`link add wan${k} type veth peer name peer${k}`, `address add ${u.address}/${u.prefixLen} dev wan${k}`,
+        `link set wan${k} up`, `link set peer${k} up`, `route add default via ${u.gateway} dev wan${k} metric ${100 + k}`);
+    }
+    await must(['ip', '-n', ns, '-batch', '-'], { input: batch.join('\n') + '\n' });
+    const config = `/tmp/${ns}.yaml`;
+    const uplinks = names.map((n, i) => `  ${n}: {interface: wan${i + 1}}`).join('\n');
+    writeFileSync(config, `lan: [lan0]\nuplinks:\n${uplinks}\nrules:\n${pinRules(SCRATCH_RULES, names)}api: {socket: /run/${ns}.sock, http: "off"}\n`);
+    const uplinkd = (...args: string[]) => [...exec, UPLINKD, ...args, '-c', config];
+    const times: CommandTimes = {
+      uplinks: SCRATCH_UPLINKS, rules: SCRATCH_RULES, nodeStartup: [], check: [], plan: [], applyFull: [], applyAgain: [],
+      applyAgainSaid: '', planLines: 0,
+    };
+    for (let i = 0; i < COMMAND_RUNS; i++) {
+      stopIfInterrupted();
+      times.nodeStartup.push((await timed([...exec, process.execPath, '-e', '0'])).ms);
+      times.check.push((await timed(uplinkd('check'))).ms);
+      const planned = await timed(uplinkd('plan'));
+      times.plan.push(planned.ms);
+      times.planLines = planned.stdout.split('\n').length;
+      await timed([...exec, UPLINKD, 'flush', '-c', config]);
+      times.applyFull.push((await timed(uplinkd('apply'))).ms);
+      const again = await timed(uplinkd('apply'));
+      times.applyAgain.push(again.ms);
+      times.applyAgainSaid = again.stdout.trim();
+      say(`  run ${i + 1}/${COMMAND_RUNS}: node -e 0 ${ms(times.nodeStartup[i])}, check ${ms(times.check[i])}, plan ${ms(planned.ms)},` +
+        ` apply ${ms(times.applyFull[i])}, apply again ${ms(again.ms)} (${times.applyAgainSaid})`);
+    }
+    await run([...exec, UPLINKD, 'flush', '-c', config]);
+    await run(['rm', '-f', config]);
+    return times;
+  } finally {
+    await removeScratch(ns);
+  }
+}
+
+// ------------------------------------------------------------ 3. idle cost
+
+interface ProcStat {
+  pid: number;
+  ppid: number;
+  comm: string;
+  /** utime + stime, clock ticks. */
+  cpu: number;
+  /** cutime + cstime: reaped children. */
+  childCpu: number;
+}
+
+function readStat(pid: number): ProcStat | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = text.lastIndexOf(')');
+    const f = text.slice(close + 2).split(' ');
+    // f[0] is field 3 (state): utime is field 14, stime 15, cutime 16, cstime 17.
+    return {
+      pid, ppid: Number(f[1]), comm: text.slice(text.indexOf('(') + 1, close),
+      cpu: Number(f[11]) + Number(f[12]), childCpu: Number(f[13]) + Number(f[14]),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function descendants(root: number): ProcStat[] {
+  const all = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map((d) => readStat(Number(d))).filter((s): s is ProcStat => !!s);
+  const found: ProcStat[] = [];
+  let frontier = [root];
+  while (frontier.length) {
+    const kids = all.filter((s) => frontier.includes(s.ppid));
+    found.push(...kids);
+    frontier = kids.map((k) => k.pid);
+  }
+  return found;
+}
+
+function rssKB(pid: number): number {
+  try {
+    return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+  } catch {
+    return NaN;
+  }
+}
+
+async function measureIdle(): Promise<IdleCost> {
+  const targets = ['192.0.2.10', '192.0.2.11'];
+  return withLab({ name: labName('ci'), uplinks: 4 }, async (lab: LabState) => {
+    const d = await startDaemon(lab, uplinkdYaml(lab, { uplinks: [1, 2, 3, 4].map((k) => ({ k, targets })) }));
+    try {
+      const pid = d.daemon.pid;
+      const comm = readStat(pid)?.comm;
+      if (comm !== 'node') throw new Error(`pid ${pid} is ${comm}, not the daemon's node`);
+      await pause(2000); // past start-up
+      const ticks = Number((await must(['getconf', 'CLK_TCK'])).trim()) || 100;
+      const self0 = readStat(pid)!;
+      const kids0 = new Map(descendants(pid).map((s) => [s.pid, s.cpu]));
+      const t0 = performance.now();
+      let maxRss = rssKB(pid);
+      for (let i = 0; i < IDLE_S; i++) {
+        await pause(1000);
+        maxRss = Math.max(maxRss, rssKB(pid));
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      const self1 = readStat(pid)!;
+      const kids1 = descendants(pid);
+      const daemonTicks = self1.cpu - self0.cpu;
+      // Reaped children land in cutime/cstime; live ones are read directly.
+      const childTicks = (self1.childCpu - self0.childCpu) + kids1.reduce((a, k) => a + k.cpu - (kids0.get(k.pid) ?? 0), 0);
+      const pct = (t: number) => (100 * t) / ticks / seconds;
+      const cost: IdleCost = {
+        seconds, uplinks: 4, targets, maxRssMB: maxRss / 1024,
+        childrenRssMB: kids1.reduce((a, k) => a + (rssKB(k.pid) || 0), 0) / 1024,
+        children: kids1.map((k) => k.comm),
+        daemonCpuPercent: pct(daemonTicks), childrenCpuPercent: pct(childTicks), totalCpuPercent: pct(daemonTicks + childTicks),
+        clockTicks: ticks,
+      };
+      say(`  idle ${seconds.toFixed(0)} s: RSS max ${cost.maxRssMB.toFixed(1)} MB, CPU ${cost.totalCpuPercent.toFixed(2)}% of a core` +
+        ` (daemon ${cost.daemonCpuPercent.toFixed(2)}%, children ${cost.childrenCpuPercent.toFixed(2)}%: ${cost.children.join(', ')})`);
+      return cost;
+    } finally {
+      await stopDaemon(lab, d);
+    }
+  });
+}
+
+export async function runControl(): Promise<PartResult<ControlData>> {
+  const m = machine();
+  const started = Date.now();
+  const data: ControlData = { transitions: [] };
+  const attempt = async <T>(what: string, fn: () => Promise<T>): Promise<[T?, string?]> => {
+    stopIfInterrupted();
+    say(`control: ${what}`);
+    try {
+      return [await fn()];
+    } catch (err) {
+      stopIfInterrupted();
+      const message = err instanceof Error ? err.message : String(err);
+      say(`  failed: ${message}`);
+      return [undefined, message];
+    }
+  };
+  [data.transitions = [], data.transitionsError] = await attempt(`verdict -> kernel, ${FAULT_CYCLES} upstream faults and heals`, measureTransitions);
+  [data.commands, data.commandsError] = await attempt(`plan/apply with ${SCRATCH_UPLINKS} uplinks and ${SCRATCH_RULES} rules`, measureCommands);
+  [data.idle, data.idleError] = await attempt(`the daemon idle for ${IDLE_S} s, 4 uplinks x 2 targets`, measureIdle);
+  return { part: 'control', machine: m, durationS: (Date.now() - started) / 1000, data };
+}
+
+// ------------------------------------------------------------ the report
+
+const pctl = (values: number[], p: number) => (values.length ? percentile(values, p) : NaN);
+
+export function renderControl(result: PartResult<ControlData>): { markdown: string; rows: SummaryRow[] } {
+  const { data } = result;
+  const out: string[] = [`Measured ${describeMachine(result.machine)}; took ${Math.round(result.durationS)} s.`, ''];
+  const rows: SummaryRow[] = [];
+
+  out.push('### Verdict to kernel updated', '');
+  const t = data.transitions;
+  if (t.length) {
+    const k = t.map((x) => x.kernelMs);
+    const w = t.map((x) => x.ms);
+    out.push(
+      `\`uplinkd run\` at \`UPLINKD_LOG_LEVEL=debug\` on a two-uplink lab (default probe settings, target 192.0.2.10). ${FAULT_CYCLES}`,
+      'times in turn on isp1 and isp2, an `upstream` fault (the ISP stops forwarding beyond its gateway), then the heal, each',
+      'waited out; every transition gives one `kernel updated` log line. `kernelMs` is the time the kernel update took once',
+      'started (for `down` it includes deleting the uplink\'s connections from conntrack); `ms` is from the verdict to the',
+      'kernel updated, queueing behind other kernel work included. Percentiles are nearest-rank.',
+      '',
+      table(['', 'n', 'p50', 'p95', 'max'], [
+        ['kernelMs, all', k.length, ms(pctl(k, 50)), ms(pctl(k, 95)), ms(Math.max(...k))],
+        ...(['down', 'up'] as const).map((e) => {
+          const v = t.filter((x) => x.event === e).map((x) => x.kernelMs);
+          return [`kernelMs, ${e}`, v.length, ms(pctl(v, 50)), ms(pctl(v, 95)), v.length ? ms(Math.max(...v)) : '—'];
+        }),
+        ['ms (verdict → kernel updated), all', w.length, ms(pctl(w, 50)), ms(pctl(w, 95)), ms(Math.max(...w))],
+      ]),
+      '',
+      `Raw (uplink event kernelMs/ms): ${t.map((x) => `${x.uplink} ${x.event} ${x.kernelMs.toFixed(1)}/${x.ms.toFixed(1)}`).join(', ')}.`,
+      '',
+    );
+    const p50 = pctl(k, 50);
+    const p95 = pctl(k, 95);
+    rows.push({ measurement: `verdict → kernel updated (kernelMs), p50 / p95 of ${k.length} transitions`, value: `${ms(p50)} / ${ms(p95)}`, target: '≤ 50 ms', met: p95 <= 50 });
+  } else {
+    out.push(`Not measured: ${data.transitionsError ?? 'no `kernel updated` lines in the log'}.`, '');
+    rows.push({ measurement: 'verdict → kernel updated', value: 'not measured', target: '≤ 50 ms' });
+  }
+
+  out.push('### plan and apply: 16 uplinks, 1000 rules', '');
+  const c = data.commands;
+  if (c) {
+    const s = (v: number[]): Spread => spread(v);
+    out.push(
+      `A lab has at most 8 uplinks, so this runs in a scratch namespace: ${c.uplinks} veth pairs (uplinks 1–8 on the lab's`,
+      '198.51.100.x/28s, 9–16 on 198.19.0.x/30s), each with a main-table default route as DHCP would install it, a LAN veth, and',
+      `a config with \`gateway: auto\` and ${c.rules} pinning rules (\`uplinkd plan\` prints ${c.planLines} lines). Each command is run`,
+      `${c.plan.length} times through \`ip netns exec\`; wall time, Node start-up included. The full apply follows an \`uplinkd flush\`;`,
+      `the second apply finds everything in place (it said: "${c.applyAgainSaid}"). Median (min–max):`,
+      '',
+      table(['command', 'wall time'], [
+        ['`node -e 0` (Node start-up alone)', fmtSpread(s(c.nodeStartup), 0, ' ms')],
+        ['`uplinkd check` (start-up + config)', fmtSpread(s(c.check), 0, ' ms')],
+        ['`uplinkd plan`', fmtSpread(s(c.plan), 0, ' ms')],
+        ['`uplinkd apply` (from nothing)', fmtSpread(s(c.applyFull), 0, ' ms')],
+        ['`uplinkd apply` again (idempotent)', fmtSpread(s(c.applyAgain), 0, ' ms')],
+      ]),
+      '',
+    );
+    for (const [label, v] of [['`uplinkd apply` (full)', c.applyFull], ['`uplinkd apply` (second, no change)', c.applyAgain], ['`uplinkd plan`', c.plan]] as const) {
+      const sp = s([...v]);
+      rows.push({ measurement: `${label}, 16 uplinks + 1000 rules, wall time (median)`, value: fmtSpread(sp, 0, ' ms'), target: '≤ 1 s', met: sp.median <= 1000 });
+    }
+  } else {
+    out.push(`Not measured: ${data.commandsError}.`, '');
+  }
+
+  out.push('### The daemon idle', '');
+  const i = data.idle;
+  if (i) {
+    out.push(
+      `\`uplinkd run\` on a lab with ${i.uplinks} uplinks, each probing ${i.targets.join(' and ')} at the default interval and`,
+      `timeout, left alone for ${Math.round(i.seconds)} s once every uplink was up. Memory: VmRSS of the daemon (/proc/PID/status),`,
+      'sampled every second, maximum. CPU: utime+stime from /proc/PID/stat over the whole time, of the daemon and of all its',
+      `descendants (${[...new Set(i.children)].join(', ')}: found through their ppid; those that exited are in the daemon's cutime+cstime),`,
+      'as a percentage of one core.',
+      '',
+      table(['', 'value'], [
+        ['daemon VmRSS, max', `${i.maxRssMB.toFixed(1)} MB`],
+        ['children VmRSS (at the end)', `${i.childrenRssMB.toFixed(1)} MB`],
+        ['daemon CPU', `${i.daemonCpuPercent.toFixed(2)}% of a core`],
+        ['children CPU', `${i.childrenCpuPercent.toFixed(2)}% of a core`],
+        ['total CPU', `${i.totalCpuPercent.toFixed(2)}% of a core`],
+      ]),
+      '',
+    );
+    rows.push({ measurement: `daemon resident memory (VmRSS, max over ${Math.round(i.seconds)} s idle, 4 uplinks × 2 targets)`, value: `${i.maxRssMB.toFixed(1)} MB`, target: '≤ 80 MB', met: i.maxRssMB <= 80 });
+    rows.push({ measurement: 'daemon CPU idle, fping and other children included', value: `${i.totalCpuPercent.toFixed(2)}% of a core`, target: '≤ 2%', met: i.totalCpuPercent <= 2 });
+  } else {
+    out.push(`Not measured: ${data.idleError}.`, '');
+  }
+  return { markdown: out.join('\n'), rows };
+}

@@ -1,0 +1,406 @@
+// What the benchmark programs share: the machine they ran on, the statistics
+// (median and spread of repeated measurements), labs that are always taken
+// down (also on Ctrl-C), uplinkd run in a lab's router, iperf3, the result
+// files and the Markdown helpers of the report.
+//
+// Nothing here imports from test/: the few helpers the benchmarks need are
+// written out here.
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { labDown, labExec, labUp, type LabOptions, type LabState } from '../src/lab/lab.js';
+import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
+import { must, run, type RunResult } from '../src/lab/run.js';
+
+export const say = (line = ''): void => void process.stdout.write(line + '\n');
+
+// ------------------------------------------------------------ the machine
+
+export interface Machine {
+  /** What nproc prints. */
+  nproc: number;
+  /** `model name` of /proc/cpuinfo. */
+  model: string;
+  /** What uname -r prints. */
+  kernel: string;
+  /** ISO time the measurement started. */
+  date: string;
+  /** 1-minute load average when it started: other work on the machine shows here. */
+  loadavg: number;
+}
+
+export function machine(): Machine {
+  let model = 'unknown CPU';
+  try {
+    model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1].trim() ?? model;
+  } catch {
+    // not Linux?
+  }
+  return { nproc: os.availableParallelism(), model, kernel: os.release(), date: new Date().toISOString(), loadavg: os.loadavg()[0] };
+}
+
+export function describeMachine(m: Machine): string {
+  return `${m.nproc} CPUs (nproc), ${m.model}, Linux ${m.kernel}, ${m.date.slice(0, 16).replace('T', ' ')} UTC, load average ${m.loadavg.toFixed(2)} at the start`;
+}
+
+// ------------------------------------------------------------ statistics
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return NaN;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Median with the spread (min..max) of repeated measurements. */
+export interface Spread {
+  n: number;
+  median: number;
+  min: number;
+  max: number;
+}
+
+export function spread(values: readonly number[]): Spread {
+  const v = values.filter((x) => Number.isFinite(x));
+  return { n: v.length, median: median(v), min: v.length ? Math.min(...v) : NaN, max: v.length ? Math.max(...v) : NaN };
+}
+
+/** "0.97 (0.95–0.99)": median, then min–max. */
+export function fmtSpread(s: Spread, digits = 2, unit = ''): string {
+  if (s.n === 0) return '—';
+  const f = (x: number) => x.toFixed(digits) + unit;
+  return s.n === 1 ? f(s.median) : `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
+}
+
+export const ms = (v: number): string => (Number.isFinite(v) ? `${v < 10 ? v.toFixed(1) : Math.round(v)} ms` : '—');
+
+// ------------------------------------------------------------ interruption
+
+/** Aborted on SIGINT/SIGTERM; every part checks it between steps. */
+export const interrupt = new AbortController();
+
+export function stopIfInterrupted(): void {
+  interrupt.signal.throwIfAborted();
+}
+
+/** A sleep that ends early (throwing) on Ctrl-C. */
+export function pause(msDelay: number): Promise<void> {
+  return sleep(msDelay, undefined, { signal: interrupt.signal });
+}
+
+// ------------------------------------------------------------ labs and scratch namespaces
+
+const activeLabs = new Map<string, LabState>();
+const scratchNamespaces = new Set<string>();
+
+export function labName(prefix: string): string {
+  return `${prefix}${process.pid % 100000}`;
+}
+
+/** A lab for the length of `fn`; always taken down afterwards, whatever happens. */
+export async function withLab<T>(opts: LabOptions, fn: (lab: LabState) => Promise<T>): Promise<T> {
+  stopIfInterrupted();
+  const lab = await labUp(opts);
+  activeLabs.set(lab.name, lab);
+  try {
+    return await fn(lab);
+  } finally {
+    await labDown(lab.name);
+    activeLabs.delete(lab.name);
+  }
+}
+
+/** A network namespace of our own outside any lab (removed by removeScratch or on exit). */
+export async function addScratch(ns: string): Promise<void> {
+  await must(['ip', 'netns', 'add', ns]);
+  scratchNamespaces.add(ns);
+}
+
+export async function removeScratch(ns: string): Promise<void> {
+  await killNamespaceProcesses([ns]);
+  await run(['ip', 'netns', 'delete', ns]);
+  scratchNamespaces.delete(ns);
+}
+
+/**
+ * On Ctrl-C: SIGTERM every process running in our labs' and scratch
+ * namespaces (all of them started by us: servers, clients, the daemon), so
+ * whatever a part is waiting for ends at once and its `finally` takes the lab
+ * down.
+ */
+export async function stopEverythingRunning(): Promise<void> {
+  const namespaces = [...scratchNamespaces];
+  for (const lab of activeLabs.values()) namespaces.push(lab.ns.lan, lab.ns.router, lab.ns.inet, ...lab.ns.isps);
+  await killNamespaceProcesses(namespaces);
+}
+
+async function killNamespaceProcesses(namespaces: string[]): Promise<void> {
+  for (const ns of namespaces) {
+    const r = await run(['ip', 'netns', 'pids', ns]);
+    for (const pid of r.stdout.split('\n').filter(Boolean).map(Number)) {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
+/** Last resort at exit: whatever is still up is taken down. */
+export async function teardownAll(): Promise<void> {
+  for (const name of [...activeLabs.keys()]) {
+    await labDown(name).catch(() => undefined);
+    activeLabs.delete(name);
+  }
+  for (const ns of [...scratchNamespaces]) await removeScratch(ns).catch(() => undefined);
+}
+
+// ------------------------------------------------------------ uplinkd in the lab
+
+export const UPLINKD = fileURLToPath(new URL('../bin/uplinkd', import.meta.url));
+
+export interface UplinkSpec {
+  /** 1-based uplink of the lab. */
+  k: number;
+  weight?: number;
+  /** tc rate, both directions. */
+  capacity?: string;
+  targets?: string[];
+}
+
+/** An uplinkd config for (some of) a lab's uplinks; `rules` is YAML for the rules list, already indented. */
+export function uplinkdYaml(lab: LabState, opts: { uplinks: UplinkSpec[]; balance?: string; rules?: string }): string {
+  const lines = ['lan: [lan0]', 'uplinks:'];
+  for (const u of opts.uplinks) {
+    const up = lab.uplinks[u.k - 1];
+    lines.push(`  ${up.name}:`, `    interface: ${up.routerIf}`);
+    if (u.weight !== undefined) lines.push(`    weight: ${u.weight}`);
+    if (u.capacity) lines.push(`    capacity: {up: ${u.capacity}, down: ${u.capacity}}`);
+    lines.push(`    check: {targets: [${(u.targets ?? [lab.server]).join(', ')}]}`);
+  }
+  if (opts.balance) lines.push(`balance: ${opts.balance}`);
+  if (opts.rules) lines.push('rules:', opts.rules.trimEnd());
+  lines.push('api:', `  socket: ${lab.stateDir}/bench.sock`, '  http: "off"', '');
+  return lines.join('\n');
+}
+
+export interface Daemon {
+  daemon: LabDaemon;
+  config: string;
+}
+
+/** Writes the config and starts `uplinkd run` in the router; resolves once every uplink is up. */
+export async function startDaemon(lab: LabState, yaml: string, opts: { env?: NodeJS.ProcessEnv; file?: string } = {}): Promise<Daemon> {
+  const config = `${lab.stateDir}/${opts.file ?? 'bench.yaml'}`;
+  writeFileSync(config, yaml);
+  const daemon = await startLabDaemon(lab, config, { env: opts.env });
+  const names = Object.fromEntries([...yaml.matchAll(/^ {2}(isp\d+):$/gm)].map((m) => [m[1], 'up' as const]));
+  if (!(await waitForStates(daemon, names, 10_000, interrupt.signal))) {
+    await daemon.stop();
+    throw new Error(`uplinks not up within 10 s: ${JSON.stringify((await daemon.status())?.uplinks.map((u) => [u.name, u.state]))}`);
+  }
+  return { daemon, config };
+}
+
+/** Stops the daemon, removes what it installed and forgets every connection, so the next system starts clean. */
+export async function stopDaemon(lab: LabState, d: Daemon): Promise<void> {
+  await d.daemon.stop();
+  const r = await uplinkdInRouter(lab, ['flush', '-c', d.config]);
+  if (r.code !== 0) throw new Error(`uplinkd flush failed: ${r.stderr.trim()}`);
+  await forgetConnections(lab);
+}
+
+export async function forgetConnections(lab: LabState): Promise<void> {
+  await labExec(lab.name, 'router', ['conntrack', '-F']);
+}
+
+/** Runs argv in a lab node and throws on failure. */
+export async function labMust(lab: LabState, node: string, argv: string[], input?: string): Promise<string> {
+  const r = await labExec(lab.name, node, argv, input === undefined ? {} : { input });
+  if (r.code !== 0) throw new Error(`${node}: ${argv.join(' ')}: ${(r.stderr || r.stdout).trim()}`);
+  return r.stdout;
+}
+
+/**
+ * n pinning rules (YAML, indented for `rules:`) that match none of the lab's
+ * traffic (sources 198.18.0.0/24, destinations 192.0.2.0/24), the way a real
+ * config groups them: sources first, then destinations, then
+ * source+destination+port combinations. Rules of one shape in a row share
+ * one map, so this makes three lookups whatever n is.
+ */
+export function pinRules(n: number, uplinks: string[]): string {
+  const out: string[] = [];
+  const bySrc = Math.round(n * 0.4);
+  const byDst = Math.round(n * 0.4);
+  for (let i = 0; i < n; i++) {
+    const via = uplinks[i % uplinks.length];
+    const a = (i >> 8) & 255;
+    const b = i & 255;
+    if (i < bySrc) out.push(`  - {src: 10.${a}.${b}.0/24, via: ${via}}`);
+    else if (i < bySrc + byDst) out.push(`  - {dst: 100.64.${a}.${b}/32, via: ${via}}`);
+    else out.push(`  - {src: 172.16.${a}.${b}/32, dst: 203.0.113.128/25, proto: tcp, dport: ${10000 + i}, via: ${via}}`);
+  }
+  return out.join('\n') + '\n';
+}
+
+// ------------------------------------------------------------ iperf3
+
+/** Starts `iperf3 -s -D` servers in the lab's internet, one per port (a server runs one test at a time). */
+export async function iperfServers(lab: LabState, ports: number[]): Promise<void> {
+  for (const port of ports) await labMust(lab, 'inet', ['iperf3', '-s', '-D', '-p', String(port), '-B', lab.server]);
+  // -D returns before the server listens.
+  for (let i = 0; i < 100; i++) {
+    const out = await labMust(lab, 'inet', ['ss', '-H', '-l', '-n', '-t']);
+    if (ports.every((p) => out.includes(`${lab.server}:${p} `))) return;
+    await pause(50);
+  }
+  throw new Error(`iperf3 servers on ${ports.join(', ')} not listening`);
+}
+
+export interface IperfRun {
+  json?: IperfJson;
+  error?: string;
+}
+
+export interface IperfInterval {
+  sum: { start: number; end: number; bytes: number };
+}
+
+export interface IperfJson {
+  intervals: IperfInterval[];
+  end: {
+    sum_received?: { seconds: number; bytes: number; bits_per_second: number; packets?: number; lost_packets?: number };
+    sum_sent?: { seconds: number; bytes: number; bits_per_second: number; packets?: number };
+  };
+  error?: string;
+}
+
+/** iperf3 -c ... -J in a node of the lab. */
+export async function iperf(lab: LabState, node: string, args: string[], seconds: number): Promise<IperfRun> {
+  const r: RunResult = await labExec(lab.name, node, ['iperf3', '-c', lab.server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
+  try {
+    const json = JSON.parse(r.stdout) as IperfJson;
+    if (json.error) return { json, error: json.error };
+    if (r.code !== 0) return { json, error: `exit ${r.code}` };
+    return { json };
+  } catch {
+    return { error: `iperf3 exited ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)}` };
+  }
+}
+
+// ------------------------------------------------------------ helper programs in a namespace
+
+/** A bench/*.ts program run in a namespace with tsx. */
+export function benchProgram(name: string): string[] {
+  return [process.execPath, '--import', import.meta.resolve('tsx'), fileURLToPath(new URL(`./${name}.ts`, import.meta.url))];
+}
+
+export interface Helper {
+  pid: number;
+  /** Lines written to stdout so far. */
+  lines: string[];
+  /** Resolves with the next stdout line (or rejects when the program exits first). */
+  nextLine(): Promise<string>;
+  write(line: string): void;
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+  kill(): void;
+}
+
+export function startHelper(ns: string, argv: string[]): Helper {
+  const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let waiting: { resolve: (l: string) => void; reject: (e: Error) => void }[] = [];
+  let consumed = 0;
+  let pending = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    pending += chunk;
+    const parts = pending.split('\n');
+    pending = parts.pop() ?? '';
+    for (const line of parts) {
+      lines.push(line);
+      const w = waiting.shift();
+      if (w) {
+        consumed++;
+        w.resolve(line);
+      }
+    }
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  child.stdin.on('error', () => {});
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('error', (err) => ((stderr += err.message), resolve(null)));
+    child.on('close', (code) => {
+      for (const w of waiting) w.reject(new Error(`${argv.slice(-1)[0]} exited ${code}: ${stderr.trim().slice(-300)}`));
+      waiting = [];
+      resolve(code);
+    });
+  });
+  return {
+    pid: child.pid ?? -1,
+    lines,
+    nextLine() {
+      if (consumed < lines.length) return Promise.resolve(lines[consumed++]);
+      if (child.exitCode !== null || child.signalCode !== null) return Promise.reject(new Error(`exited: ${stderr.trim()}`));
+      return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+    },
+    write: (line) => void child.stdin.write(line + '\n'),
+    exited,
+    kill: () => void child.kill('SIGTERM'),
+  };
+}
+
+/** Interface byte counters of a namespace: ifname -> {rx, tx} bytes. */
+export async function linkBytes(ns: string): Promise<Record<string, { rx: number; tx: number }>> {
+  const out = await must(['ip', '-n', ns, '-s', '-j', 'link', 'show']);
+  const result: Record<string, { rx: number; tx: number }> = {};
+  for (const l of JSON.parse(out) as { ifname: string; stats64?: { rx: { bytes: number }; tx: { bytes: number } } }[]) {
+    if (l.stats64) result[l.ifname] = { rx: l.stats64.rx.bytes, tx: l.stats64.tx.bytes };
+  }
+  return result;
+}
+
+// ------------------------------------------------------------ results and the report
+
+export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
+
+export interface PartResult<T> {
+  part: string;
+  machine: Machine;
+  durationS: number;
+  data: T;
+}
+
+export function saveResult<T>(result: PartResult<T>): string {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const file = `${RESULTS_DIR}${result.part}.json`;
+  writeFileSync(file, JSON.stringify(result, null, 1) + '\n');
+  return file;
+}
+
+export function loadResult<T>(part: string): PartResult<T> | undefined {
+  const file = `${RESULTS_DIR}${part}.json`;
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, 'utf8')) as PartResult<T>;
+}
+
+/** One line of the README's results table. */
+export interface SummaryRow {
+  measurement: string;
+  value: string;
+  target: string;
+  /** undefined: no target, or not measured. */
+  met?: boolean;
+}
+
+export function table(header: string[], rows: (string | number)[][]): string {
+  const line = (cells: (string | number)[]) => `| ${cells.map((c) => String(c).replaceAll('|', '\\|')).join(' | ')} |`;
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
+}
+
+export const metText = (met: boolean | undefined): string => (met === undefined ? '—' : met ? 'yes' : '**no**');

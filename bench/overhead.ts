@@ -1,0 +1,216 @@
+// Data-plane overhead: what uplinkd's kernel state costs a forwarded packet,
+// against a plain NAT router, on unshaped links (so the machine's CPU is the
+// limit). Three systems, measured side by side, interleaved:
+//   plain       no uplinkd: masquerade on wan1 (an nft table of our own), the
+//               main table's default route via wan1;
+//   apply-1     `uplinkd apply` (the kernel state alone, no daemon), two
+//               uplinks, one pinning rule: the data plane's own cost;
+//   rules-1     `uplinkd run`, two uplinks, one pinning rule (matching nothing);
+//   rules-1000  `uplinkd run`, two uplinks, 1000 pinning rules matching none of
+//               the test traffic.
+// Two tests, both from the LAN host to the internet server through the router:
+//   tcp  iperf3 TCP, 10 s (after 1 s omitted): forwarding throughput;
+//   udp  iperf3 UDP, 64-byte payloads, unlimited rate (-b 0), 5 s: packets
+//        per second received by the server, and the loss.
+
+import { writeFileSync } from 'node:fs';
+import type { LabState } from '../src/lab/lab.js';
+import { uplinkdInRouter } from '../src/lab/lab-daemon.js';
+import {
+  describeMachine, fmtSpread, forgetConnections, iperf, labMust, labName, machine, pause, pinRules, say, spread,
+  startDaemon, stopDaemon, stopIfInterrupted, table, uplinkdYaml, withLab, type PartResult, type Spread, type SummaryRow,
+} from './lib.js';
+
+// Five: packets per second through a shared 2-core machine swing by a fifth from run to run.
+const REPEATS = Math.max(1, Number(process.env.BENCH_REPEATS ?? 5));
+const TCP_S = 10;
+const TCP_OMIT_S = 1;
+const UDP_S = 5;
+const UDP_PAYLOAD = 64;
+const TARGET = 0.95;
+
+export const OVERHEAD_SYSTEMS = ['plain', 'apply-1', 'rules-1', 'rules-1000'] as const;
+export type OverheadSystem = (typeof OVERHEAD_SYSTEMS)[number];
+
+const LABEL: Record<OverheadSystem, string> = {
+  plain: 'plain NAT router (no uplinkd)',
+  'apply-1': 'uplinkd apply, 1 pinning rule, no daemon',
+  'rules-1': 'uplinkd run, 1 pinning rule',
+  'rules-1000': 'uplinkd run, 1000 pinning rules',
+};
+
+export interface OverheadRun {
+  repeat: number;
+  system: OverheadSystem;
+  tcpGbps?: number;
+  tcpError?: string;
+  /** Packets per second the server received. */
+  udpPps?: number;
+  udpSentPps?: number;
+  udpLossPercent?: number;
+  udpError?: string;
+}
+
+export interface OverheadData {
+  repeats: number;
+  /** How the 1000 rules were compiled: the pin maps in uplinkd's nft table and their elements. */
+  pinMaps?: { maps: number; elements: number };
+  runs: OverheadRun[];
+}
+
+async function startSystem(lab: LabState, system: OverheadSystem, data: OverheadData): Promise<() => Promise<void>> {
+  if (system === 'plain') {
+    const wan1 = lab.uplinks[0].routerIf;
+    await labMust(lab, 'router', ['nft', '-f', '-'],
+      `table ip ulbench_plain {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "${wan1}" masquerade\n  }\n}\n`);
+    return async () => {
+      await labMust(lab, 'router', ['nft', 'delete', 'table', 'ip', 'ulbench_plain']);
+      await forgetConnections(lab);
+    };
+  }
+  const rules = system === 'rules-1000' ? pinRules(1000, lab.uplinks.map((u) => u.name)) : '  - {src: 10.255.255.1/32, via: isp2}\n';
+  const yaml = uplinkdYaml(lab, { uplinks: lab.uplinks.map((_, i) => ({ k: i + 1 })), rules });
+  if (system === 'apply-1') {
+    const config = `${lab.stateDir}/bench-apply.yaml`;
+    writeFileSync(config, yaml);
+    const r = await uplinkdInRouter(lab, ['apply', '-c', config]);
+    if (r.code !== 0) throw new Error(`uplinkd apply failed: ${r.stderr.trim()}`);
+    return async () => {
+      await uplinkdInRouter(lab, ['flush', '-c', config]);
+      await forgetConnections(lab);
+    };
+  }
+  const d = await startDaemon(lab, yaml);
+  if (system === 'rules-1000' && !data.pinMaps) {
+    const nft = JSON.parse(await labMust(lab, 'router', ['nft', '-j', 'list', 'table', 'inet', 'uplinkd'])) as
+      { nftables: { map?: { name: string; elem?: unknown[] } }[] };
+    const maps = nft.nftables.flatMap((x) => (x.map && /^rules_/.test(x.map.name) ? [x.map] : []));
+    data.pinMaps = { maps: maps.length, elements: maps.reduce((a, m) => a + (m.elem?.length ?? 0), 0) };
+  }
+  return () => stopDaemon(lab, d);
+}
+
+async function measureTcp(lab: LabState, run: OverheadRun): Promise<void> {
+  const r = await iperf(lab, 'lan', ['-p', String(lab.iperfPort), '-t', String(TCP_S), '-O', String(TCP_OMIT_S)], TCP_S + TCP_OMIT_S);
+  const sum = r.json?.end.sum_received;
+  if (r.error || !sum) run.tcpError = r.error ?? 'no result';
+  else run.tcpGbps = sum.bits_per_second / 1e9;
+}
+
+async function measureUdp(lab: LabState, run: OverheadRun): Promise<void> {
+  const r = await iperf(lab, 'lan', ['-p', String(lab.iperfPort), '-u', '-l', String(UDP_PAYLOAD), '-b', '0', '-t', String(UDP_S)], UDP_S);
+  const received = r.json?.end.sum_received;
+  const sent = r.json?.end.sum_sent;
+  if (r.error || !received || !sent) {
+    run.udpError = r.error ?? 'no result';
+    return;
+  }
+  run.udpPps = received.bytes / UDP_PAYLOAD / received.seconds;
+  run.udpSentPps = (sent.packets ?? sent.bytes / UDP_PAYLOAD) / sent.seconds;
+  run.udpLossPercent = 100 * (1 - received.bytes / sent.bytes);
+}
+
+export async function runOverhead(): Promise<PartResult<OverheadData>> {
+  const m = machine();
+  const started = Date.now();
+  say(`overhead: ${OVERHEAD_SYSTEMS.join(', ')} x ${REPEATS} repeats; TCP ${TCP_S} s, UDP ${UDP_PAYLOAD}-byte ${UDP_S} s`);
+  const data: OverheadData = { repeats: REPEATS, runs: [] };
+  await withLab({ name: labName('ov'), uplinks: 2 }, async (lab) => {
+    for (let repeat = 0; repeat < REPEATS; repeat++) {
+      const order = OVERHEAD_SYSTEMS.map((_, i) => OVERHEAD_SYSTEMS[(i + repeat) % OVERHEAD_SYSTEMS.length]);
+      for (const system of order) {
+        stopIfInterrupted();
+        const stop = await startSystem(lab, system, data);
+        const run: OverheadRun = { repeat, system };
+        try {
+          await pause(500);
+          await measureTcp(lab, run);
+          await pause(500);
+          await measureUdp(lab, run);
+        } finally {
+          await stop();
+        }
+        data.runs.push(run);
+        say(`  repeat ${repeat + 1}/${REPEATS} ${system.padEnd(10)} TCP ${run.tcpGbps?.toFixed(2) ?? run.tcpError} Gbit/s, ` +
+          `UDP ${run.udpPps ? `${Math.round(run.udpPps / 1000)} kpps received (${run.udpLossPercent!.toFixed(1)}% lost)` : run.udpError}`);
+      }
+    }
+  });
+  return { part: 'overhead', machine: m, durationS: (Date.now() - started) / 1000, data };
+}
+
+// ------------------------------------------------------------ the report
+
+/** Per repeat, the system's figure divided by plain's in the same repeat. */
+function ratioSpread(data: OverheadData, system: OverheadSystem, pick: (r: OverheadRun) => number | undefined, against: OverheadSystem = 'plain'): Spread {
+  const values: number[] = [];
+  for (let repeat = 0; repeat < data.repeats; repeat++) {
+    const base = data.runs.find((r) => r.repeat === repeat && r.system === against);
+    const mine = data.runs.find((r) => r.repeat === repeat && r.system === system);
+    const b = base && pick(base);
+    const v = mine && pick(mine);
+    if (b && v !== undefined) values.push(v / b);
+  }
+  return spread(values);
+}
+
+export function renderOverhead(result: PartResult<OverheadData>): { markdown: string; rows: SummaryRow[] } {
+  const { data } = result;
+  const tcp = (r: OverheadRun) => r.tcpGbps;
+  const pps = (r: OverheadRun) => r.udpPps;
+  const raw = (s: OverheadSystem, pick: (r: OverheadRun) => number | undefined) =>
+    spread(data.runs.filter((r) => r.system === s).map(pick).filter((v): v is number => v !== undefined));
+  const out: string[] = [
+    `Measured ${describeMachine(result.machine)}; took ${Math.round(result.durationS)} s.`,
+    '',
+    '**Method.** One lab with two unshaped uplinks, so the CPU is the limit (all namespaces share the machine\'s cores: the',
+    'sender, the router, the ISPs and the receiver compete for them, which is why absolute figures are far below real NICs).',
+    `From the LAN host to the internet server through the router: iperf3 TCP for ${TCP_S} s (after ${TCP_OMIT_S} s omitted), then`,
+    `iperf3 UDP with ${UDP_PAYLOAD}-byte payloads at unlimited rate (\`-b 0\`) for ${UDP_S} s, counting what the server received.`,
+    'Systems: **plain** = no uplinkd, masquerade on wan1 and the main table\'s default route; **apply-1** = `uplinkd apply` with',
+    '1 pinning rule and no daemon (the kernel state alone, so its ratio is the data plane\'s own cost); **rules-1** and **rules-1000** =',
+    '`uplinkd run` (the daemon, with its probes) on both uplinks, weighted, with 1 pinning rule or 1000 pinning rules that match',
+    `none of the test traffic (400 source prefixes, 400 destinations, 200 source+destination+port combinations)${data.pinMaps ?
+      `; the 1000 rules compile to ${data.pinMaps.maps} nft maps with ${data.pinMaps.elements} elements in all` : ''}.`,
+    `Repeated ${data.repeats} times, interleaved (the order rotates each repeat); a ratio is taken against plain in the same repeat,`,
+    'then the median and min–max of those ratios are given.',
+    '',
+    'Only a connection\'s first packet is classified (balance map, pin maps); every later packet of an established connection,',
+    'in both directions, takes one verdict-map lookup on its ct mark (`ct mark & 0x0000ff00 vmap @restore`) and is done. So the',
+    'number of rules can only matter for new connections, and a bulk transfer does not see it.',
+    '',
+    table(['system', 'TCP Gbit/s', 'TCP ÷ plain', 'UDP kpps received', 'UDP ÷ plain', 'UDP loss'],
+      OVERHEAD_SYSTEMS.map((s) => [
+        LABEL[s], fmtSpread(raw(s, tcp), 2), s === 'plain' ? '1' : fmtSpread(ratioSpread(data, s, tcp), 3),
+        fmtSpread(raw(s, (r) => (r.udpPps === undefined ? undefined : r.udpPps / 1000)), 0),
+        s === 'plain' ? '1' : fmtSpread(ratioSpread(data, s, pps), 3),
+        fmtSpread(raw(s, (r) => r.udpLossPercent), 1, '%'),
+      ])),
+    '',
+    '<details><summary>Every run</summary>',
+    '',
+    table(['repeat', 'system', 'TCP Gbit/s', 'UDP sent kpps', 'UDP received kpps', 'UDP loss'],
+      data.runs.map((r) => [
+        r.repeat + 1, r.system, r.tcpGbps?.toFixed(3) ?? `error: ${r.tcpError}`,
+        r.udpSentPps ? (r.udpSentPps / 1000).toFixed(1) : `error: ${r.udpError}`, r.udpPps ? (r.udpPps / 1000).toFixed(1) : '—',
+        r.udpLossPercent !== undefined ? `${r.udpLossPercent.toFixed(2)}%` : '—',
+      ])),
+    '',
+    '</details>',
+    '',
+  ];
+  const rows: SummaryRow[] = [];
+  for (const s of ['apply-1', 'rules-1', 'rules-1000'] as const) {
+    const t = ratioSpread(data, s, tcp);
+    rows.push({ measurement: `forwarding throughput (TCP), ${LABEL[s]} ÷ plain NAT router`, value: fmtSpread(t, 2), target: `≥ ${TARGET}`, met: t.n ? t.median >= TARGET : undefined });
+  }
+  for (const s of ['apply-1', 'rules-1', 'rules-1000'] as const) {
+    const p = ratioSpread(data, s, pps);
+    rows.push({ measurement: `packets per second (UDP, 64 B), ${LABEL[s]} ÷ plain NAT router`, value: fmtSpread(p, 2), target: `≥ ${TARGET}`, met: p.n ? p.median >= TARGET : undefined });
+  }
+  for (const [what, pick] of [['TCP throughput', tcp], ['UDP packets per second', pps]] as const) {
+    const r = ratioSpread(data, 'rules-1000', pick, 'rules-1');
+    rows.push({ measurement: `${what}, 1000 rules ÷ 1 rule (not falling with rule count)`, value: fmtSpread(r, 2), target: `≥ ${TARGET}`, met: r.n ? r.median >= TARGET : undefined });
+  }
+  return { markdown: out.join('\n'), rows };
+}
