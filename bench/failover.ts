@@ -18,13 +18,13 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { parseConfig } from '../src/config/load.js';
 import type { Check } from '../src/config/types.js';
 import { labDown, labExec, labFail, labHeal, labUp, type LabState } from '../src/lab/lab.js';
 import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { failbackMs, failoverMs, monotonicMs, percentile, startStream } from '../src/lab/measure.js';
 import type { StatusEvent } from '../src/status.js';
+import { say, writeReadmeSection } from './lib.js';
 
 /** Overridable for a quick look (the README section states the counts used). */
 const TRIALS = Number(process.env.BENCH_TRIALS ?? 12);
@@ -36,11 +36,7 @@ const SATURATION_S = Number(process.env.BENCH_SATURATION_S ?? 60);
 /** How long to keep the stream going once a new state is reached: longer than the timeout, so a late failure is seen. */
 const HOLD_MS = STREAM_TIMEOUT_MS + 300;
 const STATE_WITHIN_MS = 10_000;
-const README = fileURLToPath(new URL('../README.md', import.meta.url));
-const MARK_START = '<!-- bench:failover:start -->';
-const MARK_END = '<!-- bench:failover:end -->';
 
-const say = (line = '') => process.stdout.write(line + '\n');
 
 interface Trial {
   mode: Mode;
@@ -272,17 +268,6 @@ function readmeSection(m: Machine, check: Check, trials: Trial[], sat: Saturatio
   ].join('\n');
 }
 
-function writeReadme(section: string): void {
-  let text = readFileSync(README, 'utf8');
-  if (!text.includes(MARK_START) || !text.includes(MARK_END)) {
-    const block = `## Failover\n\n${MARK_START}\n${MARK_END}\n\n`;
-    const before = text.indexOf('## Limitations / status');
-    text = before >= 0 ? text.slice(0, before) + block + text.slice(before) : `${text.trimEnd()}\n\n${block.trimEnd()}\n`;
-  }
-  const start = text.indexOf(MARK_START) + MARK_START.length;
-  const end = text.indexOf(MARK_END);
-  writeFileSync(README, `${text.slice(0, start)}\n${section}\n${text.slice(end)}`);
-}
 
 /** "kernel updated" debug lines of the daemon: how long each transition's kernel change took. */
 function kernelUpdateTimes(logs: string): number[] {
@@ -349,8 +334,8 @@ async function main(): Promise<number> {
       writeFileSync(process.env.BENCH_DAEMON_LOG, daemon.logs());
       say(`uplinkd's debug log: ${process.env.BENCH_DAEMON_LOG}`);
     }
-    writeReadme(readmeSection(m, check, trials, sat));
-    say(`\nwrote the figures into ${README} (between ${MARK_START} and ${MARK_END})`);
+    writeReadmeSection('failover', 'Failover', readmeSection(m, check, trials, sat));
+    say('\nwrote the figures into README.md (between <!-- bench:failover:start --> and <!-- bench:failover:end -->)');
     return 0;
   } catch (err) {
     if (interrupt.signal.aborted) return 130;

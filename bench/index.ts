@@ -15,14 +15,14 @@
 // Labs are always taken down, also on Ctrl-C. Run as root, from the checkout.
 
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { renderAggregation, runAggregation, type AggregationData } from './aggregation.js';
 import { renderControl, runControl, type ControlData } from './control.js';
 import {
   describeMachine, interrupt, loadResult, machine, metText, saveResult, say, stopEverythingRunning, table, teardownAll,
-  type PartResult, type SummaryRow,
+  writeReadmeSection, type PartResult, type SummaryRow,
 } from './lib.js';
 import { renderOverhead, runOverhead, type OverheadData } from './overhead.js';
 
@@ -31,9 +31,6 @@ type Part = (typeof PARTS)[number];
 
 const ROOT = new URL('../', import.meta.url);
 const REPORT = fileURLToPath(new URL('docs/BENCHMARKS.md', ROOT));
-const README = fileURLToPath(new URL('README.md', ROOT));
-const MARK_START = '<!-- bench:results:start -->';
-const MARK_END = '<!-- bench:results:end -->';
 
 // ------------------------------------------------------------ failover: bench/failover.ts, as its own program
 
@@ -187,20 +184,7 @@ function writeReport(): void {
     '',
     table(['measurement', 'value', 'target', 'met?'], rows.map((r) => [r.measurement, r.value, r.target, metText(r.met)])),
   ].join('\n');
-  writeReadmeSection(readme);
-}
-
-/** Replaces the text between the markers, adding a "Benchmarks" section (before "Limitations") if they are missing. */
-function writeReadmeSection(section: string): void {
-  let text = readFileSync(README, 'utf8');
-  if (!text.includes(MARK_START) || !text.includes(MARK_END)) {
-    const block = `## Benchmarks\n\n${MARK_START}\n${MARK_END}\n\n`;
-    const at = text.indexOf('## Limitations / status');
-    text = at >= 0 ? text.slice(0, at) + block + text.slice(at) : `${text.trimEnd()}\n\n${block.trimEnd()}\n`;
-  }
-  const start = text.indexOf(MARK_START) + MARK_START.length;
-  const end = text.indexOf(MARK_END);
-  writeFileSync(README, `${text.slice(0, start)}\n${section}\n${text.slice(end)}`);
+  writeReadmeSection('results', 'Benchmarks', readme);
 }
 
 // ------------------------------------------------------------ main

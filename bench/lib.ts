@@ -403,4 +403,25 @@ export function table(header: string[], rows: (string | number)[][]): string {
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
+const README = fileURLToPath(new URL('../README.md', import.meta.url));
+
+/**
+ * Replaces the text of README.md between `<!-- bench:NAME:start -->` and
+ * `<!-- bench:NAME:end -->`, first adding a `## heading` section with those
+ * markers (before "Limitations / status") if they are missing.
+ */
+export function writeReadmeSection(name: string, heading: string, section: string): void {
+  const markStart = `<!-- bench:${name}:start -->`;
+  const markEnd = `<!-- bench:${name}:end -->`;
+  let text = readFileSync(README, 'utf8');
+  if (!text.includes(markStart) || !text.includes(markEnd)) {
+    const block = `## ${heading}\n\n${markStart}\n${markEnd}\n\n`;
+    const at = text.indexOf('## Limitations / status');
+    text = at >= 0 ? text.slice(0, at) + block + text.slice(at) : `${text.trimEnd()}\n\n${block.trimEnd()}\n`;
+  }
+  const start = text.indexOf(markStart) + markStart.length;
+  const end = text.indexOf(markEnd);
+  writeFileSync(README, `${text.slice(0, start)}\n${section}\n${text.slice(end)}`);
+}
+
 export const metText = (met: boolean | undefined): string => (met === undefined ? '—' : met ? 'yes' : '**no**');

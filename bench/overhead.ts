@@ -1,6 +1,6 @@
 // Data-plane overhead: what uplinkd's kernel state costs a forwarded packet,
 // against a plain NAT router, on unshaped links (so the machine's CPU is the
-// limit). Three systems, measured side by side, interleaved:
+// limit). Four systems, measured side by side, interleaved:
 //   plain       no uplinkd: masquerade on wan1 (an nft table of our own), the
 //               main table's default route via wan1;
 //   apply-1     `uplinkd apply` (the kernel state alone, no daemon), two
