@@ -39,6 +39,9 @@ const HTTP_BYTES = 200_000;
 const HTTP_EVERY_MS = 200;
 const FIRST_PORT = 5301;
 const TARGET = 0.95;
+/** Quick looks (not for the record): BENCH_SETS=2 runs only the second capacity set, BENCH_SYSTEMS=classic,least-loaded only those. */
+const ONLY_SETS = process.env.BENCH_SETS?.split(',').map(Number);
+const ONLY_SYSTEMS = process.env.BENCH_SYSTEMS?.split(',');
 
 export const CAPACITY_SETS = [['30mbit', '10mbit'], ['20mbit', '10mbit', '5mbit']];
 
@@ -89,6 +92,8 @@ export interface MixRun {
   lanRxMbps: number;
   /** Each uplink's download (router wan<k> rx, headers included) over the window / its capacity. */
   utilisation: number[];
+  /** Established long-flow connections (iperf3 data and control) on each uplink in the middle of the window, from the router's conntrack. */
+  connections: number[];
 }
 
 export interface Run extends MixRun {
@@ -96,6 +101,8 @@ export interface Run extends MixRun {
   system: SystemId;
   mix: Mix['id'];
   ratio: number;
+  /** uplinkd systems: what the daemon logged during the mix (health changes, least-loaded steering), ms from the mix's start. */
+  daemonEvents?: string[];
 }
 
 export interface Baseline {
@@ -194,7 +201,7 @@ function bytesInside(intervals: { sum: { start: number; end: number; bytes: numb
   return intervals.filter((i) => i.sum.start >= from - eps && i.sum.end <= to + eps).reduce((a, i) => a + i.sum.bytes, 0);
 }
 
-async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'>, sources: string[], httpSources: string[]): Promise<MixRun> {
+async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'>, sources: string[], httpSources: string[]): Promise<MixRun & { t0Wall: number }> {
   const windowS = mix.window[1] - mix.window[0];
   let loader: ReturnType<typeof startHelper> | undefined;
   if (mix.http) {
@@ -206,6 +213,7 @@ async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'
     if (ready !== 'ready') throw new Error(`http-load: ${ready}`);
   }
   const t0 = monotonicMs() + 200;
+  const t0Wall = Date.now() + (t0 - monotonicMs());
   const from = t0 + mix.window[0] * 1000;
   const to = t0 + mix.window[1] * 1000;
   loader?.write(JSON.stringify({ startAt: t0, durationMs: mix.window[1] * 1000, windowFrom: from, windowTo: to }));
@@ -215,6 +223,7 @@ async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'
     const [lan, router] = await Promise.all([linkBytes(lab.ns.lan), linkBytes(lab.ns.router)]);
     return { lan: lan.eth0.rx, wans: lab.uplinks.map((u) => router[u.routerIf].rx) };
   });
+  const middle = sleepUntil((from + to) / 2).then(() => flowConnections(lab));
   const flows = mix.flows.map(async (startS, i): Promise<FlowResult> => {
     await sleepUntil(t0 + startS * 1000);
     const seconds = Math.ceil(mix.window[1] - startS);
@@ -226,6 +235,7 @@ async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'
   });
   const flowResults = await Promise.all(flows);
   const [c0, c1] = await Promise.all(counters);
+  const connections = await middle;
   let http: MixRun['http'];
   if (loader) {
     const line = await loader.nextLine();
@@ -235,12 +245,32 @@ async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'
   }
   const capacities = lab.uplinks.map((u) => parseRateBps(u.capacity));
   return {
+    t0Wall,
     flows: flowResults,
     ...(http ? { http } : {}),
     goodputMbps: flowResults.reduce((a, f) => a + f.mbps, 0) + (http?.mbps ?? 0),
     lanRxMbps: ((c1.lan - c0.lan) * 8) / windowS / 1e6,
     utilisation: c1.wans.map((b, i) => ((b - c0.wans[i]) * 8) / windowS / capacities[i]),
+    connections,
   };
+}
+
+/**
+ * Where the long flows are, whatever put them there: the router's TCP
+ * connections to the iperf3 ports, counted by the address the server
+ * answers (the uplink's, after source NAT).
+ */
+async function flowConnections(lab: LabState): Promise<number[]> {
+  const out = await labMust(lab, 'router', ['conntrack', '-L', '-p', 'tcp']);
+  const counts = lab.uplinks.map(() => 0);
+  for (const line of out.split('\n')) {
+    const m = /dport=(\d+) src=\S+ dst=(\S+)/.exec(line);
+    const port = Number(m?.[1]);
+    if (!m || !line.includes(" ESTABLISHED ") || port < FIRST_PORT || port >= FIRST_PORT + 8) continue;
+    const k = lab.uplinks.findIndex((u) => u.address === m[2]);
+    if (k >= 0) counts[k]++;
+  }
+  return counts;
 }
 
 function parseRateBps(rate: string | undefined): number {
@@ -250,22 +280,45 @@ function parseRateBps(rate: string | undefined): number {
 
 // ------------------------------------------------------------ the systems
 
-async function startSystem(lab: LabState, system: SystemId, capacities: string[], defaults: string): Promise<() => Promise<void>> {
+interface RunningSystem {
+  stop: () => Promise<void>;
+  daemon?: Daemon;
+}
+
+async function startSystem(lab: LabState, system: SystemId, capacities: string[], defaults: string): Promise<RunningSystem> {
   const mbit = capacities.map(parseRateBps).map((b) => b / 1e6);
   const gcd = mbit.reduce((a, b) => { while (b) [a, b] = [b, a % b]; return a; });
   const weights = mbit.map((m) => Math.round(m / gcd));
   if (system === 'classic') {
     await classicBase(lab);
     await classicMultipath(lab, weights);
-    return () => classicTeardown(lab, defaults);
+    return { stop: () => classicTeardown(lab, defaults) };
   }
   const all = lab.uplinks.map((_, i) => i + 1);
   const yaml =
     system === 'single' ? uplinkdYaml(lab, { uplinks: [{ k: 1 }] })
     : system === 'least-loaded' ? uplinkdYaml(lab, { uplinks: all.map((k) => ({ k, capacity: capacities[k - 1] })), balance: 'least-loaded' })
     : uplinkdYaml(lab, { uplinks: all.map((k) => ({ k, weight: weights[k - 1] })), balance: system });
-  const d: Daemon = await startDaemon(lab, yaml);
-  return () => stopDaemon(lab, d);
+  // debug: the least-loaded loop logs each new set of shares.
+  const daemon = await startDaemon(lab, yaml, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+  return { stop: () => stopDaemon(lab, daemon), daemon };
+}
+
+/** What the daemon logged from `fromChar` on that explains a run: health changes and least-loaded shares, at ms after `t0Wall`. */
+function daemonEvents(log: string, fromChar: number, t0Wall: number): string[] {
+  const out: string[] = [];
+  for (const line of log.slice(fromChar).split('\n')) {
+    let entry: { time?: string; msg?: string; event?: string; shares?: Record<string, number> };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue;
+    }
+    if (!entry.event || !['up', 'down', 'steer', 'flush'].includes(entry.event)) continue;
+    const at = Math.round(Date.parse(entry.time ?? '') - t0Wall);
+    out.push(`${at} ms ${entry.shares ? `shares ${JSON.stringify(entry.shares)}` : entry.msg}`);
+  }
+  return out;
 }
 
 /** The LAN sources for repeat r: a different block each repeat, the same for every system within it. */
@@ -304,24 +357,29 @@ async function runCapacitySet(capacities: string[], index: number): Promise<Capa
       result.baselines.push(baseline);
       say(`  [${capacities.join('+')}] repeat ${repeat + 1}/${REPEATS}: baseline ${baseline.perUplinkMbps.map((m) => m.toFixed(1)).join(' + ')} = ${baseline.sumMbps.toFixed(1)} Mbit/s`);
       // A different order each repeat, so a drift of the machine does not always hit the same system.
-      const order = SYSTEMS.map((_, i) => SYSTEMS[(i + repeat) % SYSTEMS.length]);
+      const order = SYSTEMS.map((_, i) => SYSTEMS[(i + repeat) % SYSTEMS.length]).filter((s) => !ONLY_SYSTEMS || ONLY_SYSTEMS.includes(s));
       for (const system of order) {
         stopIfInterrupted();
-        const stop = await startSystem(lab, system, capacities, defaults);
+        const running = await startSystem(lab, system, capacities, defaults);
         try {
           for (const mix of MIXES) {
             stopIfInterrupted();
             const sources = sourcesFor(lab, repeat);
-            const r = await measure(lab, mix, sources.flows, sources.http);
-            const run: Run = { repeat, system, mix: mix.id, ratio: r.goodputMbps / baseline.sumMbps, ...r };
+            const logFrom = running.daemon?.daemon.logs().length ?? 0;
+            const { t0Wall, ...r } = await measure(lab, mix, sources.flows, sources.http);
+            const run: Run = {
+              repeat, system, mix: mix.id, ratio: r.goodputMbps / baseline.sumMbps, ...r,
+              ...(running.daemon ? { daemonEvents: daemonEvents(running.daemon.daemon.logs(), logFrom, t0Wall) } : {}),
+            };
             result.runs.push(run);
             const errors = r.flows.filter((f) => f.error).length + (r.http?.failed ?? 0);
             say(`    ${system.padEnd(12)} mix ${mix.id}: ${r.goodputMbps.toFixed(1).padStart(5)} Mbit/s = ${run.ratio.toFixed(3)}` +
-              `  uplinks ${r.utilisation.map((u) => `${Math.round(u * 100)}%`).join('/')}${errors ? `  (${errors} failed)` : ''}`);
+              `  uplinks ${r.utilisation.map((u) => `${Math.round(u * 100)}%`).join('/')}  connections ${r.connections.join('/')}${errors ? `  (${errors} failed)` : ''}`);
+            for (const e of run.daemonEvents ?? []) say(`      ${e}`);
             await pause(300);
           }
         } finally {
-          await stop();
+          await running.stop();
         }
       }
     }
@@ -335,7 +393,9 @@ export async function runAggregation(): Promise<PartResult<AggregationData>> {
   say(`aggregation: ${CAPACITY_SETS.map((c) => c.join('+')).join(' and ')}, ${MIXES.length} mixes x ${SYSTEMS.length} systems x ${REPEATS} repeats,` +
     ` ${WINDOW_S} s windows after ${WARMUP_S} s warm-up`);
   const sets: CapacitySetResult[] = [];
-  for (const [i, capacities] of CAPACITY_SETS.entries()) sets.push(await runCapacitySet(capacities, i + 1));
+  for (const [i, capacities] of CAPACITY_SETS.entries()) {
+    if (!ONLY_SETS || ONLY_SETS.includes(i + 1)) sets.push(await runCapacitySet(capacities, i + 1));
+  }
   return { part: 'aggregation', machine: m, durationS: (Date.now() - started) / 1000, data: { repeats: REPEATS, windowS: WINDOW_S, warmupS: WARMUP_S, sets } };
 }
 

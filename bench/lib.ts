@@ -8,6 +8,7 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +82,8 @@ export const ms = (v: number): string => (Number.isFinite(v) ? `${v < 10 ? v.toF
 
 /** Aborted on SIGINT/SIGTERM; every part checks it between steps. */
 export const interrupt = new AbortController();
+// Every concurrent pause listens on it (a mix waits on a dozen timers at once).
+setMaxListeners(100, interrupt.signal);
 
 export function stopIfInterrupted(): void {
   interrupt.signal.throwIfAborted();

@@ -48,6 +48,19 @@ export const FALLBACK_METRIC = 4278198272;
 /** Buckets of the balancing hash or random number: shares are whole buckets of this many. */
 export const BALANCE_BUCKETS = 65536;
 
+/**
+ * Slots of the least-loaded rotation (`numgen inc`): new connections are
+ * dealt in turn over this many slots, interleaved by share, so shares are
+ * whole 64ths. Small, because every slot run is a map element the loop
+ * rewrites; fine enough, because the loop only moves shares by 5% or more.
+ */
+export const ROTATION_SLOTS = 64;
+
+/** How many buckets the shares of this balancing mode are counted in. */
+export function balanceBuckets(balance: string): number {
+  return balance === 'least-loaded' ? ROTATION_SLOTS : BALANCE_BUCKETS;
+}
+
 /** The mark field: the run of set bits in the mask. */
 export interface MarkField {
   mask: number;

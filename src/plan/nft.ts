@@ -6,9 +6,9 @@
 // (balance shares, pins' live uplinks, SNAT addresses), so the daemon can
 // follow a verdict without reloading chains.
 
-import { BALANCE_BUCKETS, hex } from '../ownership.js';
+import { balanceBuckets, hex } from '../ownership.js';
 import { compilePinStages, elementKey, stageDeclaration, stageKeyExpression } from './pins.js';
-import { canCarry, splitBuckets, type PlanContext, type ResolvedUplink } from './plan.js';
+import { canCarry, rotationOrder, splitBuckets, type PlanContext, type ResolvedUplink } from './plan.js';
 import type { NftChain, NftSet, NftTable } from './state.js';
 import type { Rule } from '../config/types.js';
 
@@ -18,7 +18,13 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   const keep = hex(~marks.mask >>> 0);
   const routerMode = config.lan.length > 0;
   const sticky = routerMode && config.stickyMs !== undefined;
+  const buckets = balanceBuckets(config.balance);
   const pick = pickExpression(config.balance);
+  const rotates = config.balance === 'least-loaded';
+  const bucketElements = (shares: BucketShare[], empty = 'goto blocked') => (rotates ? rotationElements : rangeElements)(shares, buckets, empty);
+  // The key is a bucket number whatever picks it: nft 1.0.6 cannot list a
+  // `typeof jhash …` map back, so hash maps are declared with numgen too.
+  const bucketMap = `typeof numgen ${rotates ? 'inc' : 'random'} mod ${buckets} : verdict`;
   const markChain = (u: ResolvedUplink) => `mark_${u.uplink.name}`;
   const balanceTarget = (u: ResolvedUplink) => (sticky ? `goto stick_${u.uplink.name}` : `goto ${markChain(u)}`);
 
@@ -41,9 +47,11 @@ export function buildNftTable(ctx: PlanContext): NftTable {
     { name: 'restore', declaration: 'type mark : verdict',
       elements: [...uplinks.map((u) => `${hex(u.mark)} : goto ${markChain(u)}`), `${hex(marks.bypass)} : goto mark_main`],
       why: "a known connection's packets, both directions, follow its mark" },
-    { name: 'balance', declaration: 'typeof numgen random mod 65536 : verdict', flags: ['interval'],
+    { name: 'balance', declaration: bucketMap, flags: ['interval'],
       elements: bucketElements(uplinks.filter((u) => u.buckets > 0).map((u) => ({ buckets: u.buckets, target: balanceTarget(u) }))),
-      why: `new connections by ${config.balance}: each uplink owns a share of ${BALANCE_BUCKETS} buckets (lowest tier that is up, by weight)` },
+      why: rotates
+        ? `new connections by least-loaded: dealt in turn over ${buckets} slots, each uplink's turns interleaved by its share (lowest tier that is up)`
+        : `new connections by ${config.balance}: each uplink owns a share of ${buckets} buckets (lowest tier that is up, by weight)` },
     { name: 'snat_address', declaration: 'type ifname : ipv4_addr',
       elements: uplinks.filter((u) => u.uplink.nat === 'snat' && u.address && !u.unusable).map((u) => `${quote(u.uplink.interface)} : ${u.address}`),
       why: "source NAT to the uplink's current address" },
@@ -66,9 +74,9 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   }
   for (const target of targets.values()) {
     const live = uplinks.filter((u) => target.via.includes(u.uplink.name) && canCarry(u));
-    const shares = splitBuckets(live.map((u) => u.uplink.weight));
+    const shares = splitBuckets(live.map((u) => u.uplink.weight), buckets);
     sets.push({
-      name: target.name, declaration: 'typeof numgen random mod 65536 : verdict', flags: ['interval'],
+      name: target.name, declaration: bucketMap, flags: ['interval'],
       elements: bucketElements(live.map((u, i) => ({ buckets: shares[i], target: `goto ${markChain(u)}` })),
         target.fallback === 'block' ? 'goto blocked' : 'goto balance'),
       why: `via ${target.via.join(', ')}, shared among those up; none up: ${target.fallback === 'block' ? 'blocked' : 'default balancing'} (rules ${target.rules.join(', ')})`,
@@ -197,20 +205,44 @@ function pinTargets(rules: Rule[]): Map<string, PinTarget> {
 }
 
 function pickExpression(balance: string): string {
-  // least-loaded starts from the weights; the daemon then steers the buckets.
-  return balance === 'hash' ? `jhash ip saddr . ip daddr mod ${BALANCE_BUCKETS}` : `numgen random mod ${BALANCE_BUCKETS}`;
+  const buckets = balanceBuckets(balance);
+  switch (balance) {
+    case 'hash': return `jhash ip saddr . ip daddr mod ${buckets}`;
+    // In turn rather than at random: connections that start together (a
+    // browser's burst, a download manager's segments) are spread by share
+    // before any of them has a measurable rate. The daemon steers the shares.
+    case 'least-loaded': return `numgen inc mod ${buckets}`;
+    default: return `numgen random mod ${buckets}`;
+  }
 }
 
+interface BucketShare { buckets: number; target: string }
+
 /** Contiguous bucket ranges in order; with no share at all, everything goes to `empty`. */
-function bucketElements(shares: { buckets: number; target: string }[], empty = 'goto blocked'): string[] {
+function rangeElements(shares: BucketShare[], total: number, empty: string): string[] {
   const nonEmpty = shares.filter((s) => s.buckets > 0);
-  if (nonEmpty.length === 0) return [`0-${BALANCE_BUCKETS - 1} : ${empty}`];
+  if (nonEmpty.length === 0) return [`0-${total - 1} : ${empty}`];
   let start = 0;
   return nonEmpty.map(({ buckets, target }) => {
     const range = `${start}-${start + buckets - 1}`;
     start += buckets;
     return `${range} : ${target}`;
   });
+}
+
+/** The slots of a rotation, each share's turns interleaved (rotationOrder); a run of one target is one element. */
+function rotationElements(shares: BucketShare[], total: number, empty: string): string[] {
+  const nonEmpty = shares.filter((s) => s.buckets > 0);
+  if (nonEmpty.length === 0) return [`0-${total - 1} : ${empty}`];
+  const targets = rotationOrder(nonEmpty.map((s) => s.buckets)).map((i) => nonEmpty[i].target);
+  const out: string[] = [];
+  for (let start = 0; start < targets.length;) {
+    let end = start;
+    while (end + 1 < targets.length && targets[end + 1] === targets[start]) end++;
+    out.push(`${start}-${end} : ${targets[start]}`);
+    start = end + 1;
+  }
+  return out;
 }
 
 function quote(name: string): string {

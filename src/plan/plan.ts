@@ -3,8 +3,8 @@
 
 import type { Config, Uplink } from '../config/types.js';
 import {
-  BALANCE_BUCKETS, FALLBACK_METRIC, RULE_OFFSET, RULE_RANGE,
-  marksFor, rulePriority, uplinkTable, type Marks,
+  FALLBACK_METRIC, RULE_OFFSET, RULE_RANGE,
+  balanceBuckets, marksFor, rulePriority, uplinkTable, type Marks,
 } from '../ownership.js';
 import { networkOf } from './ipv4.js';
 import { buildNftTable } from './nft.js';
@@ -39,7 +39,7 @@ export interface ResolvedUplink {
   gateway?: string;
   /** Set when it cannot carry traffic whatever its health. */
   unusable?: string;
-  /** Balancing buckets it gets now, out of BALANCE_BUCKETS. */
+  /** Balancing buckets it gets now, out of balanceBuckets(config.balance). */
   buckets: number;
 }
 
@@ -55,7 +55,7 @@ export function plan(input: PlanInput): DesiredState {
   const ctx = resolve(input);
   const { config } = ctx;
   return {
-    uplinks: ctx.uplinks.map(summary),
+    uplinks: ctx.uplinks.map((u) => summary(u, balanceBuckets(config.balance))),
     sysctls: sysctls(ctx),
     routes: ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
     ownedTables: ctx.uplinks.map((u) => u.table),
@@ -92,7 +92,7 @@ export function resolve({ config, facts, health = {}, weights }: PlanInput): Pla
       buckets: 0,
     };
   });
-  const buckets = balancedWeights(uplinks.filter(canCarry), weights);
+  const buckets = balancedWeights(uplinks.filter(canCarry), weights, balanceBuckets(config.balance));
   for (const u of uplinks) u.buckets = buckets.get(u) ?? 0;
   const lanAddress = config.lan
     .map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address)
@@ -121,21 +121,21 @@ export function canCarry(u: ResolvedUplink): boolean {
 /**
  * Buckets per uplink: only the lowest tier that has an uplink able to carry
  * traffic is used, shared by weight. Largest remainder, so the buckets always
- * add up to BALANCE_BUCKETS and ties go to the uplink listed first.
+ * add up to `total` and ties go to the uplink listed first.
  */
-export function balancedWeights(carriers: ResolvedUplink[], override?: Record<string, number>): Map<ResolvedUplink, number> {
+export function balancedWeights(carriers: ResolvedUplink[], override: Record<string, number> | undefined, total: number): Map<ResolvedUplink, number> {
   const result = new Map<ResolvedUplink, number>();
   if (carriers.length === 0) return result;
   const activeTier = Math.min(...carriers.map((u) => u.uplink.tier));
   const active = carriers.filter((u) => u.uplink.tier === activeTier);
   const steered = active.map((u) => override?.[u.uplink.name] ?? u.uplink.weight);
   const configured = active.map((u) => u.uplink.weight);
-  const shares = splitBuckets(steered.some((w) => w > 0) ? steered : configured);
+  const shares = splitBuckets(steered.some((w) => w > 0) ? steered : configured, total);
   active.forEach((u, i) => result.set(u, shares[i]));
   return result;
 }
 
-export function splitBuckets(weights: number[], total = BALANCE_BUCKETS): number[] {
+export function splitBuckets(weights: number[], total: number): number[] {
   const sum = weights.reduce((a, b) => a + b, 0);
   const exact = weights.map((w) => (w * total) / sum);
   const whole = exact.map(Math.floor);
@@ -148,7 +148,30 @@ export function splitBuckets(weights: number[], total = BALANCE_BUCKETS): number
   return whole;
 }
 
-function summary(u: ResolvedUplink): UplinkSummary {
+/**
+ * The order in which a rotation deals its slots: slots[i] turns for uplink
+ * i, interleaved (smooth weighted round-robin: each turn goes to the one
+ * furthest behind its share, ties to the first). Any run of n consecutive
+ * slots gives each uplink n × its share, give or take about one, so even a
+ * burst of simultaneous connections is spread by share.
+ */
+export function rotationOrder(slots: number[]): number[] {
+  const total = slots.reduce((a, b) => a + b, 0);
+  const credit = slots.map(() => 0);
+  const order: number[] = [];
+  for (let turn = 0; turn < total; turn++) {
+    let next = -1;
+    for (const [i, s] of slots.entries()) {
+      credit[i] += s;
+      if (s > 0 && (next < 0 || credit[i] > credit[next])) next = i;
+    }
+    credit[next] -= total;
+    order.push(next);
+  }
+  return order;
+}
+
+function summary(u: ResolvedUplink, total: number): UplinkSummary {
   return {
     name: u.uplink.name,
     index: u.index,
@@ -159,7 +182,7 @@ function summary(u: ResolvedUplink): UplinkSummary {
     gateway: u.gateway,
     tier: u.uplink.tier,
     weight: u.uplink.weight,
-    share: Math.round((u.buckets / BALANCE_BUCKETS) * 1000) / 1000,
+    share: Math.round((u.buckets / total) * 1000) / 1000,
     table: u.table,
     mark: u.mark,
   };

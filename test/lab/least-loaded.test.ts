@@ -59,6 +59,17 @@ test('three long downloads started 1.5 s apart land on three different uplinks',
   assert.equal(new Set(landed).size, 3, `downloads landed on ${landed.join(', ')}`);
 });
 
+test('connections that start together are dealt by share, before any of them has a rate', async () => {
+  daemon = await startDaemon(lab, config);
+  // Idle, the shares are the capacities, 20:10:10. Twelve at once, where a
+  // random draw would often leave an uplink with none or pile six on it.
+  const r = await connections(lab, 'lan', 12, ['--concurrency', '12']);
+  assert.equal(r.ok, 12);
+  const got = lab.uplinks.map((u) => r.seen[u.address] ?? 0);
+  const want = [6, 3, 3];
+  got.forEach((n, i) => assert.ok(Math.abs(n - want[i]) <= 1, `12 connections at once went ${got.join('/')}, want ${want.join('/')} give or take one`));
+});
+
 test('short connections under a steady load follow the spare capacity', async () => {
   daemon = await startDaemon(lab, config);
   // A steady download fills one uplink; give the loop two seconds to see it.

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/config/load.js';
 import { BALANCE_BUCKETS } from '../../src/ownership.js';
-import { plan, splitBuckets } from '../../src/plan/plan.js';
+import { plan, rotationOrder, splitBuckets } from '../../src/plan/plan.js';
 import { renderPlan } from '../../src/plan/render.js';
 import type { Health, KernelFacts } from '../../src/plan/state.js';
 
@@ -31,6 +31,7 @@ const cases: { name: string; config: string; down?: string[] }[] = [
   { name: 'pins-isp1-isp3-down', config: 'pins', down: ['isp1', 'isp3'] },
   { name: 'sticky', config: 'sticky' },
   { name: 'hash', config: 'hash' },
+  { name: 'least-loaded', config: 'least-loaded' },
   { name: 'one-down', config: 'two-uplinks', down: ['isp1'] },
   { name: 'all-down', config: 'two-uplinks', down: ['isp1', 'isp2'] },
   { name: 'unusable', config: 'unusable' },
@@ -65,7 +66,7 @@ test('all down: every bucket is blocked', () => {
 
 test('buckets always add up, ties go to the first', () => {
   for (const weights of [[1], [3, 1], [1, 1, 1], [1000, 1], [7, 11, 13, 17]]) {
-    const buckets = splitBuckets(weights);
+    const buckets = splitBuckets(weights, BALANCE_BUCKETS);
     assert.equal(buckets.reduce((a, b) => a + b, 0), BALANCE_BUCKETS);
   }
   assert.deepEqual(splitBuckets([1, 1, 1], 10), [4, 3, 3]);
@@ -90,4 +91,28 @@ test('a thousand source pins are one lookup', () => {
   const pick = state.nft.chains.find((c) => c.name === 'pick')!;
   assert.deepEqual(pick.rules.map((r) => r.text), ['ip saddr vmap @rules_1', 'goto balance']);
   assert.equal(state.nft.chains.filter((c) => c.name.startsWith('via_')).length, 2);
+});
+
+test('a rotation deals every run of turns by share, give or take about one', () => {
+  for (const weights of [[4, 2, 1], [3, 1], [1, 1, 1], [45, 37, 18], [10, 1], [5, 3, 2, 1]]) {
+    const slots = splitBuckets(weights, 64);
+    const order = rotationOrder(slots);
+    assert.equal(order.length, 64);
+    slots.forEach((s, i) => assert.equal(order.filter((x) => x === i).length, s, `${weights}: uplink ${i} has its slots`));
+    for (const run of [2, 3, 8, 16]) {
+      for (let start = 0; start < 64; start++) {
+        const turns = Array.from({ length: run }, (_, k) => order[(start + k) % 64]);
+        slots.forEach((s, i) => {
+          const got = turns.filter((x) => x === i).length;
+          assert.ok(Math.abs(got - (run * s) / 64) < 1.5, `${weights}: ${run} turns from ${start} give uplink ${i} ${got}, share ${s}/64`);
+        });
+      }
+    }
+  }
+  // 8 connections at once on 20/10/5 mbit: every uplink gets some, wherever the rotation stands.
+  const order = rotationOrder(splitBuckets([4, 2, 1], 64));
+  for (let start = 0; start < 64; start++) {
+    const got = new Set(Array.from({ length: 8 }, (_, k) => order[(start + k) % 64]));
+    assert.equal(got.size, 3);
+  }
 });
