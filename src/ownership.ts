@@ -50,11 +50,13 @@ export const BALANCE_BUCKETS = 65536;
 
 /**
  * Slots of the least-loaded rotation (`numgen inc`): new connections are
- * dealt in turn over this many slots, interleaved by share, so shares are
- * whole 64ths. Small, because every slot run is a map element the loop
- * rewrites; fine enough, because the loop only moves shares by 5% or more.
+ * dealt in turn over this many slots, spread by share (plan.ts,
+ * rotationOrder), so shares are whole 89ths. Small, because every run of
+ * slots is a map element the loop rewrites; fine enough, because the loop
+ * only moves shares by 5% or more. A Fibonacci number, so that the
+ * golden-ratio order wraps around without a seam.
  */
-export const ROTATION_SLOTS = 64;
+export const ROTATION_SLOTS = 89;
 
 /** How many buckets the shares of this balancing mode are counted in. */
 export function balanceBuckets(balance: string): number {

@@ -148,26 +148,25 @@ export function splitBuckets(weights: number[], total: number): number[] {
   return whole;
 }
 
+/** The golden ratio's fractional part: its multiples fall as evenly over [0, 1) as any sequence can. */
+const GOLDEN = (Math.sqrt(5) - 1) / 2;
+
 /**
- * The order in which a rotation deals its slots: slots[i] turns for uplink
- * i, interleaved (smooth weighted round-robin: each turn goes to the one
- * furthest behind its share, ties to the first). Any run of n consecutive
- * slots gives each uplink n × its share, give or take about one, so even a
- * burst of simultaneous connections is spread by share.
+ * The order in which a rotation deals its slots: slots[i] turns for uplink i.
+ * Turn t lies at t × golden ratio (mod 1), and the uplinks own consecutive
+ * stretches of [0, 1) by share. Consecutive turns land far apart, so any
+ * run of n turns gives each uplink n × its share give or take two, and so
+ * does every second turn: connections that come in pairs (a control and a
+ * data connection, a DNS query and its connection) do not alias with the
+ * order, as they would with a plain interleave (1,2,1,2,… puts every data
+ * connection on one uplink).
  */
 export function rotationOrder(slots: number[]): number[] {
   const total = slots.reduce((a, b) => a + b, 0);
-  const credit = slots.map(() => 0);
-  const order: number[] = [];
-  for (let turn = 0; turn < total; turn++) {
-    let next = -1;
-    for (const [i, s] of slots.entries()) {
-      credit[i] += s;
-      if (s > 0 && (next < 0 || credit[i] > credit[next])) next = i;
-    }
-    credit[next] -= total;
-    order.push(next);
-  }
+  const owners = slots.flatMap((s, i) => Array<number>(s).fill(i));
+  const turnsAlong = Array.from({ length: total }, (_, t) => t).sort((a, b) => ((a * GOLDEN) % 1) - ((b * GOLDEN) % 1));
+  const order = Array<number>(total);
+  turnsAlong.forEach((turn, position) => (order[turn] = owners[position]));
   return order;
 }
 

@@ -61,8 +61,16 @@ test('three long downloads started 1.5 s apart land on three different uplinks',
 
 test('connections that start together are dealt by share, before any of them has a rate', async () => {
   daemon = await startDaemon(lab, config);
-  // Idle, the shares are the capacities, 20:10:10. Twelve at once, where a
-  // random draw would often leave an uplink with none or pile six on it.
+  // Idle, the shares are the capacities, 20:10:10, once the loop has run.
+  const idleShares = [0.506, 0.247, 0.247]; // 45, 22 and 22 of the 89 slots
+  for (let tries = 0; ; tries++) {
+    const shares = (await daemonStatus(lab, config)).uplinks.map((u) => u.share);
+    if (JSON.stringify(shares) === JSON.stringify(idleShares)) break;
+    assert.ok(tries < 50, `idle shares ${shares.join('/')}, want ${idleShares.join('/')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  // Twelve at once, where a random draw would often leave an uplink with
+  // none or pile six on it.
   const r = await connections(lab, 'lan', 12, ['--concurrency', '12']);
   assert.equal(r.ok, 12);
   const got = lab.uplinks.map((u) => r.seen[u.address] ?? 0);

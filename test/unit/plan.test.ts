@@ -93,26 +93,35 @@ test('a thousand source pins are one lookup', () => {
   assert.equal(state.nft.chains.filter((c) => c.name.startsWith('via_')).length, 2);
 });
 
-test('a rotation deals every run of turns by share, give or take about one', () => {
-  for (const weights of [[4, 2, 1], [3, 1], [1, 1, 1], [45, 37, 18], [10, 1], [5, 3, 2, 1]]) {
-    const slots = splitBuckets(weights, 64);
+test('a rotation deals any run of turns by share give or take two, also every second turn', () => {
+  const total = 89;
+  for (const weights of [[4, 2, 1], [3, 1], [2, 1, 1], [1, 1, 1], [45, 37, 18], [10, 1], [5, 3, 2, 1]]) {
+    const slots = splitBuckets(weights, total);
     const order = rotationOrder(slots);
-    assert.equal(order.length, 64);
+    assert.equal(order.length, total);
     slots.forEach((s, i) => assert.equal(order.filter((x) => x === i).length, s, `${weights}: uplink ${i} has its slots`));
-    for (const run of [2, 3, 8, 16]) {
-      for (let start = 0; start < 64; start++) {
-        const turns = Array.from({ length: run }, (_, k) => order[(start + k) % 64]);
-        slots.forEach((s, i) => {
-          const got = turns.filter((x) => x === i).length;
-          assert.ok(Math.abs(got - (run * s) / 64) < 1.5, `${weights}: ${run} turns from ${start} give uplink ${i} ${got}, share ${s}/64`);
-        });
+    for (const stride of [1, 2]) {
+      for (const run of [4, 8, 16]) {
+        for (let start = 0; start < total; start++) {
+          const turns = Array.from({ length: run }, (_, k) => order[(start + k * stride) % total]);
+          slots.forEach((s, i) => {
+            const got = turns.filter((x) => x === i).length;
+            assert.ok(Math.abs(got - (run * s) / total) <= 2,
+              `${weights}: ${run} turns (every ${stride}) from ${start} give uplink ${i} ${got}, share ${s}/${total}`);
+          });
+        }
       }
     }
   }
-  // 8 connections at once on 20/10/5 mbit: every uplink gets some, wherever the rotation stands.
-  const order = rotationOrder(splitBuckets([4, 2, 1], 64));
-  for (let start = 0; start < 64; start++) {
-    const got = new Set(Array.from({ length: 8 }, (_, k) => order[(start + k) % 64]));
-    assert.equal(got.size, 3);
+  // 8 downloads at once on 30+10 or 20/10/10 mbit: every uplink gets one, wherever the
+  // rotation stands, and even if each download is two connections.
+  for (const weights of [[3, 1], [2, 1, 1]]) {
+    const order = rotationOrder(splitBuckets(weights, total));
+    for (const stride of [1, 2]) {
+      for (let start = 0; start < total; start++) {
+        const got = new Set(Array.from({ length: 8 }, (_, k) => order[(start + k * stride) % total]));
+        assert.equal(got.size, weights.length, `${weights}, every ${stride} from ${start}`);
+      }
+    }
   }
 });
