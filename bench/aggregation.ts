@@ -273,6 +273,14 @@ async function flowConnections(lab: LabState): Promise<number[]> {
   return counts;
 }
 
+/** The table's view of what the daemon logged during a run: how often least-loaded moved the shares, and any health change. */
+function daemonSummary(events: string[] | undefined): string {
+  if (!events) return '';
+  const steers = events.filter((e) => e.includes(' shares ')).length;
+  const health = events.filter((e) => !e.includes(' shares '));
+  return [steers ? `${steers} share rewrites` : '', ...health].filter(Boolean).join('; ') || 'nothing';
+}
+
 function parseRateBps(rate: string | undefined): number {
   const m = /^(\d+(?:\.\d+)?)(kbit|mbit|gbit)$/.exec(rate ?? '');
   return m ? Number(m[1]) * { kbit: 1e3, mbit: 1e6, gbit: 1e9 }[m[2] as 'kbit'] : NaN;
@@ -421,6 +429,11 @@ export function renderAggregation(result: PartResult<AggregationData>): { markdo
     'Each flow (and each HTTP download, in turn) comes from its own LAN source address, as if from its own LAN host, so that',
     'address-hash balancing has address pairs to spread; the addresses change from repeat to repeat.',
     '',
+    '**Where the flows went**: in the middle of each window the router\'s conntrack is read, and the established connections to the',
+    'iperf3 ports (each long flow is a control and a data connection) are counted by the uplink address the server answers.',
+    'uplinkd systems run with debug logging, and the raw results keep what the daemon logged during each mix (health changes,',
+    'least-loaded shares): the table counts the share rewrites and lists any health change.',
+    '',
     '**Ratio** = goodput ÷ baseline, where the baseline is the sum of what each uplink carries on its own: one bulk flow pinned to',
     'each uplink (by source address, a hand-written `ip rule`), all at the same time, measured in the same repeat just before the',
     `systems. Every (system, mix) is measured ${data.repeats} times, interleaved (the system order rotates each repeat);`,
@@ -453,13 +466,15 @@ export function renderAggregation(result: PartResult<AggregationData>): { markdo
         value: fmtSpread(s, 2), target: `≥ ${TARGET}`, met: s.n ? s.median >= TARGET : undefined,
       });
     }
-    out.push('<details><summary>Every run: goodput, ratio, per-uplink utilisation, per-flow goodput</summary>', '');
+    out.push('<details><summary>Every run: goodput, ratio, per-uplink utilisation and long-flow connections, per-flow goodput, what the daemon did</summary>', '');
     out.push(table(
-      ['repeat', 'system', 'mix', 'goodput Mbit/s', 'ratio', 'LAN rx Mbit/s', 'uplink utilisation', 'flows Mbit/s', 'HTTP'],
+      ['repeat', 'system', 'mix', 'goodput Mbit/s', 'ratio', 'LAN rx Mbit/s', 'uplink utilisation', 'connections', 'flows Mbit/s', 'daemon', 'HTTP'],
       set.runs.map((r) => [
         r.repeat + 1, r.system, r.mix, r.goodputMbps.toFixed(2), r.ratio.toFixed(3), r.lanRxMbps.toFixed(2),
         r.utilisation.map((u) => `${Math.round(u * 100)}%`).join(' / '),
+        r.connections.join(' / '),
         r.flows.map((f) => (f.error ? `err(${f.error})` : f.mbps.toFixed(1))).join(' '),
+        daemonSummary(r.daemonEvents),
         r.http ? `${r.http.mbps.toFixed(1)} Mbit/s, ${r.http.completed}/${r.http.started} done, median ${r.http.medianMs} ms${r.http.failed ? `, ${r.http.failed} failed ${JSON.stringify(r.http.errors)}` : ''}` : '',
       ]),
     ), '', '</details>', '');
