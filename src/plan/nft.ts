@@ -21,7 +21,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   const buckets = balanceBuckets(config.balance);
   const pick = pickExpression(config.balance);
   const rotates = config.balance === 'least-loaded';
-  const bucketElements = (shares: BucketShare[], empty = 'goto blocked') => (rotates ? rotationElements : rangeElements)(shares, buckets, empty);
+  const elements = (shares: BucketShare[], empty = 'goto blocked') => bucketElements(shares, buckets, empty, rotates);
   // The key is a bucket number whatever picks it: nft 1.0.6 cannot list a
   // `typeof jhash …` map back, so hash maps are declared with numgen too.
   const bucketMap = `typeof numgen ${rotates ? 'inc' : 'random'} mod ${buckets} : verdict`;
@@ -48,9 +48,9 @@ export function buildNftTable(ctx: PlanContext): NftTable {
       elements: [...uplinks.map((u) => `${hex(u.mark)} : goto ${markChain(u)}`), `${hex(marks.bypass)} : goto mark_main`],
       why: "a known connection's packets, both directions, follow its mark" },
     { name: 'balance', declaration: bucketMap, flags: ['interval'],
-      elements: bucketElements(uplinks.filter((u) => u.buckets > 0).map((u) => ({ buckets: u.buckets, target: balanceTarget(u) }))),
+      elements: elements(uplinks.map((u) => ({ buckets: u.buckets, target: balanceTarget(u) }))),
       why: rotates
-        ? `new connections by least-loaded: dealt in turn over ${buckets} slots, each uplink's turns interleaved by its share (lowest tier that is up)`
+        ? `new connections by least-loaded: dealt in turn over ${buckets} slots, each uplink's slots spread along the rotation by its share (lowest tier that is up)`
         : `new connections by ${config.balance}: each uplink owns a share of ${buckets} buckets (lowest tier that is up, by weight)` },
     { name: 'snat_address', declaration: 'type ifname : ipv4_addr',
       elements: uplinks.filter((u) => u.uplink.nat === 'snat' && u.address && !u.unusable).map((u) => `${quote(u.uplink.interface)} : ${u.address}`),
@@ -77,7 +77,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
     const shares = splitBuckets(live.map((u) => u.uplink.weight), buckets);
     sets.push({
       name: target.name, declaration: bucketMap, flags: ['interval'],
-      elements: bucketElements(live.map((u, i) => ({ buckets: shares[i], target: `goto ${markChain(u)}` })),
+      elements: elements(live.map((u, i) => ({ buckets: shares[i], target: `goto ${markChain(u)}` })),
         target.fallback === 'block' ? 'goto blocked' : 'goto balance'),
       why: `via ${target.via.join(', ')}, shared among those up; none up: ${target.fallback === 'block' ? 'blocked' : 'default balancing'} (rules ${target.rules.join(', ')})`,
     });
@@ -218,31 +218,29 @@ function pickExpression(balance: string): string {
 
 interface BucketShare { buckets: number; target: string }
 
-/** Contiguous bucket ranges in order; with no share at all, everything goes to `empty`. */
-function rangeElements(shares: BucketShare[], total: number, empty: string): string[] {
+/**
+ * A bucket map's elements; with no share at all, everything goes to `empty`.
+ * Shares are contiguous ranges, or with a rotation spread along it
+ * (rotationOrder), where each run of one target is one element.
+ */
+function bucketElements(shares: BucketShare[], total: number, empty: string, rotation: boolean): string[] {
   const nonEmpty = shares.filter((s) => s.buckets > 0);
   if (nonEmpty.length === 0) return [`0-${total - 1} : ${empty}`];
-  let start = 0;
-  return nonEmpty.map(({ buckets, target }) => {
-    const range = `${start}-${start + buckets - 1}`;
-    start += buckets;
-    return `${range} : ${target}`;
-  });
-}
-
-/** The slots of a rotation, each share's turns interleaved (rotationOrder); a run of one target is one element. */
-function rotationElements(shares: BucketShare[], total: number, empty: string): string[] {
-  const nonEmpty = shares.filter((s) => s.buckets > 0);
-  if (nonEmpty.length === 0) return [`0-${total - 1} : ${empty}`];
-  const targets = rotationOrder(nonEmpty.map((s) => s.buckets)).map((i) => nonEmpty[i].target);
-  const out: string[] = [];
-  for (let start = 0; start < targets.length;) {
-    let end = start;
-    while (end + 1 < targets.length && targets[end + 1] === targets[start]) end++;
-    out.push(`${start}-${end} : ${targets[start]}`);
-    start = end + 1;
+  const runs: { start: number; end: number; target: string }[] = [];
+  if (rotation) {
+    for (const [turn, i] of rotationOrder(nonEmpty.map((s) => s.buckets)).entries()) {
+      const last = runs.at(-1);
+      if (last?.target === nonEmpty[i].target) last.end = turn;
+      else runs.push({ start: turn, end: turn, target: nonEmpty[i].target });
+    }
+  } else {
+    let start = 0;
+    for (const { buckets, target } of nonEmpty) {
+      runs.push({ start, end: start + buckets - 1, target });
+      start += buckets;
+    }
   }
-  return out;
+  return runs.map((r) => `${r.start}-${r.end} : ${r.target}`);
 }
 
 function quote(name: string): string {
