@@ -3,6 +3,7 @@
 // goes through one queue, so changes never interleave; a health verdict
 // changes map elements only, never chains.
 
+import { randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type http from 'node:http';
 import { createMetrics, serveControlSocket, serveHttp } from './api.js';
@@ -17,6 +18,7 @@ import { systemRunner, type Runner } from './kernel/runner.js';
 import { countConnections, deleteConnections, elementUpdateScript, flushDynamicSet, runNftScript, sameStructure } from './kernel/update.js';
 import { watchKernel, type KernelWatcher } from './kernel/watch.js';
 import type { Logger } from './log.js';
+import { ROTATION_SLOTS } from './ownership.js';
 import { plan } from './plan/plan.js';
 import type { DesiredState, Health, InterfaceFacts, KernelFacts } from './plan/state.js';
 import { createProber, type ProbeRound, type ProbeSubject, type Prober } from './probe/index.js';
@@ -58,6 +60,8 @@ export class Daemon {
   private steering = false;
   /** least-loaded: uplinks judged full last time (hysteresis). */
   private fullUplinks = new Set<string>();
+  /** least-loaded: where this instance's rotation begins (see PlanInput.rotationStart). */
+  private readonly rotationStart = randomInt(ROTATION_SLOTS);
 
   constructor(private readonly configPath: string, config: Config, private readonly log: Logger, private readonly runner: Runner = systemRunner) {
     this.config = config;
@@ -206,7 +210,7 @@ export class Daemon {
     const run = async () => {
       const started = performance.now();
       const weights = this.config.balance === 'least-loaded' ? this.loadWeights : undefined;
-      const desired = plan({ config: this.config, facts: this.facts, health: this.health(), weights });
+      const desired = plan({ config: this.config, facts: this.facts, health: this.health(), weights, rotationStart: this.rotationStart });
       const installed = this.installed;
       const routingSame = installed &&
         JSON.stringify([installed.routes, installed.rules, installed.sysctls]) === JSON.stringify([desired.routes, desired.rules, desired.sysctls]);

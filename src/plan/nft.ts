@@ -21,7 +21,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   const buckets = balanceBuckets(config.balance);
   const pick = pickExpression(config.balance);
   const rotates = config.balance === 'least-loaded';
-  const elements = (shares: BucketShare[], empty = 'goto blocked') => bucketElements(shares, buckets, empty, rotates);
+  const elements = (shares: BucketShare[], empty = 'goto blocked') => bucketElements(shares, buckets, empty, rotates ? ctx.rotationStart : undefined);
   // The key is a bucket number whatever picks it: nft 1.0.6 cannot list a
   // `typeof jhash …` map back, so hash maps are declared with numgen too.
   const bucketMap = `typeof numgen ${rotates ? 'inc' : 'random'} mod ${buckets} : verdict`;
@@ -220,15 +220,15 @@ interface BucketShare { buckets: number; target: string }
 
 /**
  * A bucket map's elements; with no share at all, everything goes to `empty`.
- * Shares are contiguous ranges, or with a rotation spread along it
- * (rotationOrder), where each run of one target is one element.
+ * Shares are contiguous ranges, or with a rotation (begun at `rotationStart`)
+ * spread along it (rotationOrder), where each run of one target is one element.
  */
-function bucketElements(shares: BucketShare[], total: number, empty: string, rotation: boolean): string[] {
+function bucketElements(shares: BucketShare[], total: number, empty: string, rotationStart: number | undefined): string[] {
   const nonEmpty = shares.filter((s) => s.buckets > 0);
   if (nonEmpty.length === 0) return [`0-${total - 1} : ${empty}`];
   const runs: { start: number; end: number; target: string }[] = [];
-  if (rotation) {
-    for (const [turn, i] of rotationOrder(nonEmpty.map((s) => s.buckets)).entries()) {
+  if (rotationStart !== undefined) {
+    for (const [turn, i] of rotationOrder(nonEmpty.map((s) => s.buckets), rotationStart).entries()) {
       const last = runs.at(-1);
       if (last?.target === nonEmpty[i].target) last.end = turn;
       else runs.push({ start: turn, end: turn, target: nonEmpty[i].target });

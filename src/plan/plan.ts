@@ -22,6 +22,14 @@ export interface PlanInput {
    * in pins): what `balance: least-loaded` steers with.
    */
   weights?: Record<string, number>;
+  /**
+   * least-loaded: the slot of the rotation that `numgen inc` starts on (0
+   * unless given). The counter restarts at every full apply, so a daemon
+   * picks one at random when it starts: otherwise every restart would deal
+   * the same first slots, and a burst that aliases with them would land the
+   * same way each time.
+   */
+  rotationStart?: number;
 }
 
 /** An uplink with what the kernel says about it. */
@@ -49,6 +57,8 @@ export interface PlanContext {
   uplinks: ResolvedUplink[];
   /** Source address for the router's own unbound sockets (router mode), see unboundSourceRule. */
   localSource?: string;
+  /** See PlanInput.rotationStart. */
+  rotationStart: number;
 }
 
 export function plan(input: PlanInput): DesiredState {
@@ -65,7 +75,7 @@ export function plan(input: PlanInput): DesiredState {
   };
 }
 
-export function resolve({ config, facts, health = {}, weights }: PlanInput): PlanContext {
+export function resolve({ config, facts, health = {}, weights, rotationStart = 0 }: PlanInput): PlanContext {
   const marks = marksFor(config.kernel.markMask);
   const uplinks = config.uplinks.map((uplink, index): ResolvedUplink => {
     const iface = facts.interfaces.find((i) => i.name === uplink.interface);
@@ -97,7 +107,7 @@ export function resolve({ config, facts, health = {}, weights }: PlanInput): Pla
   const lanAddress = config.lan
     .map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address)
     .find((a) => a !== undefined);
-  return { config, marks, uplinks, localSource: lanAddress };
+  return { config, marks, uplinks, localSource: lanAddress, rotationStart };
 }
 
 function resolveGateway(uplink: Uplink, facts: KernelFacts): string | undefined {
@@ -159,15 +169,16 @@ const GOLDEN = (Math.sqrt(5) - 1) / 2;
  * does every second turn: connections that come in pairs (a control and a
  * data connection, a DNS query and its connection) do not alias with the
  * order, as they would with a plain interleave (1,2,1,2,… puts every data
- * connection on one uplink).
+ * connection on one uplink). `start`: the turn slot 0 deals.
  */
-export function rotationOrder(slots: number[]): number[] {
+export function rotationOrder(slots: number[], start = 0): number[] {
   const total = slots.reduce((a, b) => a + b, 0);
   const owners = slots.flatMap((s, i) => Array<number>(s).fill(i));
   const turnsAlong = Array.from({ length: total }, (_, t) => t).sort((a, b) => ((a * GOLDEN) % 1) - ((b * GOLDEN) % 1));
   const order = Array<number>(total);
   turnsAlong.forEach((turn, position) => (order[turn] = owners[position]));
-  return order;
+  // Slot k deals turn start + k: the same order, begun elsewhere.
+  return order.map((_, k) => order[(start + k) % total]);
 }
 
 function summary(u: ResolvedUplink, total: number): UplinkSummary {

@@ -125,3 +125,18 @@ test('a rotation deals any run of turns by share give or take two, also every se
     }
   }
 });
+
+test('a rotation begun elsewhere is the same order, shifted; only least-loaded maps depend on it', () => {
+  const slots = splitBuckets([4, 2, 1], 89);
+  const order = rotationOrder(slots);
+  assert.deepEqual(rotationOrder(slots, 10), [...order.slice(10), ...order.slice(0, 10)]);
+  const load = (name: string) => {
+    const result = parseConfig(readFileSync(new URL(`${name}.yaml`, dir), 'utf8'), `${name}.yaml`);
+    assert.ok(result.ok);
+    return result.config;
+  };
+  const balanceOf = (name: string, rotationStart: number) =>
+    plan({ config: load(name), facts, rotationStart }).nft.sets.find((s) => s.name === 'balance')!.elements;
+  assert.notDeepEqual(balanceOf('least-loaded', 10), balanceOf('least-loaded', 0));
+  assert.deepEqual(balanceOf('two-uplinks', 10), balanceOf('two-uplinks', 0));
+});
