@@ -233,9 +233,9 @@ async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'
     const bytes = r.json ? bytesInside(r.json.intervals, mix.window[0] - startS, mix.window[1] - startS) : 0;
     return { source: sources[i], startS, mbps: (bytes * 8) / windowS / 1e6, ...(r.error ? { error: r.error } : {}) };
   });
-  const flowResults = await Promise.all(flows);
-  const [c0, c1] = await Promise.all(counters);
-  const connections = await middle;
+  // Awaited together: Ctrl-C rejects every pending wait at once, and none may go unhandled
+  // (an unhandled rejection would end the process before its labs are taken down).
+  const [flowResults, [c0, c1], connections] = await Promise.all([Promise.all(flows), Promise.all(counters), middle]);
   let http: MixRun['http'];
   if (loader) {
     const line = await loader.nextLine();
