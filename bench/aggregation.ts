@@ -266,7 +266,7 @@ async function flowConnections(lab: LabState): Promise<number[]> {
   for (const line of out.split('\n')) {
     const m = /dport=(\d+) src=\S+ dst=(\S+)/.exec(line);
     const port = Number(m?.[1]);
-    if (!m || !line.includes(" ESTABLISHED ") || port < FIRST_PORT || port >= FIRST_PORT + 8) continue;
+    if (!m || !line.includes(' ESTABLISHED ') || port < FIRST_PORT || port >= FIRST_PORT + 8) continue;
     const k = lab.uplinks.findIndex((u) => u.address === m[2]);
     if (k >= 0) counts[k]++;
   }
