@@ -22,6 +22,7 @@
 
 import { labExec, type LabState } from '../src/lab/lab.js';
 import { monotonicMs } from '../src/lab/measure.js';
+import { parseRate } from '../src/lab/topology.js';
 import type { LoadResult } from './http-load.js';
 import {
   benchProgram, describeMachine, fmtSpread, forgetConnections, iperf, iperfServers, labMust, labName, linkBytes,
@@ -243,7 +244,8 @@ async function measure(lab: LabState, mix: Pick<Mix, 'flows' | 'http' | 'window'
     const r = JSON.parse(line) as LoadResult;
     http = { ...r, mbps: (r.bytesInWindow * 8) / windowS / 1e6 };
   }
-  const capacities = lab.uplinks.map((u) => parseRateBps(u.capacity));
+  // Every uplink of these labs has its capacity (CAPACITY_SETS).
+  const capacities = lab.uplinks.map((u) => parseRate(u.capacity!));
   return {
     t0Wall,
     flows: flowResults,
@@ -281,11 +283,6 @@ function daemonSummary(events: string[] | undefined): string {
   return [steers ? `${steers} share rewrites` : '', ...health].filter(Boolean).join('; ') || 'nothing';
 }
 
-function parseRateBps(rate: string | undefined): number {
-  const m = /^(\d+(?:\.\d+)?)(kbit|mbit|gbit)$/.exec(rate ?? '');
-  return m ? Number(m[1]) * { kbit: 1e3, mbit: 1e6, gbit: 1e9 }[m[2] as 'kbit'] : NaN;
-}
-
 // ------------------------------------------------------------ the systems
 
 interface RunningSystem {
@@ -294,7 +291,7 @@ interface RunningSystem {
 }
 
 async function startSystem(lab: LabState, system: SystemId, capacities: string[], defaults: string): Promise<RunningSystem> {
-  const mbit = capacities.map(parseRateBps).map((b) => b / 1e6);
+  const mbit = capacities.map(parseRate).map((b) => b / 1e6);
   const gcd = mbit.reduce((a, b) => { while (b) [a, b] = [b, a % b]; return a; });
   const weights = mbit.map((m) => Math.round(m / gcd));
   if (system === 'classic') {

@@ -14,12 +14,12 @@ import type { Health, KernelFacts } from '../../src/plan/state.js';
 const dir = new URL('../golden/', import.meta.url);
 const facts = JSON.parse(readFileSync(new URL('facts.json', dir), 'utf8')) as KernelFacts;
 
-function planFor(configName: string, down: string[] = []) {
+function planFor(configName: string, down: string[] = [], rotationStart?: number) {
   const file = `${configName}.yaml`;
   const result = parseConfig(readFileSync(new URL(file, dir), 'utf8'), file);
   assert.ok(result.ok, `golden config ${file} must be valid: ${JSON.stringify(!result.ok && result.errors)}`);
   const health = Object.fromEntries(down.map((name) => [name, 'down' as Health]));
-  return plan({ config: result.config, facts, health });
+  return plan({ config: result.config, facts, health, rotationStart });
 }
 
 const cases: { name: string; config: string; down?: string[] }[] = [
@@ -130,13 +130,8 @@ test('a rotation begun elsewhere is the same order, shifted; only least-loaded m
   const slots = splitBuckets([4, 2, 1], 89);
   const order = rotationOrder(slots);
   assert.deepEqual(rotationOrder(slots, 10), [...order.slice(10), ...order.slice(0, 10)]);
-  const load = (name: string) => {
-    const result = parseConfig(readFileSync(new URL(`${name}.yaml`, dir), 'utf8'), `${name}.yaml`);
-    assert.ok(result.ok);
-    return result.config;
-  };
   const balanceOf = (name: string, rotationStart: number) =>
-    plan({ config: load(name), facts, rotationStart }).nft.sets.find((s) => s.name === 'balance')!.elements;
+    planFor(name, [], rotationStart).nft.sets.find((s) => s.name === 'balance')!.elements;
   assert.notDeepEqual(balanceOf('least-loaded', 10), balanceOf('least-loaded', 0));
   assert.deepEqual(balanceOf('two-uplinks', 10), balanceOf('two-uplinks', 0));
 });
