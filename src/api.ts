@@ -66,7 +66,13 @@ export function requestStatus(path: string, timeoutMs = 2000): Promise<Status | 
 }
 
 /** Prometheus metrics, filled from a fresh status at each scrape. */
-export function createMetrics(status: StatusSource): { registry: Registry; countTransition(uplink: string, to: string): void } {
+export interface Metrics {
+  registry: Registry;
+  countTransition(uplink: string, to: string): void;
+  countRestore(cause: string): void;
+}
+
+export function createMetrics(status: StatusSource): Metrics {
   const registry = new Registry();
   // prom-client collects all metrics of a scrape at once: they share one status.
   let scrape: Promise<Status> | undefined;
@@ -89,7 +95,31 @@ export function createMetrics(status: StatusSource): { registry: Registry; count
   gauge('uplinkd_uplink_share_ratio', 'fraction of new connections the uplink receives now', (u) => u.share);
   gauge('uplinkd_uplink_connections', 'tracked connections marked for the uplink', (u) => u.connections);
   const transitions = new Counter({ name: 'uplinkd_uplink_transitions_total', help: 'state changes', labelNames: ['uplink', 'to'], registers: [registry] });
-  return { registry, countTransition: (uplink, to) => transitions.inc({ uplink, to }) };
+  const restores = new Counter({
+    name: 'uplinkd_restores_total', help: 'restores of kernel state that another program removed or changed, by what had changed',
+    labelNames: ['cause'], registers: [registry],
+  });
+  new Gauge({
+    name: 'uplinkd_last_restore_timestamp_seconds', help: 'when the last restore happened, labelled with its cause', labelNames: ['cause'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const last = (await snapshot()).self_healing?.last;
+      if (last) this.set({ cause: last.cause }, Date.parse(last.at) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'uplinkd_restore_backoff_seconds', help: 'current gap between restores while another program keeps changing the state (0: not backing off)',
+    registers: [registry],
+    async collect() {
+      this.set(((await snapshot()).self_healing?.backoff_ms ?? 0) / 1000);
+    },
+  });
+  return {
+    registry,
+    countTransition: (uplink, to) => transitions.inc({ uplink, to }),
+    countRestore: (cause) => restores.inc({ cause }),
+  };
 }
 
 export async function serveHttp(listen: string, status: StatusSource, registry: Registry, log: Logger): Promise<http.Server> {

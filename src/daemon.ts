@@ -12,19 +12,21 @@ import type { Config, Uplink } from './config/types.js';
 import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
 import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
-import { applyState } from './kernel/apply.js';
+import { converge, findDrift, RestoreBackoff, type Drift, type Installed } from './kernel/converge.js';
 import { readFacts, readInterfaceCounters } from './kernel/facts.js';
 import { systemRunner, type Runner } from './kernel/runner.js';
-import { countConnections, deleteConnections, elementUpdateScript, flushDynamicSet, runNftScript, sameStructure } from './kernel/update.js';
-import { watchKernel, type KernelWatcher } from './kernel/watch.js';
+import { countConnections, deleteConnections, flushDynamicSet } from './kernel/update.js';
+import { watchKernel, watchNftTable, type KernelWatcher } from './kernel/watch.js';
 import type { Logger } from './log.js';
 import { ROTATION_SLOTS } from './ownership.js';
 import { plan } from './plan/plan.js';
 import type { DesiredState, Health, InterfaceFacts, KernelFacts } from './plan/state.js';
 import { createProber, type ProbeRound, type ProbeSubject, type Prober } from './probe/index.js';
-import type { Status, StatusEvent, UplinkStatus } from './status.js';
+import type { SelfHealingStatus, Status, StatusEvent, UplinkStatus } from './status.js';
 
 const MAX_EVENTS = 100;
+/** The safety net under the event-driven drift checks: a missed event is caught within this long. */
+const DRIFT_CHECK_EVERY_MS = 5000;
 
 interface Tracked {
   uplink: Uplink;
@@ -47,14 +49,23 @@ export class Daemon {
   private config: Config;
   private facts: KernelFacts = { interfaces: [], mainDefaultRoutes: [] };
   private tracked = new Map<string, Tracked>();
-  private installed?: DesiredState;
+  private installed?: Installed;
   private events: StatusEvent[] = [];
   private kernelQueue: Promise<unknown> = Promise.resolve();
-  private watcher?: KernelWatcher;
+  private watchers: KernelWatcher[] = [];
+  private driftTimer?: NodeJS.Timeout;
+  /** A drift check is queued or running: further triggers join it. */
+  private driftCheckQueued = false;
+  /** A restore waits out the back-off: further triggers wait with it. */
+  private restoreTimer?: NodeJS.Timeout;
+  private readonly backoff = new RestoreBackoff();
+  private healing: SelfHealingStatus = { restores: 0, by_cause: {}, last: null, backoff_ms: 0 };
   private servers: (net.Server | http.Server)[] = [];
   private sampler?: NodeJS.Timeout;
   private metrics = createMetrics(() => this.status());
   private stopping = false;
+  /** The last kernel operation's error, until one succeeds again. */
+  private kernelError?: string;
   /** least-loaded: the weights the loop steers with; undefined until it first moves them. */
   private loadWeights?: Record<string, number>;
   private steering = false;
@@ -71,9 +82,15 @@ export class Daemon {
     this.facts = await readFacts(this.runner);
     this.track(this.config);
     this.noteCarrierAndAddresses(false);
-    await this.converge('start', () => this.rewriteAllElements());
+    await this.converge('start');
+    if (this.kernelError) throw new Error(`installing the first state failed: ${this.kernelError}`);
     this.syncProbers();
-    this.watcher = watchKernel((what) => void this.onKernelChange(what), { log: (m) => this.log.warn(m) });
+    const log = (m: string) => this.log.warn(m);
+    this.watchers.push(
+      watchKernel((what) => void this.onKernelChange(what), { log }),
+      watchNftTable(this.config.kernel.nftTable, (what) => this.checkDrift(`nft: ${what}`), { log }),
+    );
+    this.driftTimer = setInterval(() => this.checkDrift('periodic check'), DRIFT_CHECK_EVERY_MS);
     this.startSampler();
     const status = () => this.status();
     this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
@@ -85,7 +102,9 @@ export class Daemon {
   /** Stops tracking. The kernel state stays, so a restart is seamless. */
   async stop(): Promise<void> {
     this.stopping = true;
-    this.watcher?.stop();
+    for (const w of this.watchers) w.stop();
+    clearInterval(this.driftTimer);
+    clearTimeout(this.restoreTimer);
     if (this.sampler) clearInterval(this.sampler);
     await Promise.all([...this.tracked.values()].map((t) => t.prober?.stop()));
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
@@ -162,7 +181,7 @@ export class Daemon {
 
   /** The default probe target: the gateway, or the peer of a point-to-point link. */
   private gatewayOf(t: Tracked): string | undefined {
-    return this.installed?.uplinks.find((u) => u.name === t.uplink.name)?.gateway ?? this.iface(t)?.addresses[0]?.peer;
+    return this.installed?.state.uplinks.find((u) => u.name === t.uplink.name)?.gateway ?? this.iface(t)?.addresses[0]?.peer;
   }
 
   private onRound(name: string, round: ProbeRound): void {
@@ -183,9 +202,9 @@ export class Daemon {
     void this.converge(`${t.uplink.name} ${event}`, async () => {
       if (event !== 'down') return;
       const index = this.config.uplinks.indexOf(t.uplink);
-      const mark = this.installed!.uplinks[index].mark;
+      const mark = this.installed!.state.uplinks[index].mark;
       if (this.config.stickyMs !== undefined && this.config.lan.length > 0) {
-        await flushDynamicSet(this.runner, this.installed!.nft, `sticky_${t.uplink.name}`);
+        await flushDynamicSet(this.runner, this.installed!.state.nft, `sticky_${t.uplink.name}`);
       }
       if (this.config.conntrack.flushOnDown) {
         const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
@@ -200,45 +219,91 @@ export class Daemon {
     return Object.fromEntries([...this.tracked].map(([name, t]) => [name, t.tracker.state === 'down' ? 'down' : 'up']));
   }
 
+  private desired(): DesiredState {
+    const weights = this.config.balance === 'least-loaded' ? this.loadWeights : undefined;
+    return plan({ config: this.config, facts: this.facts, health: this.health(), weights, rotationStart: this.rotationStart });
+  }
+
   /**
-   * Brings the kernel to the plan for the current config, facts and health:
-   * element updates when only elements changed, a full apply otherwise.
-   * `after` runs in the same queue slot (e.g. flushing a down uplink's
-   * connections once new ones no longer go there). Resolves to the ms spent.
+   * Runs `work` in the kernel queue, so kernel changes never interleave.
+   * A failure is logged and kept for the watchdog until work succeeds again.
+   * Resolves to the ms spent, or -1 on failure.
    */
-  private converge(why: string, after?: () => Promise<void>): Promise<number> {
+  private enqueue(why: string, work: () => Promise<void>): Promise<number> {
     const run = async () => {
       const started = performance.now();
-      const weights = this.config.balance === 'least-loaded' ? this.loadWeights : undefined;
-      const desired = plan({ config: this.config, facts: this.facts, health: this.health(), weights, rotationStart: this.rotationStart });
-      const installed = this.installed;
-      const routingSame = installed &&
-        JSON.stringify([installed.routes, installed.rules, installed.sysctls]) === JSON.stringify([desired.routes, desired.rules, desired.sysctls]);
-      if (installed && routingSame && sameStructure(installed.nft, desired.nft)) {
-        await runNftScript(this.runner, elementUpdateScript(installed.nft, desired.nft));
-      } else {
-        const changes = await applyState(desired, this.runner,
-          installed && sameStructure(installed.nft, desired.nft) ? { nftElements: elementUpdateScript(installed.nft, desired.nft) } : {});
-        if (changes.length) this.log.info({ event: 'apply', why, changes: changes.length }, `${why}: ${changes.length} kernel changes`);
-      }
-      this.installed = desired;
-      await after?.();
+      await work();
+      this.kernelError = undefined;
       return performance.now() - started;
     };
     const next = this.kernelQueue.then(run, run);
-    this.kernelQueue = next.catch((err) => this.log.error({ why }, `kernel update failed (${why}): ${err instanceof Error ? err.message : err}`));
+    this.kernelQueue = next.catch((err) => {
+      this.kernelError = err instanceof Error ? err.message : String(err);
+      this.log.error({ why }, `kernel update failed (${why}): ${this.kernelError}`);
+    });
     return next.catch(() => -1);
   }
 
   /**
-   * A previous instance may have followed verdicts element by element under
-   * the same table digest, so the digest alone cannot tell what the maps
-   * hold: at start, every planned set is written once (atomically; the
-   * dynamic sticky sets are kept).
+   * Brings the kernel to the plan for the current config, facts and health
+   * (kernel/converge.ts decides how). `after` runs in the same queue slot,
+   * once the new state is in (e.g. flushing a down uplink's connections once
+   * new ones no longer go there).
    */
-  private async rewriteAllElements(): Promise<void> {
-    const desired = this.installed!.nft;
-    await runNftScript(this.runner, elementUpdateScript({ ...desired, sets: [] }, desired));
+  private converge(why: string, after?: () => Promise<void>, drift?: Drift[]): Promise<number> {
+    return this.enqueue(why, async () => {
+      const result = await converge(this.installed, this.desired(), this.runner, { drift, then: after });
+      this.installed = result.installed;
+      if (result.changes.length) this.log.info({ event: 'apply', why, changes: result.changes.length }, `${why}: ${result.changes.length} kernel changes`);
+      for (const c of result.changes) this.log.debug({ event: 'change' }, `[#] ${c.args.join(' ')}`);
+      if (result.fellBack) this.noteRestore([{ kind: 'update-failed', detail: `element update failed (${result.fellBack}); replaced the table` }], why, 0);
+    });
+  }
+
+  // ------------------------------------------------------------ self-healing
+
+  /**
+   * Looks for drift (kernel/converge.ts findDrift) soon, and restores what
+   * someone else removed or changed. Triggers while a check is queued join
+   * it; while a restore waits out the back-off, they wait with it.
+   */
+  private checkDrift(trigger: string): void {
+    if (this.stopping || this.driftCheckQueued || this.restoreTimer) return;
+    this.driftCheckQueued = true;
+    const foundAt = performance.now();
+    void this.enqueue(`drift check (${trigger})`, async () => {
+      this.driftCheckQueued = false;
+      if (!this.installed || this.stopping) return;
+      const drift = await findDrift(this.installed, this.runner);
+      if (drift.length === 0) return;
+      const delay = this.backoff.delayMs(Date.now());
+      if (delay > 0) {
+        this.healing.backoff_ms = this.backoff.currentGapMs(Date.now());
+        this.log.warn({ event: 'backoff', drift: drift.map((d) => d.kind), delayMs: Math.round(delay) },
+          `kernel state changed again (${describeDrift(drift)}); restoring in ${Math.round(delay)} ms (backing off)`);
+        this.restoreTimer = setTimeout(() => {
+          this.restoreTimer = undefined;
+          this.checkDrift(trigger);
+        }, delay);
+        return;
+      }
+      const result = await converge(this.installed, this.desired(), this.runner, { drift });
+      this.installed = result.installed;
+      this.backoff.restored(Date.now());
+      this.healing.backoff_ms = this.backoff.currentGapMs(Date.now());
+      this.noteRestore(drift, trigger, performance.now() - foundAt, result.changes.length);
+    });
+  }
+
+  private noteRestore(drift: { kind: string; detail: string }[], trigger: string, ms: number, changes?: number): void {
+    const cause = drift.map((d) => d.kind).join('+');
+    for (const d of drift) {
+      this.healing.by_cause[d.kind] = (this.healing.by_cause[d.kind] ?? 0) + 1;
+      this.metrics.countRestore(d.kind);
+    }
+    this.healing.restores++;
+    this.healing.last = { at: new Date().toISOString(), cause, detail: describeDrift(drift), trigger, restore_ms: Math.round(ms * 10) / 10 };
+    this.record({ event: 'restore', reason: `${describeDrift(drift)}; restored in ${Math.round(ms)} ms${changes ? ` (${changes} changes)` : ''}, noticed by ${trigger}` });
   }
 
   private async onKernelChange(what: string): Promise<void> {
@@ -253,6 +318,9 @@ export class Daemon {
     this.noteCarrierAndAddresses(true);
     await this.converge(`kernel event (${what})`);
     this.syncProbers();
+    // A route or rule event may be someone deleting ours; an address flush
+    // takes the routes that use it along.
+    this.checkDrift(`kernel event (${what})`);
   }
 
   /** Carrier loss takes an uplink down at once; an address change is an event. */
@@ -300,7 +368,7 @@ export class Daemon {
 
   /** The least-loaded loop (see balance.ts): new weights only when a share moved past the deadband. */
   private steer(): void {
-    const carriers = (this.installed?.uplinks ?? []).filter((u) => !u.unusable && u.health === 'up');
+    const carriers = (this.installed?.state.uplinks ?? []).filter((u) => !u.unusable && u.health === 'up');
     if (carriers.length === 0) return;
     const loads = carriers.map((u) => {
       const t = this.tracked.get(u.name)!;
@@ -321,6 +389,18 @@ export class Daemon {
 
   // ------------------------------------------------------------ reporting
 
+  /**
+   * For the service manager's watchdog (src/service/notify.ts): healthy while
+   * the last kernel operation succeeded. The event loop's own health is
+   * shown by the watchdog timer firing at all.
+   */
+  serviceHealth(): { healthy: boolean; summary: string } {
+    const states = [...this.tracked.values()].map((t) => t.tracker.state);
+    const up = states.filter((s) => s === 'up').length;
+    const summary = `${up}/${states.length} uplinks up` + (this.kernelError ? `; kernel: ${this.kernelError}` : '');
+    return { healthy: this.kernelError === undefined, summary };
+  }
+
   private record(e: { event: StatusEvent['event']; uplink?: string; reason: string; address?: string }): void {
     const t = e.uplink ? this.tracked.get(e.uplink) : undefined;
     const entry: StatusEvent = { at: new Date().toISOString(), uplink: e.uplink ?? null, event: e.event, reason: e.reason };
@@ -338,7 +418,7 @@ export class Daemon {
   async status(): Promise<Status> {
     const connections = await countConnections(this.runner, this.config.kernel.markMask).catch(() => new Map<number, number>());
     const uplinks = [...this.tracked.values()].map((t): UplinkStatus => {
-      const planned = this.installed?.uplinks.find((u) => u.name === t.uplink.name);
+      const planned = this.installed?.state.uplinks.find((u) => u.name === t.uplink.name);
       return {
         name: t.uplink.name,
         interface: t.uplink.interface,
@@ -356,6 +436,10 @@ export class Daemon {
         connections: planned ? connections.get(planned.mark) ?? 0 : 0,
       };
     });
-    return { uplinks, events: this.events };
+    return { uplinks, events: this.events, self_healing: { ...this.healing, backoff_ms: this.backoff.currentGapMs(Date.now()) } };
   }
+}
+
+function describeDrift(drift: { detail: string }[]): string {
+  return drift.map((d) => d.detail).join('; ');
 }

@@ -4,11 +4,12 @@
 
 import { spawn } from 'node:child_process';
 import type { Logger } from './log.js';
+import type { StatusEvent } from './status.js';
 
 export const HOOK_TIMEOUT_MS = 10_000;
 
 export interface HookEvent {
-  event: 'up' | 'down' | 'address' | 'reload';
+  event: StatusEvent['event'];
   uplink?: string;
   interface?: string;
   address?: string;

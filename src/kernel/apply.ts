@@ -20,23 +20,25 @@ const RT_TABLE_MAIN = 254;
 
 export interface Change { what: string; args: string[] }
 
-interface RouteJson {
+export interface RouteJson {
   type?: string; dst: string; gateway?: string; dev?: string; prefsrc?: string; scope?: string; metric?: number; table?: string;
 }
-interface RuleJson {
+export interface RuleJson {
   priority: number; src?: string; srclen?: number; fwmark?: string; fwmask?: string; table?: string; action?: string;
   suppress_prefixlen?: number;
 }
 
 // Canonical forms: a desired item and the kernel's JSON of the same item
 // print the same key, so "already there" is a string comparison.
-function routeKey(r: { type: string; dst: string; via?: string; dev?: string; src?: string; scope?: string; metric?: number }): string {
-  return [r.type, r.dst, r.via ?? '-', r.dev ?? '-', r.src ?? '-', r.scope === 'link' ? 'link' : '-', r.metric ?? 0].join(' ');
+// The table is part of the key: every uplink table holds the same
+// `unreachable default`, and one must not stand in for another's.
+function routeKey(r: { table: string; type: string; dst: string; via?: string; dev?: string; src?: string; scope?: string; metric?: number }): string {
+  return [r.table, r.type, r.dst, r.via ?? '-', r.dev ?? '-', r.src ?? '-', r.scope === 'link' ? 'link' : '-', r.metric ?? 0].join(' ');
 }
 
-const desiredRouteKey = (r: Route) => routeKey(r);
+const desiredRouteKey = (r: Route) => routeKey({ ...r, table: String(r.table) });
 const kernelRouteKey = (r: RouteJson) =>
-  routeKey({ type: r.type ?? 'unicast', dst: r.dst, via: r.gateway, dev: r.dev, src: r.prefsrc, scope: r.scope, metric: r.metric });
+  routeKey({ table: r.table ?? '-', type: r.type ?? 'unicast', dst: r.dst, via: r.gateway, dev: r.dev, src: r.prefsrc, scope: r.scope, metric: r.metric });
 
 function ruleKey(r: { priority: number; from: string; mark: string; target: string; suppress?: number }): string {
   return [r.priority, r.from, r.mark, r.target, r.suppress ?? '-'].join(' ');
@@ -108,59 +110,84 @@ function readSysctl(path: string): string | undefined {
   }
 }
 
-export interface ApplyOptions {
-  /**
-   * Element updates to run instead of replacing the table: the daemon
-   * passes them when only elements changed (see update.ts).
-   */
-  nftElements?: string;
+/**
+ * What to do with the nft table:
+ * - `adopt`: replace it unless it already carries this plan's digest (a
+ *   restarted daemon, or a second `apply`, keeps the table and its counters);
+ * - `replace`: replace it whatever it holds (it was found changed);
+ * - `{ elements }`: run these element updates instead (see update.ts).
+ */
+export type NftMode = 'adopt' | 'replace' | { elements: string };
+
+export interface ApplyResult {
+  changes: Change[];
+  /** Whether the nft table was kept as it was (adopted, or only its elements rewritten). */
+  nftKept: boolean;
 }
 
-export async function applyState(state: DesiredState, runner: Runner, opts: ApplyOptions = {}): Promise<Change[]> {
+/**
+ * The routes and rules that differ from the plan: what is missing and what is
+ * stale in the owned tables and priority range. Empty lists mean in step.
+ */
+export async function routingDiff(state: DesiredState, runner: Runner): Promise<{
+  missingRoutes: Route[]; staleRoutes: RouteJson[]; missingRules: Rule[]; staleRules: RuleJson[];
+}> {
+  const [present, rules] = await Promise.all([
+    listRoutes(runner, state.ownedTables),
+    listOwnedRules(runner, state.ruleRange.from, state.ruleRange.to),
+  ]);
+  const presentRouteKeys = new Set(present.map(kernelRouteKey));
+  const wantedRouteKeys = new Set(state.routes.map(desiredRouteKey));
+  const presentRuleKeys = new Set(rules.map(kernelRuleKey));
+  const wantedRuleKeys = new Set(state.rules.map(desiredRuleKey));
+  return {
+    missingRoutes: state.routes.filter((r) => !presentRouteKeys.has(desiredRouteKey(r))),
+    staleRoutes: present.filter((r) => !wantedRouteKeys.has(kernelRouteKey(r))),
+    missingRules: state.rules.filter((r) => !presentRuleKeys.has(desiredRuleKey(r))),
+    staleRules: rules.filter((r) => !wantedRuleKeys.has(kernelRuleKey(r))),
+  };
+}
+
+/** The planned sysctls whose current value differs. */
+export function sysctlDiff(state: DesiredState): DesiredState['sysctls'] {
+  return state.sysctls.filter((s) => readSysctl(s.path) !== s.value);
+}
+
+export async function applyState(state: DesiredState, runner: Runner, nftMode: NftMode = 'adopt'): Promise<ApplyResult> {
   const changes: Change[] = [];
   const ip = async (what: string, args: string[]) => {
     await mustRun(runner, 'ip', args);
     changes.push({ what, args: ['ip', ...args] });
   };
 
-  for (const s of state.sysctls) {
-    if (readSysctl(s.path) === s.value) continue;
+  for (const s of sysctlDiff(state)) {
     writeFileSync(`/proc/sys/${s.path}`, s.value);
     changes.push({ what: 'sysctl', args: ['sysctl', '-w', `${s.key}=${s.value}`] });
   }
 
-  // Routes before the rules and marks that lead to them.
-  const present = await listRoutes(runner, state.ownedTables);
-  const presentRouteKeys = new Set(present.map(kernelRouteKey));
-  for (const route of state.routes) {
-    if (!presentRouteKeys.has(desiredRouteKey(route))) await ip('route', ['-4', ...routeArgs(route)]);
-  }
+  // Routes before the rules and marks that lead to them; stale ones last, so
+  // nothing is without a route in between.
+  const diff = await routingDiff(state, runner);
+  for (const route of diff.missingRoutes) await ip('route', ['-4', ...routeArgs(route)]);
 
-  if (opts.nftElements !== undefined) {
-    if (opts.nftElements) {
-      await mustRun(runner, 'nft', ['-f', '-'], opts.nftElements);
+  let nftKept = true;
+  if (typeof nftMode === 'object') {
+    if (nftMode.elements) {
+      await mustRun(runner, 'nft', ['-f', '-'], nftMode.elements);
       changes.push({ what: 'nft elements', args: ['nft', '-f', '-'] });
     }
-  } else if ((await currentTableComment(runner, state.nft.family, state.nft.name)) !== tableComment(state.nft)) {
+  } else if (nftMode === 'replace' || (await currentTableComment(runner, state.nft.family, state.nft.name)) !== tableComment(state.nft)) {
     await mustRun(runner, 'nft', ['-f', '-'], nftTransaction(state.nft));
     changes.push({ what: 'nft', args: ['nft', '-f', '-'] });
+    nftKept = false;
   }
 
-  const rules = await listOwnedRules(runner, state.ruleRange.from, state.ruleRange.to);
-  const wantedRuleKeys = new Set(state.rules.map(desiredRuleKey));
-  const presentRuleKeys = new Set(rules.map(kernelRuleKey));
-  for (const rule of state.rules) {
-    if (!presentRuleKeys.has(desiredRuleKey(rule))) await ip('rule', ['-4', ...ruleArgs(rule)]);
+  for (const rule of diff.missingRules) await ip('rule', ['-4', ...ruleArgs(rule)]);
+  for (const rule of diff.staleRules) {
+    await ip('stale rule', ['-4', 'rule', 'del', 'priority', String(rule.priority), ...staleRuleSelector(rule)]);
   }
-  for (const rule of rules) {
-    if (!wantedRuleKeys.has(kernelRuleKey(rule))) await ip('stale rule', ['-4', 'rule', 'del', 'priority', String(rule.priority), ...staleRuleSelector(rule)]);
-  }
-
-  const wantedRouteKeys = new Set(state.routes.map(desiredRouteKey));
-  for (const route of present) {
-    if (!wantedRouteKeys.has(kernelRouteKey(route))) await ip('stale route', ['-4', ...deleteRouteArgs(route)]);
-  }
-  return changes;
+  for (const route of diff.staleRoutes) await ip('stale route', ['-4', ...deleteRouteArgs(route)]);
+  return { changes, nftKept };
 }
 
 /** Enough of a stale rule to delete that one and not a twin at the same priority. */

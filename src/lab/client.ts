@@ -6,7 +6,7 @@
 //   client udp  --host 192.0.2.10 --port 8080 --count 400 [--sport P]
 //               [--sources a,b,c] [--concurrency 8] [--timeout-ms 2000]
 //   client stream --url http://192.0.2.10:8080/ --every-ms 10 --duration-ms N
-//               [--timeout-ms 1000]
+//               [--sources a,b] [--timeout-ms 1000]
 //
 // Every request is a new connection (HTTP: agent off; UDP: a new socket, so a
 // new source port unless --sport pins one flow). --sources binds the requests
@@ -112,21 +112,23 @@ async function tally(request: Request, count: number, sources: string[], concurr
  * long the earlier ones take, so a hanging uplink cannot slow the stream
  * down and hide its own failure. Each start is stamped just before connecting.
  */
-async function stream(request: Request, everyMs: number, durationMs: number): Promise<void> {
+async function stream(request: Request, everyMs: number, durationMs: number, sources: string[]): Promise<void> {
   let stopping = false;
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.once(signal, () => (stopping = true));
   const print = (sample: StreamSample): void => void process.stdout.write(JSON.stringify(sample) + '\n');
   const inFlight = new Set<Promise<void>>();
   const t0 = monotonicMs();
   let due = t0;
-  while (!stopping && due - t0 < durationMs) {
+  for (let k = 0; !stopping && due - t0 < durationMs; k++) {
     const wait = due - monotonicMs();
     if (wait > 0) await sleep(wait);
     if (stopping) break;
+    const source = sources.length ? sources[k % sources.length] : undefined;
+    const from = source ? { source } : {};
     const start = monotonicMs();
-    const done: Promise<void> = request(undefined).then(
-      ({ seen }) => print({ start, ok: true, seen, error: null }),
-      (err: NodeJS.ErrnoException) => print({ start, ok: false, seen: null, error: err.code ?? err.message }),
+    const done: Promise<void> = request(source).then(
+      ({ seen }) => print({ start, ok: true, seen, error: null, ...from }),
+      (err: NodeJS.ErrnoException) => print({ start, ok: false, seen: null, error: err.code ?? err.message, ...from }),
     ).finally(() => inFlight.delete(done));
     inFlight.add(done);
     // After a stall (a busy machine), carry on from now rather than firing a burst to catch up.
@@ -164,7 +166,7 @@ async function main(): Promise<void> {
       process.stderr.write('client stream: --every-ms, --duration-ms and --timeout-ms must be positive numbers\n');
       process.exit(2);
     }
-    await stream(httpRequest(values.url, timeoutMs), everyMs, durationMs);
+    await stream(httpRequest(values.url, timeoutMs), everyMs, durationMs, sources);
     return;
   }
   if (mode === 'http') request = httpRequest(values.url, timeoutMs);

@@ -18,6 +18,8 @@ export interface StreamSample {
   seen: string | null;
   /** ECONNREFUSED, ETIMEDOUT, HTTP_503, ... or null on success. */
   error: string | null;
+  /** The local address it was bound to, when the stream was given sources. */
+  source?: string;
 }
 
 /**
@@ -37,12 +39,14 @@ export function monotonicMs(): number {
  * after it succeeded, minus faultAt. Undefined if there is no such sample, i.e.
  * the last connection still failed (or none was started after the fault).
  * `until` (e.g. the heal) bounds the window, so what happens later cannot
- * change the figure.
+ * change the figure. `good` says what succeeding means (default: answered).
  */
-export function failoverMs(samples: readonly StreamSample[], faultAt: number, until = Infinity): number | undefined {
+export function failoverMs(
+  samples: readonly StreamSample[], faultAt: number, until = Infinity, good: (s: StreamSample) => boolean = (s) => s.ok,
+): number | undefined {
   const window = samples.filter((s) => s.start >= faultAt && s.start < until).sort((a, b) => a.start - b.start);
   let earliest: number | undefined;
-  for (let i = window.length - 1; i >= 0 && window[i].ok; i--) earliest = window[i].start;
+  for (let i = window.length - 1; i >= 0 && good(window[i]); i--) earliest = window[i].start;
   return earliest === undefined ? undefined : earliest - faultAt;
 }
 
@@ -80,6 +84,8 @@ export interface StreamOptions {
   durationMs?: number;
   /** A connection that has not been answered by then counts as failed. Default 1000 ms. */
   timeoutMs?: number;
+  /** Local addresses to bind the connections to, in turn. Default: unbound. */
+  sources?: string[];
 }
 
 export interface RunningStream {
@@ -100,6 +106,7 @@ export function startStream(opts: StreamOptions): RunningStream {
   const args = [
     'stream', '--url', opts.url, '--every-ms', String(opts.everyMs ?? 10),
     '--duration-ms', String(opts.durationMs ?? 60_000), '--timeout-ms', String(opts.timeoutMs ?? 1000),
+    ...(opts.sources?.length ? ['--sources', opts.sources.join(',')] : []),
   ];
   // `ip netns exec` execs the program, so the child's pid is the client itself and gets our signals.
   const child = spawn('ip', ['netns', 'exec', opts.ns, ...labProgram('client'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,0 +1,194 @@
+// The one door through which the daemon changes the kernel, and the check that
+// what it installed is still there.
+//
+// `converge(installed, desired)` decides how: element updates in one nft
+// transaction when only elements changed (a health verdict), a full apply
+// otherwise; an element update that fails (the table is gone) falls back to a
+// full apply, so the kernel is never left half way. Afterwards it reads back
+// what the kernel holds, so `findDrift` can later tell when someone else (a
+// firewall reload, a network manager, a DHCP client) removed or changed any
+// of it. See README "Self-healing".
+
+import type { DesiredState, NftTable } from '../plan/state.js';
+import { applyState, routingDiff, sysctlDiff, type Change, type NftMode } from './apply.js';
+import { type Runner } from './runner.js';
+import { elementUpdateScript, runNftScript, sameStructure } from './update.js';
+
+/** What uplinkd's nft table held right after uplinkd last changed it, as `nft -j` lists it. */
+export interface NftFingerprint {
+  /** Tables, chains, rules and set declarations; undefined when the table did not exist. */
+  structure?: string;
+  /** The elements of every planned set; dynamic sets (sticky) are filled by packets and left out. */
+  elements?: string;
+}
+
+export interface Installed {
+  state: DesiredState;
+  nft: NftFingerprint;
+}
+
+export type DriftKind = 'nft-table' | 'nft-structure' | 'nft-elements' | 'rules' | 'routes' | 'sysctls';
+
+export interface Drift {
+  kind: DriftKind;
+  /** What differs, in a few words, for the log and status. */
+  detail: string;
+}
+
+export interface ConvergeResult {
+  installed: Installed;
+  changes: Change[];
+  /** Set when an element update failed and a full apply was done instead: the error it met. */
+  fellBack?: string;
+}
+
+interface NftJsonItem { [kind: string]: { name?: string; flags?: string[]; elem?: unknown; handle?: number } }
+
+/** Reads the fingerprint of table `family name`: 1 `nft -j list table`, ~10 ms. */
+export async function readFingerprint(runner: Runner, table: Pick<NftTable, 'family' | 'name'>): Promise<NftFingerprint> {
+  const result = await runner.run('nft', ['-j', 'list', 'table', table.family, table.name]);
+  if (result.code !== 0) return {};
+  return fingerprintOf(result.stdout);
+}
+
+/** The fingerprint of `nft -j list table` output (see NftFingerprint). */
+export function fingerprintOf(json: string): NftFingerprint {
+  const items = (JSON.parse(json) as { nftables: NftJsonItem[] }).nftables.filter((i) => !('metainfo' in i));
+  const structure: NftJsonItem[] = [];
+  const elements: [string, unknown][] = [];
+  for (const item of items) {
+    const [kind, body] = Object.entries(item)[0];
+    if (kind === 'set' || kind === 'map') {
+      const { elem, ...declaration } = body;
+      structure.push({ [kind]: declaration });
+      if (!declaration.flags?.includes('dynamic')) elements.push([declaration.name ?? '', elem ?? []]);
+    } else {
+      structure.push(item);
+    }
+  }
+  return { structure: JSON.stringify(structure), elements: JSON.stringify(elements) };
+}
+
+/**
+ * Everything that differs between what `installed` says is in the kernel and
+ * what is: 3 commands (`nft -j list table`, `ip -j rule`, `ip -j route`) and
+ * a few /proc/sys reads. An empty list means in step.
+ */
+export async function findDrift(installed: Installed, runner: Runner): Promise<Drift[]> {
+  const { state } = installed;
+  const [now, routing] = await Promise.all([readFingerprint(runner, state.nft), routingDiff(state, runner)]);
+  const drift: Drift[] = [];
+  if (now.structure === undefined) drift.push({ kind: 'nft-table', detail: `table ${state.nft.family} ${state.nft.name} is gone` });
+  else if (now.structure !== installed.nft.structure) drift.push({ kind: 'nft-structure', detail: `table ${state.nft.name}: chains, rules or sets changed` });
+  else if (now.elements !== installed.nft.elements) drift.push({ kind: 'nft-elements', detail: `table ${state.nft.name}: set or map elements changed` });
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+  if (routing.missingRules.length || routing.staleRules.length) {
+    drift.push({ kind: 'rules', detail: [routing.missingRules.length && `${count(routing.missingRules.length, 'rule')} missing`,
+      routing.staleRules.length && `${count(routing.staleRules.length, 'foreign rule')} in the owned range`].filter(Boolean).join(', ') });
+  }
+  if (routing.missingRoutes.length || routing.staleRoutes.length) {
+    drift.push({ kind: 'routes', detail: [routing.missingRoutes.length && `${count(routing.missingRoutes.length, 'route')} missing`,
+      routing.staleRoutes.length && `${count(routing.staleRoutes.length, 'foreign route')} in owned tables`].filter(Boolean).join(', ') });
+  }
+  const sysctls = sysctlDiff(state);
+  if (sysctls.length) drift.push({ kind: 'sysctls', detail: sysctls.map((s) => s.key).join(', ') + ' changed' });
+  return drift;
+}
+
+/**
+ * Brings the kernel from `installed` (undefined: unknown, as at start) to
+ * `desired`. `drift` (from findDrift) says what someone else changed, so it
+ * is restored even where the plan itself did not change.
+ */
+export interface ConvergeOptions {
+  drift?: Drift[];
+  /**
+   * Runs once the kernel holds the new state and before it is read back
+   * (e.g. flushing a down uplink's connections), so it waits for nothing.
+   */
+  then?: () => Promise<void>;
+}
+
+export async function converge(installed: Installed | undefined, desired: DesiredState, runner: Runner, opts: ConvergeOptions = {}): Promise<ConvergeResult> {
+  const drift = opts.drift ?? [];
+  const kinds = new Set(drift.map((d) => d.kind));
+  const sameTable = installed !== undefined && !kinds.has('nft-table') && !kinds.has('nft-structure') && sameStructure(installed.state.nft, desired.nft);
+  const routingSame = installed !== undefined && !kinds.has('rules') && !kinds.has('routes') && !kinds.has('sysctls') &&
+    JSON.stringify([installed.state.routes, installed.state.rules, installed.state.sysctls]) ===
+      JSON.stringify([desired.routes, desired.rules, desired.sysctls]);
+  // A table whose elements were changed by someone else gets every planned
+  // set rewritten; otherwise only the sets the plan changed.
+  const elements = sameTable ? elementUpdateScript(kinds.has('nft-elements') ? { ...installed.state.nft, sets: [] } : installed.state.nft, desired.nft) : '';
+
+  let changes: Change[] = [];
+  let fellBack: string | undefined;
+  try {
+    if (sameTable && routingSame) {
+      // The failover path: one nft transaction and nothing else to wait for.
+      await runNftScript(runner, elements);
+      if (elements) changes.push({ what: 'nft elements', args: ['nft', '-f', '-'] });
+    } else {
+      changes = await fullApply(desired, runner, sameTable ? { elements } : installed ? 'replace' : 'adopt');
+    }
+  } catch (err) {
+    if (!sameTable) throw err;
+    // The table we meant to update is not the one we know (deleted, or
+    // changed under us): replace it whole, with routes and rules.
+    fellBack = err instanceof Error ? err.message : String(err);
+    changes = await fullApply(desired, runner, 'replace');
+  }
+  await opts.then?.();
+  return { installed: { state: desired, nft: await readFingerprint(runner, desired.nft) }, changes, ...(fellBack ? { fellBack } : {}) };
+}
+
+/**
+ * applyState, and when it adopted a table it did not itself write (a previous
+ * instance's), every planned set rewritten once: that instance may have
+ * followed verdicts element by element under the same table digest, so the
+ * digest alone cannot tell what the maps hold. Dynamic sets (sticky) are kept.
+ */
+async function fullApply(desired: DesiredState, runner: Runner, nftMode: NftMode): Promise<Change[]> {
+  const { changes, nftKept } = await applyState(desired, runner, nftMode);
+  if (nftMode === 'adopt' && nftKept) {
+    const script = elementUpdateScript({ ...desired.nft, sets: [] }, desired.nft);
+    await runNftScript(runner, script);
+    if (script) changes.push({ what: 'nft elements', args: ['nft', '-f', '-'] });
+  }
+  return changes;
+}
+
+/**
+ * Paces restores so that a program that keeps deleting uplinkd's state is
+ * not fought in a tight loop: the first restore after a quiet spell is
+ * immediate, each further one waits twice as long as the one before (from
+ * BASE_MS), up to CAP_MS. The cap stays under a second, so the state is
+ * still back within a second of the other program stopping.
+ */
+export class RestoreBackoff {
+  static readonly BASE_MS = 100;
+  static readonly CAP_MS = 800;
+  /** A spell this long without drift forgets the streak. */
+  static readonly QUIET_MS = 10_000;
+  private streak = 0;
+  private lastRestoreAt = -Infinity;
+
+  /** How long to wait, from `nowMs`, before restoring drift found now. */
+  delayMs(nowMs: number): number {
+    if (nowMs - this.lastRestoreAt > RestoreBackoff.QUIET_MS) this.streak = 0;
+    if (this.streak === 0) return 0;
+    const gap = Math.min(RestoreBackoff.CAP_MS, RestoreBackoff.BASE_MS * 2 ** (this.streak - 1));
+    return Math.max(0, this.lastRestoreAt + gap - nowMs);
+  }
+
+  /** The current gap between restores, for status: 0 while not backing off. */
+  currentGapMs(nowMs: number): number {
+    if (this.streak === 0 || nowMs - this.lastRestoreAt > RestoreBackoff.QUIET_MS) return 0;
+    return Math.min(RestoreBackoff.CAP_MS, RestoreBackoff.BASE_MS * 2 ** (this.streak - 1));
+  }
+
+  restored(nowMs: number): void {
+    if (nowMs - this.lastRestoreAt > RestoreBackoff.QUIET_MS) this.streak = 0;
+    this.streak++;
+    this.lastRestoreAt = nowMs;
+  }
+}
