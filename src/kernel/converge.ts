@@ -42,17 +42,20 @@ export interface ConvergeResult {
   fellBack?: string;
 }
 
-interface NftJsonItem { [kind: string]: { name?: string; flags?: string[]; elem?: unknown; handle?: number } }
+interface NftJsonItem { [kind: string]: { name?: string; elem?: unknown } }
 
-/** Reads the fingerprint of table `family name`: 1 `nft -j list table`, ~10 ms. */
-export async function readFingerprint(runner: Runner, table: Pick<NftTable, 'family' | 'name'>): Promise<NftFingerprint> {
+/**
+ * Reads the fingerprint of the planned table: 1 `nft -j list table`, ~10 ms.
+ * The plan says which sets are dynamic: nft does not list that flag back.
+ */
+export async function readFingerprint(runner: Runner, table: NftTable): Promise<NftFingerprint> {
   const result = await runner.run('nft', ['-j', 'list', 'table', table.family, table.name]);
   if (result.code !== 0) return {};
-  return fingerprintOf(result.stdout);
+  return fingerprintOf(result.stdout, new Set(table.sets.filter((s) => s.flags?.includes('dynamic')).map((s) => s.name)));
 }
 
-/** The fingerprint of `nft -j list table` output (see NftFingerprint). */
-export function fingerprintOf(json: string): NftFingerprint {
+/** The fingerprint of `nft -j list table` output (see NftFingerprint); `dynamic` names the sets packets fill. */
+export function fingerprintOf(json: string, dynamic: ReadonlySet<string>): NftFingerprint {
   const items = (JSON.parse(json) as { nftables: NftJsonItem[] }).nftables.filter((i) => !('metainfo' in i));
   const structure: NftJsonItem[] = [];
   const elements: [string, unknown][] = [];
@@ -61,7 +64,7 @@ export function fingerprintOf(json: string): NftFingerprint {
     if (kind === 'set' || kind === 'map') {
       const { elem, ...declaration } = body;
       structure.push({ [kind]: declaration });
-      if (!declaration.flags?.includes('dynamic')) elements.push([declaration.name ?? '', elem ?? []]);
+      if (!dynamic.has(declaration.name ?? '')) elements.push([declaration.name ?? '', elem ?? []]);
     } else {
       structure.push(item);
     }

@@ -132,3 +132,25 @@ function cpuSeconds(pid: number): number {
   // After the command: state is field 3, so utime..cstime (fields 14-17) are at 11-14 here.
   return fields.slice(11, 15).map(Number).reduce((a, b) => a + b, 0) / 100;
 }
+
+test('no restore when nothing was touched: sticky sources filling their sets and least-loaded moving shares are uplinkd\'s own changes', async () => {
+  const quiet = writeConfig(lab, 'heal-quiet.yaml', labConfig(lab, {
+    uplink: () => '    check: { targets: [192.0.2.10] }\n',
+    top: `balance: least-loaded\nsticky: 10m\napi: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
+  }));
+  daemon = await startDaemon(lab, quiet);
+  const stream = startStream({ ns: lab.ns.lan, url: whoamiUrl(lab), everyMs: 10, timeoutMs: 500, durationMs: 30_000, sources: lab.lanSources.slice(0, 8) });
+  try {
+    await stream.started;
+    // Longer than the periodic drift check (5 s), so it has run at least once with the sticky sets full.
+    await sleep(6500);
+    const samples = await stream.stop();
+    assert.ok(samples.length > 300 && samples.every((s) => s.ok), `traffic flowed: ${samples.filter((s) => !s.ok).length} of ${samples.length} failed`);
+    const sticky = await router('nft', 'list', 'set', 'inet', 'uplinkd', 'sticky_isp1');
+    const healing = await selfHealing();
+    assert.equal(healing.restores, 0, `restores: ${JSON.stringify(healing)}`);
+    assert.ok(/elements = \{/.test(sticky) || (await router('nft', 'list', 'table', 'inet', 'uplinkd')).includes('expires'), 'the sticky sets were filled');
+  } finally {
+    await stream.stop().catch(() => {});
+  }
+});

@@ -1,0 +1,106 @@
+// kernel/converge.ts without root: which commands converge() runs for a
+// verdict, what it does when an element update fails, what the drift
+// fingerprint ignores, and how restores are paced.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { parseConfig } from '../../src/config/load.js';
+import { converge, fingerprintOf, RestoreBackoff, type Installed } from '../../src/kernel/converge.js';
+import type { CommandResult, Runner } from '../../src/kernel/runner.js';
+import { plan } from '../../src/plan/plan.js';
+import type { Health, KernelFacts } from '../../src/plan/state.js';
+
+const dir = new URL('../golden/', import.meta.url);
+const facts = JSON.parse(readFileSync(new URL('facts.json', dir), 'utf8')) as KernelFacts;
+
+function planFor(configName: string, down: string[] = []) {
+  const result = parseConfig(readFileSync(new URL(`${configName}.yaml`, dir), 'utf8'), configName);
+  assert.ok(result.ok);
+  return plan({ config: result.config, facts, health: Object.fromEntries(down.map((n) => [n, 'down' as Health])) });
+}
+
+/** Records every command; `answer` may fail some. Listings answer empty, as for a kernel with nothing of ours. */
+function recordingRunner(answer: (command: string, args: string[], input?: string) => CommandResult | undefined = () => undefined) {
+  const calls: { line: string; input?: string }[] = [];
+  const runner: Runner = {
+    async run(command, args, input) {
+      calls.push({ line: [command, ...args].join(' '), input });
+      const given = answer(command, args, input);
+      if (given) return given;
+      if (command === 'nft' && args[0] === '-j') return { code: 0, stdout: '{"nftables": [{"table": {"family": "inet", "name": "uplinkd"}}]}', stderr: '' };
+      return { code: 0, stdout: args.includes('-j') ? '[]' : '', stderr: '' };
+    },
+  };
+  return { runner, calls };
+}
+
+test('a verdict that changes only elements is one nft transaction of element updates, then the read-back', async () => {
+  const before = planFor('two-uplinks');
+  const installed: Installed = { state: before, nft: {} };
+  const { runner, calls } = recordingRunner();
+  const result = await converge(installed, planFor('two-uplinks', ['isp1']), runner);
+  assert.deepEqual(calls.map((c) => c.line), ['nft -f -', 'nft -j list table inet uplinkd']);
+  assert.match(calls[0].input!, /^flush map inet uplinkd balance$/m);
+  assert.doesNotMatch(calls[0].input!, /delete table/);
+  assert.equal(result.fellBack, undefined);
+});
+
+test('an element update that fails (the table is gone) falls back to replacing the whole table, routes and rules included', async () => {
+  // Sysctls are written to /proc/sys directly, not through the runner: left out here.
+  const installed: Installed = { state: { ...planFor('two-uplinks'), sysctls: [] }, nft: {} };
+  const { runner, calls } = recordingRunner((command, _args, input) =>
+    command === 'nft' && input?.startsWith('flush') ? { code: 1, stdout: '', stderr: 'Error: No such file or directory' } : undefined);
+  const result = await converge(installed, { ...planFor('two-uplinks', ['isp1']), sysctls: [] }, runner);
+  assert.match(result.fellBack ?? '', /No such file or directory/);
+  const transaction = calls.find((c) => c.input?.includes('delete table inet uplinkd'));
+  assert.ok(transaction, `a full table transaction was run: ${calls.map((c) => c.line).join('; ')}`);
+  assert.ok(calls.some((c) => c.line.startsWith('ip -4 rule add')), 'rules converged too');
+  assert.ok(calls.some((c) => c.line.startsWith('ip -4 route replace')), 'routes converged too');
+});
+
+test('drift in elements rewrites every planned set; the plan unchanged', async () => {
+  const state = planFor('two-uplinks');
+  const { runner, calls } = recordingRunner();
+  await converge({ state, nft: {} }, state, runner, { drift: [{ kind: 'nft-elements', detail: 'x' }] });
+  const script = calls[0].input ?? '';
+  for (const set of state.nft.sets) assert.match(script, new RegExp(`^flush (set|map) inet uplinkd ${set.name}$`, 'm'));
+});
+
+test('the drift fingerprint ignores what packets write (sticky sets) and sees every planned element', () => {
+  const listing = (stickyElems: string[], balanceElems: unknown[]) => JSON.stringify({ nftables: [
+    { metainfo: { version: '1.0.6' } },
+    { table: { family: 'inet', name: 'uplinkd', handle: 4 } },
+    // As nft 1.0.6 lists a `flags dynamic,timeout` set: only "timeout" comes back.
+    { set: { family: 'inet', name: 'sticky_isp1', table: 'uplinkd', type: 'ipv4_addr', flags: ['timeout'], timeout: 600,
+      elem: stickyElems.map((val, i) => ({ elem: { val, expires: 599 - i } })) } },
+    { map: { family: 'inet', name: 'balance', table: 'uplinkd', type: 'integer', map: 'verdict', flags: ['interval'], elem: balanceElems } },
+    { chain: { family: 'inet', table: 'uplinkd', name: 'prerouting', handle: 1 } },
+  ] });
+  const dynamic = new Set(['sticky_isp1']);
+  const a = fingerprintOf(listing(['198.18.0.2'], [[{ range: [0, 32767] }, { goto: { target: 'mark_isp1' } }]]), dynamic);
+  const b = fingerprintOf(listing(['198.18.0.2', '198.18.0.3'], [[{ range: [0, 32767] }, { goto: { target: 'mark_isp1' } }]]), dynamic);
+  const c = fingerprintOf(listing(['198.18.0.2'], []), dynamic);
+  assert.deepEqual(a, b, 'sticky sources come and go with traffic');
+  assert.equal(a.structure, c.structure);
+  assert.notEqual(a.elements, c.elements, 'a deleted balance element is drift');
+});
+
+test('restores back off: at once, then 100, 200, 400, 800, 800 ms apart; a quiet spell forgets the streak', () => {
+  const backoff = new RestoreBackoff();
+  let now = 1_000_000;
+  const gaps: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const wait = backoff.delayMs(now);
+    gaps.push(wait);
+    now += wait;
+    backoff.restored(now);
+  }
+  assert.deepEqual(gaps, [0, 100, 200, 400, 800, 800]);
+  assert.equal(backoff.currentGapMs(now), 800);
+  // Drift found 50 ms after a restore waits out the rest of the gap, not a whole new one.
+  assert.equal(backoff.delayMs(now + 50), 750);
+  now += RestoreBackoff.QUIET_MS + 1;
+  assert.equal(backoff.delayMs(now), 0);
+  assert.equal(backoff.currentGapMs(now), 0);
+});
