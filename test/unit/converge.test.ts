@@ -86,7 +86,7 @@ test('the drift fingerprint ignores what packets write (sticky sets) and sees ev
   assert.notEqual(a.elements, c.elements, 'a deleted balance element is drift');
 });
 
-test('restores back off: at once, then 100, 200, 400, 800, 800 ms apart; a quiet spell forgets the streak', () => {
+test('restores back off: at once, then 100, 200, 400, 500, 500 ms apart; a quiet spell forgets the streak', () => {
   const backoff = new RestoreBackoff();
   let now = 1_000_000;
   const gaps: number[] = [];
@@ -96,10 +96,10 @@ test('restores back off: at once, then 100, 200, 400, 800, 800 ms apart; a quiet
     now += wait;
     backoff.restored(now);
   }
-  assert.deepEqual(gaps, [0, 100, 200, 400, 800, 800]);
-  assert.equal(backoff.currentGapMs(now), 800);
+  assert.deepEqual(gaps, [0, 100, 200, 400, 500, 500]);
+  assert.equal(backoff.currentGapMs(now), 500);
   // Drift found 50 ms after a restore waits out the rest of the gap, not a whole new one.
-  assert.equal(backoff.delayMs(now + 50), 750);
+  assert.equal(backoff.delayMs(now + 50), 450);
   now += RestoreBackoff.QUIET_MS + 1;
   assert.equal(backoff.delayMs(now), 0);
   assert.equal(backoff.currentGapMs(now), 0);
