@@ -267,6 +267,7 @@ export class Daemon {
       const slotStartedAt = performance.now();
       const result = await converge(this.installed, this.desired(), this.runner, { then: after && (() => after(slotStartedAt)) });
       this.installed = result.installed;
+      this.noteUnusable();
       if (result.changes.length) this.log.info({ event: 'apply', why, changes: result.changes.length }, `${why}: ${result.changes.length} kernel changes`);
       for (const c of result.changes) this.log.debug({ event: 'change' }, `[#] ${c.args.join(' ')}`);
       if (result.fellBack) this.noteRestore([{ kind: 'update-failed', detail: `element update failed (${result.fellBack}); replaced the table` }], why, 0);
@@ -356,6 +357,23 @@ export class Daemon {
         if (announce) this.record({ event: 'address', uplink: t.uplink.name, reason: `${t.uplink.interface} address ${t.address ?? 'none'} -> ${address ?? 'none'}`, address });
         t.address = address;
       }
+    }
+  }
+
+  /**
+   * An uplink the plan cannot use (its DHCP lease expired, so no address or
+   * no default route; its interface gone) carries nothing: it is down, with
+   * the plan's reason, so status, hooks and flush_on_down say so. Once it is
+   * usable again its probes bring it back; without probes it is up at once.
+   */
+  private noteUnusable(): void {
+    for (const u of this.installed?.state.uplinks ?? []) {
+      const t = this.tracked.get(u.name);
+      if (!t) continue;
+      const transition = u.unusable
+        ? t.tracker.forceDown(`unusable: ${u.unusable}`)
+        : !t.uplink.check && t.carrier && t.tracker.state === 'down' ? t.tracker.forceUp(`${t.uplink.interface} usable again`) : undefined;
+      if (transition) this.onTransition(t, transition);
     }
   }
 

@@ -4,12 +4,21 @@
 
 import type { Command } from 'commander';
 import { DEMO_LAB, DemoInterrupted, labDemo } from './demo.js';
-import { describeLab, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab } from './lab.js';
+import { describeLab, labDhcpStart, labDhcpStop, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab } from './lab.js';
 
 const say = (text: string) => process.stdout.write(text + '\n');
 
 function labName(cmd: Command): string {
   return (cmd.optsWithGlobals().name as string | undefined) ?? process.env.UPLINKD_LAB ?? 'lab';
+}
+
+/** `isp2,3` → [2, 3]: uplinks by name or 1-based number (labUp checks the range). */
+function uplinkList(option: string, text: string | undefined): number[] | undefined {
+  return text?.split(',').map((item) => {
+    const k = /^(?:isp)?(\d+)$/.exec(item.trim())?.[1];
+    if (k === undefined) throw new Error(`${option}: '${item}' is not an uplink (isp1, isp2, … or 1, 2, …)`);
+    return Number(k);
+  });
 }
 
 export function registerLabCommands(program: Command): void {
@@ -25,11 +34,13 @@ export function registerLabCommands(program: Command): void {
   sub('up', 'build the lab: LAN host, router, one ISP per uplink, internet with servers')
     .option('--uplinks <n>', 'number of uplinks, 1..8', '2')
     .option('--capacity <rates>', 'tc rates, one for all or one per uplink, e.g. 20mbit,10mbit')
-    .option('--point-to-point <uplinks>', 'uplinks (1-based, comma-separated) addressed like PPPoE: a /32 with a peer, no gateway')
-    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string }, cmd: Command) => {
+    .option('--point-to-point <uplinks>', 'uplinks (isp2 or 2, comma-separated) addressed like PPPoE: a /32 with a peer, no gateway')
+    .option('--dhcp <uplinks>', 'uplinks (isp2 or 2, comma-separated) addressed by a real DHCP server (dnsmasq) and client (dhcpcd)')
+    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string; dhcp?: string }, cmd: Command) => {
       const capacities = opts.capacity?.split(',');
-      const pointToPoint = opts.pointToPoint?.split(',').map(Number);
-      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities, pointToPoint });
+      const pointToPoint = uplinkList('--point-to-point', opts.pointToPoint);
+      const dhcp = uplinkList('--dhcp', opts.dhcp);
+      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities, pointToPoint, dhcp });
       say(describeLab(state));
     });
 
@@ -55,10 +66,26 @@ export function registerLabCommands(program: Command): void {
     say(`${uplink}: healed`);
   });
 
-  sub('renumber <uplink>', 'a DHCP renew bringing a new address and gateway').action(
+  sub('renumber <uplink>', 'a DHCP renew bringing a new address and gateway (through the real client on a --dhcp uplink)').action(
     async (uplink: string, _opts: unknown, cmd: Command) => {
       const u = await labRenumber(labName(cmd), uplink);
-      say(`${u.name}: ${u.routerIf} is now ${u.address}/${u.prefixLen} via ${u.gateway}`);
+      const how = u.dhcp ? ` (the DHCP client applied it ${u.tookMs} ms after being told to rebind)` : '';
+      say(`${u.name}: ${u.routerIf} is now ${u.address}/${u.prefixLen} via ${u.gateway}${how}`);
+    },
+  );
+
+  sub('dhcp-stop <uplink>', "stop a --dhcp uplink's DHCP server, so its lease runs out").action(
+    async (uplink: string, _opts: unknown, cmd: Command) => {
+      const { uplink: u, leaseLeftS } = await labDhcpStop(labName(cmd), uplink);
+      const left = leaseLeftS === undefined ? 'no lease left' : `its lease on ${u.routerIf} expires in ${leaseLeftS} s`;
+      say(`${u.name}: DHCP server stopped; ${left}`);
+    },
+  );
+
+  sub('dhcp-start <uplink>', "start a --dhcp uplink's DHCP server again; the client rebinds and gets a lease").action(
+    async (uplink: string, _opts: unknown, cmd: Command) => {
+      const u = await labDhcpStart(labName(cmd), uplink);
+      say(`${u.name}: DHCP server started; ${u.routerIf} has ${u.address}/${u.prefixLen} via ${u.gateway} again (${u.tookMs} ms)`);
     },
   );
 

@@ -6,7 +6,9 @@
 // The router is set up the way a plain Linux router with DHCP uplinks is: one
 // main-table default route per uplink (metric 100+k), forwarding on, and
 // nothing else. No policy routing, marks or NAT: that is uplinkd's job, and
-// the ISPs drop what leaks out unNATed, as real ones do.
+// the ISPs drop what leaks out unNATed, as real ones do. The lab installs what
+// a DHCP client would; on uplinks chosen with `dhcp`, a real DHCP server and
+// client do it (dhcp.ts).
 //
 // Everything lives in namespaces named ul-<lab>-<node> plus a state directory
 // /run/uplinkd-lab/<lab>; `labDown` removes both, and a `labUp` that fails
@@ -17,10 +19,14 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, r
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientResult } from './client.js';
+import {
+  clientArgv, clientDir, clientMounts, DHCPCD_DB_DIR, dnsmasqArgv, installedLease, LEASE_WITHIN_MS, leaseApplied,
+  MOUNT_HOLDER_ARGV, serverLeaseFile,
+} from './dhcp.js';
 import { inNamespace, ip, labProgram, must, nft, run, type RunOptions, type RunResult } from './run.js';
 import {
   INTERNET, LAN, MAX_LAB_UPLINKS, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround, uplinkWiring,
-  type LabNode,
+  type CustomerSubnet, type LabNode,
 } from './topology.js';
 
 export { registerLabCommands } from './commands.js';
@@ -37,6 +43,22 @@ export interface LabOptions {
    * ISP as its peer and no gateway, every destination reached on the link.
    */
   pointToPoint?: number[];
+  /**
+   * Uplinks (1-based) whose router address, prefix and default route come
+   * from a real DHCP server in the ISP (dnsmasq) and client on the router
+   * (dhcpcd), instead of being configured by the lab.
+   */
+  dhcp?: number[];
+}
+
+/** The processes of a DHCP uplink (see dhcp.ts). */
+export interface LabDhcp {
+  /** dnsmasq in the ISP; unset while stopped (`labDhcpStop`). */
+  serverPid?: number;
+  /** dhcpcd on the router's wan<k>; SIGHUP makes it rebind. */
+  clientPid?: number;
+  /** Holds the client's private mount namespace. */
+  mountsPid?: number;
 }
 
 export type LabFault = 'link' | 'upstream' | `loss:${number}%`;
@@ -55,6 +77,8 @@ export interface LabUplink {
   pointToPoint?: boolean;
   /** The fault `labFail` put on it, until `labHeal`. */
   fault?: LabFault;
+  /** Addressed by real DHCP; address, prefixLen and gateway are what the lab's server leases. */
+  dhcp?: LabDhcp;
 }
 
 export interface LabState {
@@ -92,6 +116,7 @@ export async function labUp(opts: LabOptions): Promise<LabState> {
     await wireInternet(state);
     for (let k = 1; k <= state.uplinks.length; k++) await wireUplink(state, k);
     await limitCapacities(state);
+    await startDhcp(state);
     writeFileSync(state.configPath, uplinkdConfig(state));
     await startServers(state);
     saveState(state);
@@ -114,9 +139,13 @@ function newLabState(opts: LabOptions): LabState {
     throw new Error(`give one capacity for all uplinks or one per uplink (${count}), not ${capacities.length}`);
   }
   capacities.forEach(parseRate);
-  for (const k of opts.pointToPoint ?? []) {
-    if (!Number.isInteger(k) || k < 1 || k > count) throw new Error(`point-to-point: no uplink ${k} (uplinks are 1..${count})`);
+  for (const [option, list] of [['point-to-point', opts.pointToPoint], ['dhcp', opts.dhcp]] as const) {
+    for (const k of list ?? []) {
+      if (!Number.isInteger(k) || k < 1 || k > count) throw new Error(`${option}: no uplink ${k} (uplinks are 1..${count})`);
+    }
   }
+  const both = opts.dhcp?.find((k) => opts.pointToPoint?.includes(k));
+  if (both !== undefined) throw new Error(`uplink ${both} cannot be both point-to-point and DHCP: the lab's DHCP serves an Ethernet /28`);
   const stateDir = stateDirOf(name);
   const isps = Array.from({ length: count }, (_, i) => namespaceOf(name, `isp${i + 1}`));
   return {
@@ -132,9 +161,10 @@ function newLabState(opts: LabOptions): LabState {
       const [first] = wiring.subnets;
       const capacity = capacities.length === 1 ? capacities[0] : capacities[i];
       const pointToPoint = opts.pointToPoint?.includes(i + 1) ?? false;
+      const dhcp = opts.dhcp?.includes(i + 1) ?? false;
       return {
         name: wiring.name, routerIf: wiring.routerIf, address: first.address, prefixLen: pointToPoint ? 32 : first.prefixLen,
-        gateway: first.gateway, ispNs, capacity, ...(pointToPoint ? { pointToPoint } : {}),
+        gateway: first.gateway, ispNs, capacity, ...(pointToPoint ? { pointToPoint } : {}), ...(dhcp ? { dhcp: {} } : {}),
       };
     }),
     server: INTERNET.server,
@@ -234,6 +264,9 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
     await ip(router, 'link', 'set', routerIf, 'up');
     await ip(router, 'route', 'add', 'default', 'dev', routerIf, 'metric', String(metric));
     await inNamespace(isp, 'sysctl', '-qw', 'net.ipv4.conf.eth0.proxy_arp=1');
+  } else if (state.uplinks[k - 1].dhcp) {
+    // Only the link: the DHCP client configures the rest (startDhcp).
+    await ip(router, 'link', 'set', routerIf, 'up');
   } else {
     await configure(router, routerIf, `${first.address}/${first.prefixLen}`);
     // What the router's DHCP client would install for this uplink.
@@ -249,7 +282,7 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
   // address, so a UDP reply matches the request it answers.
   for (const s of subnets) await ip(inet, 'route', 'add', s.prefix, 'via', transit.ispAddress, 'src', INTERNET.server);
 
-  await nft(isp, ispRuleset(first.prefix));
+  await nft(isp, ispRuleset(first.prefix, state.uplinks[k - 1].dhcp !== undefined));
 }
 
 /**
@@ -259,7 +292,10 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
  * address, fail visibly instead of working by accident in the lab.
  * Faults are rules in two chains of their own, which heal simply flushes.
  */
-function ispRuleset(customerPrefix: string): string {
+function ispRuleset(customerPrefix: string, dhcp: boolean): string {
+  // A DHCP client speaks from 0.0.0.0 until it has a lease (its DISCOVER, and
+  // the REQUEST of a reboot or rebind); the ISP's own server is where it goes.
+  const dhcpIn = dhcp ? '\n    iifname "eth0" ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept' : '';
   return `
 table inet lab {
   counter spoofed {}
@@ -269,7 +305,7 @@ table inet lab {
   chain link_fault {}
   chain upstream_fault {}
   chain prerouting {
-    type filter hook prerouting priority raw; policy accept;
+    type filter hook prerouting priority raw; policy accept;${dhcpIn}
     iifname "eth0" ip saddr != @customer counter name "spoofed" drop
     jump link_fault
   }
@@ -413,13 +449,211 @@ async function listeningSockets(ns: string): Promise<Set<string>> {
 
 /** The telling line of a server's log: its last error (a node stack trace ends in noise), else its last line. */
 function logTail(state: LabState, label: string): string {
+  return fileTail(join(state.stateDir, `${label}.log`));
+}
+
+function fileTail(path: string): string {
   let lines: string[] = [];
   try {
-    lines = readFileSync(join(state.stateDir, `${label}.log`), 'utf8').split('\n').filter((l) => l.trim());
+    lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim());
   } catch {
     // no log at all
   }
   return lines.filter((l) => /error/i.test(l)).at(-1) ?? lines.at(-1) ?? '(no output)';
+}
+
+// ---------------------------------------------------------------- DHCP uplinks
+
+/** When a lease was seen in place, in epoch ms. */
+export interface LeaseSeen {
+  /** The new address first on the interface. */
+  addressAt: number;
+  /** Address and default route both there. */
+  appliedAt: number;
+}
+
+/** Starts server and client of every DHCP uplink, then waits until each has applied its lease. */
+async function startDhcp(state: LabState): Promise<void> {
+  const dhcp = state.uplinks.map((u, i) => ({ u, k: i + 1 })).filter(({ u }) => u.dhcp);
+  if (dhcp.length === 0) return;
+  if (!existsSync(DHCPCD_DB_DIR)) throw new Error(`dhcp: needs dhcpcd and its ${DHCPCD_DB_DIR} (Debian package dhcpcd-base)`);
+  for (const { u, k } of dhcp) {
+    mkdirSync(clientDir(state.stateDir, u.name), { recursive: true });
+    await startDhcpServer(state, u, subnetsAround(k, u.address).current);
+    await startDhcpClient(state, u, k);
+  }
+  await Promise.all(dhcp.map(({ u, k }) => waitForLease(state, u, k, subnetsAround(k, u.address).current)));
+}
+
+function dhcpOf(u: LabUplink): LabDhcp {
+  if (!u.dhcp) throw new Error(`${u.name} is not a DHCP uplink (lab up --dhcp ${u.name})`);
+  return u.dhcp;
+}
+
+async function startDhcpServer(state: LabState, u: LabUplink, subnet: CustomerSubnet): Promise<void> {
+  const server = startServer(state, u.ispNs, `dhcp-server-${u.name}`, dnsmasqArgv(state.stateDir, u.name, subnet), ['udp:67']);
+  dhcpOf(u).serverPid = server.pid;
+  await waitListening(state, [server]);
+}
+
+async function stopDhcpServer(state: LabState, u: LabUplink): Promise<void> {
+  const dhcp = dhcpOf(u);
+  if (dhcp.serverPid === undefined) return;
+  await stopPid(dhcp.serverPid);
+  state.pids = state.pids.filter((p) => p !== dhcp.serverPid);
+  delete dhcp.serverPid;
+}
+
+/**
+ * dhcpcd in a private mount namespace (see dhcp.ts): a holder process
+ * creates it, the lab mounts the client's directories into it, and the
+ * client is started inside it.
+ */
+async function startDhcpClient(state: LabState, u: LabUplink, k: number): Promise<void> {
+  const { router } = state.ns;
+  const holder = startServer(state, router, `dhcp-mounts-${u.name}`, MOUNT_HOLDER_ARGV, []);
+  dhcpOf(u).mountsPid = holder.pid;
+  // Once it runs `sleep`, unshare has made the namespace: mounts go there, not to the host.
+  await waitUntil(() => readProc(holder.pid, 'comm') === 'sleep\n', 5000, () => {
+    if (holder.child.exitCode !== null || holder.child.signalCode !== null) {
+      throw new Error(`${u.name}: the DHCP client's mount namespace: ${logTail(state, holder.label)}`);
+    }
+  });
+  for (const argv of clientMounts(holder.pid, state.stateDir, u.name)) await must(argv);
+  const client = startServer(state, router, `dhcp-client-${u.name}`, clientArgv(holder.pid, u.routerIf, uplinkWiring(k).metric), []);
+  dhcpOf(u).clientPid = client.pid;
+}
+
+/** Tells the client to rebind now: it asks for its lease again, and a NAK sends it looking for a new one. */
+function rebind(u: LabUplink): void {
+  const pid = dhcpOf(u).clientPid;
+  if (pid === undefined || !isAlive(pid)) throw new Error(`${u.name}: the DHCP client is not running`);
+  process.kill(pid, 'SIGHUP');
+}
+
+/** Waits until the client has applied the lease of `subnet`; throws, with both logs, after LEASE_WITHIN_MS. */
+async function waitForLease(state: LabState, u: LabUplink, k: number, subnet: CustomerSubnet): Promise<LeaseSeen> {
+  const metric = uplinkWiring(k).metric;
+  const deadline = Date.now() + LEASE_WITHIN_MS;
+  let addressAt: number | undefined;
+  for (;;) {
+    const now = Date.now();
+    const installed = await installedLease(state.ns.router, u.routerIf);
+    const seen = leaseApplied(installed, subnet, metric);
+    addressAt = seen.address ? (addressAt ?? now) : undefined;
+    if (seen.address && seen.route) return { addressAt: addressAt!, appliedAt: now };
+    const clientPid = dhcpOf(u).clientPid;
+    const failed = clientPid === undefined || !isAlive(clientPid) ? 'the DHCP client exited' : now > deadline ? `no lease within ${LEASE_WITHIN_MS} ms` : undefined;
+    if (failed) {
+      throw new Error(
+        `${u.name}: ${failed}: wanted ${subnet.address}/${subnet.prefixLen} via ${subnet.gateway} metric ${metric} on ${u.routerIf}, ` +
+          `it has ${JSON.stringify(installed)}\n  client: ${fileTail(join(clientDir(state.stateDir, u.name), 'dhcpcd.log'))} ` +
+          `${logTail(state, `dhcp-client-${u.name}`)}\n  server: ${logTail(state, `dhcp-server-${u.name}`)}`,
+      );
+    }
+    await sleep(20);
+  }
+}
+
+/**
+ * Renumber on a DHCP uplink: the server now leases the other /28 (restarted
+ * on it, with its old leases forgotten), and the client is told to rebind.
+ * The authoritative server NAKs the old address; the client drops it, flushing
+ * address and routes, and takes the new lease.
+ */
+async function renumberThroughDhcp(state: LabState, u: LabUplink, k: number, current: CustomerSubnet, next: CustomerSubnet): Promise<LeaseSeen & { tookMs: number }> {
+  if (dhcpOf(u).serverPid === undefined) throw new Error(`${u.name}: its DHCP server is stopped; start it first (lab dhcp-start ${u.name})`);
+  await stopDhcpServer(state, u);
+  rmSync(serverLeaseFile(state.stateDir, u.name), { force: true });
+  await startDhcpServer(state, u, next);
+  const toldAt = Date.now();
+  rebind(u);
+  const seen = await waitForLease(state, u, k, next);
+  return { ...seen, tookMs: seen.appliedAt - toldAt };
+}
+
+/**
+ * Stops an uplink's DHCP server, so its lease runs out. Resolves with the
+ * seconds the lease has left (as the kernel counts them down on the address),
+ * after which the client drops address and routes.
+ */
+export async function labDhcpStop(name: string, uplink: string): Promise<{ uplink: LabUplink; leaseLeftS?: number }> {
+  const state = loadLab(name);
+  const { u } = findUplink(state, uplink);
+  try {
+    await stopDhcpServer(state, u);
+  } finally {
+    saveState(state);
+  }
+  const { validSeconds } = await installedLease(state.ns.router, u.routerIf);
+  return { uplink: u, leaseLeftS: validSeconds };
+}
+
+/**
+ * Starts an uplink's DHCP server again and tells the client to rebind, as a
+ * modem coming back does (otherwise the client's next DISCOVER may be up to a
+ * minute away). Resolves once the client applied the lease again.
+ */
+export async function labDhcpStart(name: string, uplink: string): Promise<LabUplink & LeaseSeen & { tookMs: number }> {
+  const state = loadLab(name);
+  const { u, k } = findUplink(state, uplink);
+  const running = dhcpOf(u).serverPid;
+  if (running !== undefined && isAlive(running)) throw new Error(`${u.name}: its DHCP server is running already`);
+  const { current } = subnetsAround(k, u.address);
+  try {
+    await stopDhcpServer(state, u); // forgets a server that died on its own
+    await startDhcpServer(state, u, current);
+  } finally {
+    saveState(state);
+  }
+  const toldAt = Date.now();
+  rebind(u);
+  const seen = await waitForLease(state, u, k, current);
+  return { ...u, ...seen, tookMs: seen.appliedAt - toldAt };
+}
+
+/** The server's leases: address and MAC of each, from its lease file. */
+export function labDhcpLeases(name: string, uplink: string): { address: string; mac: string; expires: number }[] {
+  const state = loadLab(name);
+  const { u } = findUplink(state, uplink);
+  dhcpOf(u);
+  let text = '';
+  try {
+    text = readFileSync(serverLeaseFile(state.stateDir, u.name), 'utf8');
+  } catch {
+    return [];
+  }
+  // dnsmasq's format: expiry (epoch s), MAC, address, hostname, client id.
+  return text.split('\n').filter(Boolean).map((line) => {
+    const [expires, mac, address] = line.split(' ');
+    return { address, mac, expires: Number(expires) };
+  });
+}
+
+async function stopPid(pid: number): Promise<void> {
+  for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
+    if (!isAlive(pid)) return;
+    signalQuietly(pid, signal);
+    for (let i = 0; i < 40 && isAlive(pid); i++) await sleep(50);
+  }
+}
+
+function readProc(pid: number, file: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** Polls `ready` every 10 ms; `check` may throw to give up early. */
+async function waitUntil(ready: () => boolean, timeoutMs: number, check: () => void): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ready()) {
+    check();
+    if (Date.now() > deadline) throw new Error(`not ready after ${timeoutMs} ms`);
+    await sleep(10);
+  }
 }
 
 // ---------------------------------------------------------------- lab down
@@ -579,44 +813,70 @@ async function clearFaults(u: LabUplink): Promise<void> {
   await nft(u.ispNs, 'flush chain inet lab link_fault\nflush chain inet lab upstream_fault\n');
 }
 
+/** A renumbered uplink, and how long the move took. */
+export type LabRenumbered = LabUplink & LeaseSeen & {
+  /** From telling the client to rebind (by hand: the first change) until address and default route were in place. */
+  tookMs: number;
+};
+
 /**
  * A DHCP renew that brings a new lease: the uplink moves to its other /28
- * (198.51.100.128+16(k-1)/28), and back on the next renumber. Done as a DHCP
- * client does it: add the new address, move the default route (same metric),
- * drop the old address. The ISP accepts the new subnet before the move and
- * forgets the old one after it.
+ * (198.51.100.128+16(k-1)/28), and back on the next renumber. The ISP accepts
+ * the new subnet before the move and forgets the old one after it.
+ * On a DHCP uplink the real server and client do it (renumberThroughDhcp).
+ * Otherwise it is done as a DHCP client does it: add the new address, move the
+ * default route (same metric), drop the old address.
  */
-export async function labRenumber(name: string, uplink: string): Promise<LabUplink> {
+export async function labRenumber(name: string, uplink: string): Promise<LabRenumbered> {
   const state = loadLab(name);
   const { u, k } = findUplink(state, uplink);
   if (u.pointToPoint) throw new Error(`${u.name} is point-to-point; renumber models a DHCP renew on an Ethernet uplink`);
   const { current, next } = subnetsAround(k, u.address);
-  const metric = String(uplinkWiring(k).metric);
   await nft(u.ispNs, `add element inet lab customer { ${next.prefix} }\n`);
-  await ip(state.ns.router, 'address', 'add', `${next.address}/${next.prefixLen}`, 'dev', u.routerIf);
-  await ip(state.ns.router, 'route', 'replace', 'default', 'via', next.gateway, 'dev', u.routerIf, 'metric', metric);
-  await ip(state.ns.router, 'address', 'delete', `${current.address}/${current.prefixLen}`, 'dev', u.routerIf);
+  let moved: LeaseSeen & { tookMs: number };
+  if (u.dhcp) {
+    try {
+      moved = await renumberThroughDhcp(state, u, k, current, next);
+    } finally {
+      saveState(state); // the server's new pid, also when the client failed to follow
+    }
+  } else {
+    const startedAt = Date.now();
+    const metric = String(uplinkWiring(k).metric);
+    await ip(state.ns.router, 'address', 'add', `${next.address}/${next.prefixLen}`, 'dev', u.routerIf);
+    const addressAt = Date.now();
+    await ip(state.ns.router, 'route', 'replace', 'default', 'via', next.gateway, 'dev', u.routerIf, 'metric', metric);
+    await ip(state.ns.router, 'address', 'delete', `${current.address}/${current.prefixLen}`, 'dev', u.routerIf);
+    moved = { addressAt, appliedAt: Date.now(), tookMs: Date.now() - startedAt };
+  }
   await nft(u.ispNs, `delete element inet lab customer { ${current.prefix} }\n`);
   Object.assign(u, { address: next.address, gateway: next.gateway, prefixLen: next.prefixLen });
   saveState(state);
-  return u;
+  return { ...u, ...moved };
 }
 
 /** A short human summary: addresses, servers, how to get in. */
 export function describeLab(state: LabState): string {
   const cli = `uplinkd lab --name ${state.name}`;
   const last = state.lanSources[state.lanSources.length - 1];
+  const dhcpUplink = state.uplinks.find((u) => u.dhcp);
   return [
     `lab ${state.name}: ${state.uplinks.length} uplink(s), namespaces ul-${state.name}-*`,
     `  lan     ${state.lanHost}/24 on eth0 (+ sources ${state.lanSources[0]}-${last.split('.')[3]}), default via ${state.lanAddress}`,
     `  router  ${state.lanIf} ${state.lanAddress}/24`,
     ...state.uplinks.map((u, i) =>
       `          ${u.routerIf} ${u.address}/${u.prefixLen} via ${u.gateway} metric ${uplinkWiring(i + 1).metric} -> ${u.name}` +
-      (u.capacity ? `, ${u.capacity}` : '') + (u.fault ? `, FAULT ${u.fault}` : ''),
+      (u.capacity ? `, ${u.capacity}` : '') + (u.dhcp ? dhcpSummary(u) : '') + (u.fault ? `, FAULT ${u.fault}` : ''),
     ),
     `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}`,
     `  config  ${state.configPath}`,
     `  try     ${cli} exec lan -- curl -s http://${state.server}:${state.whoamiPort}/`,
     `          ${cli} fail isp1 --mode upstream | heal isp1 | renumber isp1 | down`,
+    ...(dhcpUplink ? [`          ${cli} renumber ${dhcpUplink.name} | dhcp-stop ${dhcpUplink.name} | dhcp-start ${dhcpUplink.name}`] : []),
   ].join('\n');
+}
+
+function dhcpSummary(u: LabUplink): string {
+  const server = u.dhcp?.serverPid === undefined ? 'server STOPPED, the lease runs out' : `leased by dnsmasq in ${u.name}`;
+  return `, DHCP (${server}; dhcpcd on ${u.routerIf})`;
 }
