@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # server on this machine) and dhcpcd-base for the lab's DHCP
 # uplinks, systemd for systemd-analyze and systemd-notify, python3 for the
 # notify-socket listener of the service test.
-packages=(nftables iproute2 conntrack fping iperf3 curl dnsmasq-base dhcpcd-base systemd python3 ca-certificates)
+packages=(nftables iproute2 conntrack fping iperf3 curl dnsmasq-base dhcpcd-base systemd python3 procps util-linux ca-certificates)
 
 node_ok() {
   node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
