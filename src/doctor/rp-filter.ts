@@ -6,7 +6,8 @@
 // a strict value found before uplinkd runs is one uplinkd fixes itself and
 // is not reported. What it does not cover:
 //  - a value set back to strict after uplinkd installed its state: no kernel
-//    event tells uplinkd, so it stays until uplinkd next reinstalls;
+//    event tells uplinkd, so it stays until uplinkd next installs (a running
+//    `uplinkd run` finds it in its periodic drift check, within 5 s);
 //  - a sysctl.d file that makes an uplink strict: systemd-sysctl writes it
 //    again whenever the interface is (re)created (a PPP or LTE link coming
 //    back), racing uplinkd's own write.
@@ -46,7 +47,7 @@ export function checkLiveRpFilter(files: Files, uplinks: Uplink[], stateInstalle
     return [{
       id: 'rp-filter',
       message: `${u.interface} (uplink ${u.name}) has strict rp_filter (conf/all=${live.all}, conf/${u.interface}=${live.iface}) although uplinkd's state is installed: ` +
-        `something set it back after uplinkd loosened it, and until uplinkd next reinstalls, replies to connections balanced onto ${u.name} are dropped`,
+        `something set it back after uplinkd loosened it, and until uplinkd next installs (a running uplinkd run puts it back within 5 s), replies to connections balanced onto ${u.name} are dropped`,
       fix: fixFor(u.interface),
     }];
   });

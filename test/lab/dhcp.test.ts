@@ -15,9 +15,9 @@ import {
   labClient, labDhcpLeases, labDhcpStart, labDhcpStop, labDown, labExec, labRenumber, labUp, loadLab, type LabState,
 } from '../../src/lab/lab.js';
 import { run } from '../../src/lab/run.js';
-import { labNamespacePattern } from '../../src/lab/topology.js';
 import {
-  connections, daemonStatus, labConfig, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig, type RunningDaemon,
+  connections, daemonStatus, isRunning, labConfig, namespacesOf, processesWithEnv, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig,
+  type RunningDaemon,
 } from './harness.js';
 
 const METRIC_ISP2 = 102;
@@ -85,33 +85,6 @@ function assertHostUnchanged(when: string): void {
   assert.deepEqual(now.files, hostBefore.files, `${when}: /etc/resolv.conf and /etc/hostname, mtime and content`);
   assert.deepEqual([...now.tree].filter((p) => !hostBefore.tree.has(p)), [], `${when}: files created on the host`);
   assert.deepEqual(now.dirMtimes, hostBefore.dirMtimes, `${when}: mtimes of ${WATCHED_DIRS.join(', ')} (absent: null)`);
-}
-
-async function namespacesOf(name: string): Promise<string[]> {
-  const { stdout } = await run(['ip', 'netns', 'list']);
-  return stdout.split('\n').map((l) => l.split(' ')[0]).filter((ns) => labNamespacePattern(name).test(ns));
-}
-
-/** Running, not merely a zombie left for its parent to reap. */
-function isRunning(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Running processes whose environment holds `entry` (NAME=value). */
-function processesWithEnv(entry: string): number {
-  const pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && isRunning(Number(p)));
-  return pids.filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(entry);
-    } catch {
-      return false; // gone meanwhile
-    }
-  }).length;
 }
 
 /** Every running process in the lab's namespaces, with its name. */

@@ -2,11 +2,13 @@
 // inside its router, configs written next to the lab's state, and a snapshot
 // of the router's kernel state to compare before and after.
 
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { labClient, labExec, type LabState } from '../../src/lab/lab.js';
 import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
+import { run } from '../../src/lab/run.js';
+import { labNamespacePattern } from '../../src/lab/topology.js';
 import type { Status } from '../../src/status.js';
 
 export const UPLINKD = UPLINKD_BIN;
@@ -124,4 +126,34 @@ export async function timeUntilAllSucceed(lab: LabState, faultAt: number, opts: 
     if (r.ok === batch && viaOk) return tryAt - faultAt;
   }
   return undefined;
+}
+
+// ------------------------------------------------------------ what a lab leaves behind
+
+/** The namespaces of lab `name` that exist now. */
+export async function namespacesOf(name: string): Promise<string[]> {
+  const { stdout } = await run(['ip', 'netns', 'list']);
+  return stdout.split('\n').map((l) => l.split(' ')[0]).filter((ns) => labNamespacePattern(name).test(ns));
+}
+
+/** Running, not merely a zombie left for its parent to reap. */
+export function isRunning(pid: number | string): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Running processes whose environment holds `entry` (NAME=value). */
+export function processesWithEnv(entry: string): number {
+  const pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && isRunning(p));
+  return pids.filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(entry);
+    } catch {
+      return false; // gone meanwhile
+    }
+  }).length;
 }

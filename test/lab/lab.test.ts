@@ -3,15 +3,14 @@
 // No uplinkd runs here: this checks the network the other lab tests stand on.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
   labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, labWhoami, loadLab, type LabState,
 } from '../../src/lab/lab.js';
-import { run } from '../../src/lab/run.js';
-import { labNamespacePattern } from '../../src/lab/topology.js';
+import { isRunning, namespacesOf, processesWithEnv } from './harness.js';
 
 const name = `t${process.pid % 100000}`;
 let lab: LabState;
@@ -25,11 +24,6 @@ after(async () => {
   await labDown(`${name}-h`);
 });
 
-async function namespacesOf(labName: string): Promise<string[]> {
-  const { stdout } = await run(['ip', 'netns', 'list']);
-  return stdout.split('\n').map((l) => l.split(' ')[0]).filter((ns) => labNamespacePattern(labName).test(ns));
-}
-
 /** fping from a node; resolves true when every probe was answered. */
 async function pings(node: string, ...args: string[]): Promise<boolean> {
   const { code } = await labExec(name, node, ['fping', '-q', '-t', '300', '-c', '3', '-p', '20', ...args]);
@@ -38,28 +32,6 @@ async function pings(node: string, ...args: string[]): Promise<boolean> {
 
 async function routerLink(ifname: string): Promise<string> {
   return (await labExec(name, 'router', ['ip', '-br', 'link', 'show', ifname])).stdout;
-}
-
-/** Running, not merely a zombie left for its parent to reap. */
-function isRunning(pid: number | string): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Running processes whose environment holds `entry` (NAME=value). */
-function processesWithEnv(entry: string): number {
-  const pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && isRunning(p));
-  return pids.filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(entry);
-    } catch {
-      return false; // gone meanwhile
-    }
-  }).length;
 }
 
 test('lab up builds every node with its addresses and a config', async () => {
