@@ -104,7 +104,7 @@ export function createMetrics(status: StatusSource): Metrics {
     registers: [registry],
     async collect() {
       this.reset();
-      const last = (await snapshot()).self_healing?.last;
+      const last = (await snapshot()).self_healing.last;
       if (last) this.set({ cause: last.cause }, Date.parse(last.at) / 1000);
     },
   });
@@ -112,7 +112,7 @@ export function createMetrics(status: StatusSource): Metrics {
     name: 'uplinkd_restore_backoff_seconds', help: 'current gap between restores while another program keeps changing the state (0: not backing off)',
     registers: [registry],
     async collect() {
-      this.set(((await snapshot()).self_healing?.backoff_ms ?? 0) / 1000);
+      this.set(((await snapshot()).self_healing.backoff_ms) / 1000);
     },
   });
   return {

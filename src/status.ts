@@ -38,7 +38,7 @@ export interface SelfHealingStatus {
   backoff_ms: number;
 }
 
-export interface Status { uplinks: UplinkStatus[]; events: StatusEvent[]; self_healing?: SelfHealingStatus }
+export interface Status { uplinks: UplinkStatus[]; events: StatusEvent[]; self_healing: SelfHealingStatus }
 
 function rate(bps: number): string {
   if (bps >= 1e9) return `${(bps / 1e9).toFixed(1)}G`;

@@ -74,6 +74,16 @@ export function connections(lab: LabState, node: string, count: number, extra: s
   return labClient(lab.name, node, ['http', '--url', whoamiUrl(lab), '--count', String(count), '--concurrency', '16', '--timeout-ms', '1500', ...extra]);
 }
 
+/**
+ * How far the share of n connections that each take an uplink with
+ * probability p (weighted balancing draws `numgen random` per connection, so
+ * the count is binomial) may stray from p in a test that fails by chance once
+ * in a million runs: 4.89 standard deviations, two-sided.
+ */
+export function shareTolerance(p: number, n: number): number {
+  return 4.89 * Math.sqrt((p * (1 - p)) / n);
+}
+
 /** Fraction of successful connections the far end saw coming from `address`. */
 export function shareOf(result: ClientResult, address: string): number {
   return (result.seen[address] ?? 0) / result.ok;
