@@ -14,7 +14,7 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import { percentile, startStream, failoverMs } from '../src/lab/measure.js';
-import { cpuSeconds, deleteTableLoop, pinnedSourceRule, timeRestore, WIPE_DESCRIPTIONS, WIPES, type WipeKind } from '../src/lab/wipe.js';
+import { cpuSeconds, deleteTableLoop, pinnedSourceRule, STREAM_TIMEOUT_MS, timeRestore, WIPE_DESCRIPTIONS, WIPES, type WipeKind } from '../src/lab/wipe.js';
 import { RestoreBackoff } from '../src/kernel/converge.js';
 import {
   describeMachine, interrupt, labName, machine, ms, say, startDaemon, stopDaemon, table, uplinkdYaml, withLab,
@@ -64,7 +64,7 @@ export async function runSelfHeal(): Promise<PartResult<SelfHealData>> {
       }
       for (let r = 0; r < 3; r++) {
         interrupt.signal.throwIfAborted();
-        const stream = startStream({ ns: lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`, everyMs: 10, timeoutMs: 500, durationMs: 30_000 });
+        const stream = startStream({ ns: lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`, everyMs: 10, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 30_000 });
         try {
           await stream.started;
           const before = (await d.daemon.status())?.self_healing?.restores ?? 0;
@@ -119,7 +119,7 @@ export function renderSelfHeal(result: PartResult<SelfHealData>): { markdown: st
   }
   const markdown = [
     `Measured ${describeMachine(result.machine)}; took ${Math.round(result.durationS)} s. A 3-uplink lab with \`uplinkd run\``,
-    '(default probes). A new connection from the LAN host every 10 ms (500 ms timeout, shorter than TCP\'s first SYN retry),',
+    `(default probes). A new connection from the LAN host every 10 ms (${STREAM_TIMEOUT_MS} ms timeout, shorter than TCP's first SYN retry),`,
     'alternately from the host\'s own address and from a source pinned to isp3. The wipe is done at a random moment 200–500 ms',
     'into the stream; restore time = from the wipe until the first moment after which every new connection is good: answered,',
     'and, when pinned, answered from isp3\'s address (with the uplink tables flushed, connections still work, but all through',

@@ -13,7 +13,7 @@ import type { Config, Uplink } from './config/types.js';
 import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
 import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
-import { converge, findDrift, RestoreBackoff, type Drift, type Installed } from './kernel/converge.js';
+import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from './kernel/converge.js';
 import { readFacts, readInterfaceCounters } from './kernel/facts.js';
 import { systemRunner, type Runner } from './kernel/runner.js';
 import { countConnections, deleteConnections, flushDynamicSet } from './kernel/update.js';
@@ -60,7 +60,7 @@ export class Daemon {
   /** A restore waits out the back-off: further triggers wait with it. */
   private restoreTimer?: NodeJS.Timeout;
   private readonly backoff = new RestoreBackoff();
-  private healing: SelfHealingStatus = { restores: 0, by_cause: {}, last: null, backoff_ms: 0 };
+  private healing: Omit<SelfHealingStatus, 'backoff_ms'> = { restores: 0, by_cause: {}, last: null };
   private servers: (net.Server | http.Server)[] = [];
   private sampler?: NodeJS.Timeout;
   private metrics = createMetrics(() => this.status());
@@ -265,13 +265,19 @@ export class Daemon {
   private converge(why: string, after?: (slotStartedAt: number) => Promise<void>): Promise<number> {
     return this.enqueue(why, async () => {
       const slotStartedAt = performance.now();
-      const result = await converge(this.installed, this.desired(), this.runner, { then: after && (() => after(slotStartedAt)) });
-      this.installed = result.installed;
-      this.noteUnusable();
-      if (result.changes.length) this.log.info({ event: 'apply', why, changes: result.changes.length }, `${why}: ${result.changes.length} kernel changes`);
-      for (const c of result.changes) this.log.debug({ event: 'change' }, `[#] ${c.args.join(' ')}`);
-      if (result.fellBack) this.noteRestore([{ kind: 'update-failed', detail: `element update failed (${result.fellBack}); replaced the table` }], why, 0);
+      await this.install(why, { then: after && (() => after(slotStartedAt)) });
     });
+  }
+
+  /** Plans and installs, in the caller's queue slot; returns how many changes it made. */
+  private async install(why: string, opts: ConvergeOptions): Promise<number> {
+    const result = await converge(this.installed, this.desired(), this.runner, opts);
+    this.installed = result.installed;
+    this.noteUnusable();
+    if (result.changes.length) this.log.info({ event: 'apply', why, changes: result.changes.length }, `${why}: ${result.changes.length} kernel changes`);
+    for (const c of result.changes) this.log.debug({ event: 'change' }, `[#] ${c.args.join(' ')}`);
+    if (result.fellBack) this.noteRestore([{ kind: 'update-failed', detail: `element update failed (${result.fellBack}); replaced the table` }], why, 0);
+    return result.changes.length;
   }
 
   // ------------------------------------------------------------ self-healing
@@ -292,7 +298,6 @@ export class Daemon {
       if (drift.length === 0) return;
       const delay = this.backoff.delayMs(Date.now());
       if (delay > 0) {
-        this.healing.backoff_ms = this.backoff.currentGapMs(Date.now());
         this.log.warn({ event: 'backoff', drift: drift.map((d) => d.kind), delayMs: Math.round(delay) },
           `kernel state changed again (${describeDrift(drift)}); restoring in ${Math.round(delay)} ms (backing off)`);
         this.restoreTimer = setTimeout(() => {
@@ -301,11 +306,9 @@ export class Daemon {
         }, delay);
         return;
       }
-      const result = await converge(this.installed, this.desired(), this.runner, { drift });
-      this.installed = result.installed;
+      const changes = await this.install(`restore (${trigger})`, { drift });
       this.backoff.restored(Date.now());
-      this.healing.backoff_ms = this.backoff.currentGapMs(Date.now());
-      this.noteRestore(drift, trigger, performance.now() - foundAt, result.changes.length);
+      this.noteRestore(drift, trigger, performance.now() - foundAt, changes);
     });
   }
 

@@ -109,10 +109,14 @@ export interface RestoreTrial {
 }
 
 /** How long to keep the stream going after the wipe: long enough for a slow restore and the stream's timeout. */
-const OBSERVE_MS = 1500;
+const OBSERVE_MS = 2000;
 const STREAM_EVERY_MS = 10;
-/** Shorter than TCP's first SYN retransmission (1 s): a connection opened during the outage fails rather than recovers. */
-const STREAM_TIMEOUT_MS = 500;
+/**
+ * Shorter than TCP's first SYN retransmission (1 s), so a connection opened
+ * during the outage fails rather than recovers; as long as that allows, so a
+ * connection slowed by a busy machine is not mistaken for a failure.
+ */
+export const STREAM_TIMEOUT_MS = 900;
 
 /**
  * One timed wipe: a stream of new LAN connections (one every 10 ms, from the
