@@ -16,7 +16,7 @@ import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPL
 import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from './kernel/converge.js';
 import { readFacts, readInterfaceCounters } from './kernel/facts.js';
 import { systemRunner, type Runner } from './kernel/runner.js';
-import { countConnections, deleteConnections, flushDynamicSet } from './kernel/update.js';
+import { countConnections, deleteConnections, deleteUnansweredTcp, flushDynamicSet } from './kernel/update.js';
 import { watchKernel, watchNftTable, type KernelWatcher } from './kernel/watch.js';
 import type { Logger } from './log.js';
 import { ROTATION_SLOTS } from './ownership.js';
@@ -306,7 +306,7 @@ export class Daemon {
         }, delay);
         return;
       }
-      const changes = await this.install(`restore (${trigger})`, { drift });
+      const changes = await this.install(`restore (${trigger})`, { drift, then: async () => void (await deleteUnansweredTcp(this.runner)) });
       this.backoff.restored(Date.now());
       this.noteRestore(drift, trigger, performance.now() - foundAt, changes);
     });

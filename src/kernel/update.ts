@@ -53,6 +53,21 @@ export async function deleteConnections(runner: Runner, mark: number, mask: numb
   return deleted ? Number(deleted[1]) : 0;
 }
 
+/**
+ * Deletes the TCP connections still waiting for their first answer (SYN_SENT).
+ * After a restore, those are attempts made while uplinkd's state was missing:
+ * unmarked, or not source-NATed. Left in place for their 2 minutes, one of
+ * them can capture a new connection that happens to reuse its addresses and
+ * ports, which is then dropped as a retransmission of the old attempt.
+ * Returns how many were deleted.
+ */
+export async function deleteUnansweredTcp(runner: Runner): Promise<number> {
+  const result = await runner.run('conntrack', ['-D', '-p', 'tcp', '--state', 'SYN_SENT']);
+  const deleted = /(\d+) flow entries have been deleted/.exec(result.stderr);
+  if (!deleted && result.code !== 0) throw new Error(`conntrack -D: ${result.stderr.trim()}`);
+  return deleted ? Number(deleted[1]) : 0;
+}
+
 /** Connections per mark value (under mask), from the conntrack table. */
 export async function countConnections(runner: Runner, mask: number): Promise<Map<number, number>> {
   const result = await runner.run('conntrack', ['-L']);
