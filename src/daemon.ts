@@ -15,7 +15,7 @@ import { runHooks, type HookEvent } from './hooks.js';
 import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
 import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from './kernel/converge.js';
 import { readFacts, readInterfaceCounters } from './kernel/facts.js';
-import { systemRunner, type Runner } from './kernel/runner.js';
+import { startedRecently, systemRunner, type Runner } from './kernel/runner.js';
 import { countConnections, deleteConnections, deleteUnansweredTcp, flushDynamicSet } from './kernel/update.js';
 import { watchKernel, watchNftTable, type KernelWatcher } from './kernel/watch.js';
 import type { Logger } from './log.js';
@@ -95,7 +95,7 @@ export class Daemon {
     const log = (m: string) => this.log.warn(m);
     this.watchers.push(
       watchKernel((what) => void this.onKernelChange(what), { log }),
-      watchNftTable(this.config.kernel.nftTable, (what) => this.checkDrift(`nft: ${what}`), { log }),
+      watchNftTable(this.config.kernel.nftTable, startedRecently, (what) => this.checkDrift(`nft: ${what}`), { log }),
     );
     this.driftTimer = setInterval(() => this.checkDrift('periodic check'), DRIFT_CHECK_EVERY_MS);
     this.startSampler();

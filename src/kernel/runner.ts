@@ -15,10 +15,30 @@ export class CommandError extends Error {
   }
 }
 
+/** How long a command's pid is remembered after it was started. */
+const REMEMBER_PIDS_MS = 10_000;
+const startedPids = new Map<number, number>();
+
+/**
+ * Whether this process started `pid` in the last few seconds: event monitors
+ * (`nft monitor` names the process behind each change) use it to tell
+ * uplinkd's own changes from another program's.
+ */
+export function startedRecently(pid: number): boolean {
+  return startedPids.has(pid);
+}
+
+function rememberPid(pid: number | undefined): void {
+  const now = Date.now();
+  for (const [p, at] of startedPids) if (now - at > REMEMBER_PIDS_MS) startedPids.delete(p);
+  if (pid !== undefined) startedPids.set(pid, now);
+}
+
 export const systemRunner: Runner = {
   run(command, args, input) {
     return new Promise((resolve, reject) => {
       const child = spawn(command, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+      rememberPid(child.pid);
       let stdout = '';
       let stderr = '';
       child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -71,14 +71,31 @@ export function watchKernel(onChange: (what: string) => void, opts: WatchOptions
 }
 
 /**
- * Changes to nft table `inet <table>` by anyone, uplinkd included: its own
- * changes are followed by a drift check that finds nothing. `what` is the
- * change and the object kind, e.g. "delete table".
+ * Reads `nft monitor` output line by line and returns, at the end of each
+ * transaction that touched table `inet <table>`, what it changed (e.g.
+ * "delete rule, delete table"), unless `isOwn(pid)` says this process ran it.
+ * nft prints a transaction's changes, then `# new generation N by process
+ * PID (nft)`; a transaction with no process named counts as another's.
  */
-export function watchNftTable(table: string, onChange: (what: string) => void, opts: WatchOptions = {}): KernelWatcher {
+export function nftChanges(table: string, isOwn: (pid: number) => boolean): (line: string) => string | undefined {
   const ours = new RegExp(`^(add|delete|flush|replace) (\\w+) inet ${table}(\\s|$)`);
-  return watchLines(['nft', 'monitor'], (line) => {
+  const generation = /^# new generation \d+(?: by process (\d+))?/;
+  let transaction: string[] = [];
+  return (line) => {
+    const g = generation.exec(line);
+    if (g) {
+      const changes = transaction;
+      transaction = [];
+      if (changes.length === 0 || (g[1] !== undefined && isOwn(Number(g[1])))) return undefined;
+      return [...new Set(changes)].join(', ');
+    }
     const m = ours.exec(line);
-    return m ? `${m[1]} ${m[2]}` : undefined;
-  }, onChange, opts);
+    if (m) transaction.push(`${m[1]} ${m[2]}`);
+    return undefined;
+  };
+}
+
+/** Changes to nft table `inet <table>` by another program (see nftChanges). */
+export function watchNftTable(table: string, isOwn: (pid: number) => boolean, onChange: (what: string) => void, opts: WatchOptions = {}): KernelWatcher {
+  return watchLines(['nft', 'monitor'], nftChanges(table, isOwn), onChange, opts);
 }

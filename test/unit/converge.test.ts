@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/config/load.js';
 import { converge, fingerprintOf, RestoreBackoff, type Installed } from '../../src/kernel/converge.js';
+import { nftChanges } from '../../src/kernel/watch.js';
 import type { CommandResult, Runner } from '../../src/kernel/runner.js';
 import { plan } from '../../src/plan/plan.js';
 import type { Health, KernelFacts } from '../../src/plan/state.js';
@@ -103,4 +104,25 @@ test('restores back off: at once, then 100, 200, 400, 500, 500 ms apart; a quiet
   now += RestoreBackoff.QUIET_MS + 1;
   assert.equal(backoff.delayMs(now), 0);
   assert.equal(backoff.currentGapMs(now), 0);
+});
+
+test("nft monitor: another program's change to the table is reported once per transaction; uplinkd's own and other tables' are not", () => {
+  // As nft 1.0.6 prints them (lines from a lab router).
+  const lines = [
+    'delete element inet uplinkd balance { 0-32767 : goto mark_isp1 }',
+    '# new generation 3 by process 4430 (nft)',
+    'add element inet uplinkd balance { 0-32767 : goto mark_isp2 }',
+    '# new generation 4 by process 777 (nft)',
+    'add table inet filter',
+    'add chain inet filter forward { type filter hook forward priority filter; policy accept; }',
+    '# new generation 5 by process 4431 (nft)',
+    'delete rule inet uplinkd prerouting handle 28',
+    'delete chain inet uplinkd prerouting',
+    'delete table inet uplinkd',
+    '# new generation 6 by process 4432 (nft)',
+    'delete table inet uplinkd',
+    '# new generation 7',
+  ];
+  const seen = lines.map(nftChanges('uplinkd', (pid) => pid === 777)).filter((x) => x !== undefined);
+  assert.deepEqual(seen, ['delete element', 'delete rule, delete chain, delete table', 'delete table']);
 });
