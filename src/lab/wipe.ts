@@ -12,9 +12,9 @@ import { DEFAULT_OWNERSHIP, RULE_RANGE, uplinkTable } from '../ownership.js';
 import { loadLab, type LabState } from './lab.js';
 import { failoverMs, monotonicMs, startStream, type StreamSample } from './measure.js';
 import { inNamespace, must, run } from './run.js';
-import { LAN } from './topology.js';
+import { LAN, uplinkWiring } from './topology.js';
 
-export const WIPES = ['flush-ruleset', 'firewall-reload', 'rules', 'tables', 'element'] as const;
+export const WIPES = ['flush-ruleset', 'firewall-reload', 'rules', 'tables', 'element', 'address-flush'] as const;
 export type WipeKind = (typeof WIPES)[number];
 
 export const WIPE_DESCRIPTIONS: Record<WipeKind, string> = {
@@ -23,6 +23,7 @@ export const WIPE_DESCRIPTIONS: Record<WipeKind, string> = {
   rules: 'every ip rule in the owned range deleted',
   tables: 'every owned routing table flushed',
   element: "one map element deleted (the last uplink's SNAT address)",
+  'address-flush': "the last uplink's address flushed and added back, as ISC dhclient-script does on a lease change",
 };
 
 /**
@@ -91,6 +92,18 @@ export async function labWipe(name: string, kind: WipeKind): Promise<void> {
         input: lab.uplinks.map((_, i) => `route flush table ${uplinkTable(own, i)}\n`).join(''),
       });
       return;
+    case 'address-flush': {
+      // dhclient-script on a changed lease: flush, add the address, then the default
+      // route. The kernel drops every route that used the address, uplinkd's own
+      // table's included, and nothing in the plan changes.
+      const k = lab.uplinks.length;
+      const u = lab.uplinks[k - 1];
+      await must(['ip', '-n', router, '-batch', '-'], {
+        input: `address flush dev ${u.routerIf}\naddress add ${u.address}/${u.prefixLen} dev ${u.routerIf}\n` +
+          `route add default via ${u.gateway} dev ${u.routerIf} metric ${uplinkWiring(k).metric}\n`,
+      });
+      return;
+    }
     case 'element':
       await inNamespace(router, 'nft', 'delete', 'element', 'inet', own.nftTable, 'snat_address', `{ "${lab.uplinks[lab.uplinks.length - 1].routerIf}" }`);
       return;

@@ -60,7 +60,7 @@ async function selfHealing(): Promise<NonNullable<Status['self_healing']>> {
 }
 
 const CAUSE: Record<WipeKind, string> = {
-  'flush-ruleset': 'nft-table', 'firewall-reload': 'nft-table', rules: 'rules', tables: 'routes', element: 'nft-elements',
+  'flush-ruleset': 'nft-table', 'firewall-reload': 'nft-table', rules: 'rules', tables: 'routes', element: 'nft-elements', 'address-flush': 'routes',
 };
 
 for (const kind of WIPES) {
