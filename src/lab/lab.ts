@@ -703,7 +703,7 @@ function signalQuietly(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** Running, and not merely a zombie waiting for its parent. */
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number | string): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';

@@ -4,7 +4,7 @@
 
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { labClient, labExec, type LabState } from '../../src/lab/lab.js';
+import { isAlive, labClient, labExec, type LabState } from '../../src/lab/lab.js';
 import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
 import { run } from '../../src/lab/run.js';
@@ -147,14 +147,7 @@ export async function namespacesOf(name: string): Promise<string[]> {
 }
 
 /** Running, not merely a zombie left for its parent to reap. */
-export function isRunning(pid: number | string): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
+export const isRunning = isAlive;
 
 /** Running processes whose environment holds `entry` (NAME=value). */
 export function processesWithEnv(entry: string): number {
