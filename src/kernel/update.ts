@@ -44,13 +44,18 @@ export async function flushDynamicSet(runner: Runner, table: NftTable, set: stri
   await mustRun(runner, 'nft', ['flush', 'set', table.family, table.name, set]);
 }
 
-/** Deletes the conntrack entries carrying `mark` under `mask`; returns how many. */
-export async function deleteConnections(runner: Runner, mark: number, mask: number): Promise<number> {
-  const result = await runner.run('conntrack', ['-D', '-m', `${mark}/${mask}`]);
+/** `conntrack -D` with these filters; returns how many entries it deleted. */
+async function conntrackDelete(runner: Runner, filters: string[]): Promise<number> {
+  const result = await runner.run('conntrack', ['-D', ...filters]);
   const deleted = /(\d+) flow entries have been deleted/.exec(result.stderr);
   // conntrack exits 1 when nothing matched; that is not a failure here.
   if (!deleted && result.code !== 0) throw new Error(`conntrack -D: ${result.stderr.trim()}`);
   return deleted ? Number(deleted[1]) : 0;
+}
+
+/** Deletes the conntrack entries carrying `mark` under `mask`; returns how many. */
+export function deleteConnections(runner: Runner, mark: number, mask: number): Promise<number> {
+  return conntrackDelete(runner, ['-m', `${mark}/${mask}`]);
 }
 
 /**
@@ -61,11 +66,8 @@ export async function deleteConnections(runner: Runner, mark: number, mask: numb
  * ports, which is then dropped as a retransmission of the old attempt.
  * Returns how many were deleted.
  */
-export async function deleteUnansweredTcp(runner: Runner): Promise<number> {
-  const result = await runner.run('conntrack', ['-D', '-p', 'tcp', '--state', 'SYN_SENT']);
-  const deleted = /(\d+) flow entries have been deleted/.exec(result.stderr);
-  if (!deleted && result.code !== 0) throw new Error(`conntrack -D: ${result.stderr.trim()}`);
-  return deleted ? Number(deleted[1]) : 0;
+export function deleteUnansweredTcp(runner: Runner): Promise<number> {
+  return conntrackDelete(runner, ['-p', 'tcp', '--state', 'SYN_SENT']);
 }
 
 /** Connections per mark value (under mask), from the conntrack table. */
