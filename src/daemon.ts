@@ -52,7 +52,7 @@ export class Daemon {
   private tracked = new Map<string, Tracked>();
   private installed?: Installed;
   private events: StatusEvent[] = [];
-  private kernelQueue: Promise<unknown> = Promise.resolve();
+  private kernelQueue: Promise<void> = Promise.resolve();
   private watchers: KernelWatcher[] = [];
   private driftTimer?: NodeJS.Timeout;
   /** A drift check is queued or running: further triggers join it. */
@@ -238,22 +238,19 @@ export class Daemon {
 
   /**
    * Runs `work` in the kernel queue, so kernel changes never interleave.
-   * A failure is logged and kept for the watchdog until work succeeds again.
-   * Resolves to the ms spent, or -1 on failure.
+   * A failure is logged and kept for the watchdog until work succeeds again;
+   * the returned promise never rejects.
    */
-  private enqueue(why: string, work: () => Promise<void>): Promise<number> {
+  private enqueue(why: string, work: () => Promise<void>): Promise<void> {
     const run = async () => {
-      const started = performance.now();
       await work();
       this.kernelError = undefined;
-      return performance.now() - started;
     };
-    const next = this.kernelQueue.then(run, run);
-    this.kernelQueue = next.catch((err) => {
+    this.kernelQueue = this.kernelQueue.then(run, run).catch((err) => {
       this.kernelError = err instanceof Error ? err.message : String(err);
       this.log.error({ why }, `kernel update failed (${why}): ${this.kernelError}`);
     });
-    return next.catch(() => -1);
+    return this.kernelQueue;
   }
 
   /**
@@ -262,7 +259,7 @@ export class Daemon {
    * once the new state is in (e.g. flushing a down uplink's connections once
    * new ones no longer go there).
    */
-  private converge(why: string, after?: (slotStartedAt: number) => Promise<void>): Promise<number> {
+  private converge(why: string, after?: (slotStartedAt: number) => Promise<void>): Promise<void> {
     return this.enqueue(why, async () => {
       const slotStartedAt = performance.now();
       await this.install(why, { then: after && (() => after(slotStartedAt)) });

@@ -176,23 +176,20 @@ export class RestoreBackoff {
   private streak = 0;
   private lastRestoreAt = -Infinity;
 
-  /** How long to wait, from `nowMs`, before restoring drift found now. */
-  delayMs(nowMs: number): number {
-    if (nowMs - this.lastRestoreAt > RestoreBackoff.QUIET_MS) this.streak = 0;
-    if (this.streak === 0) return 0;
-    const gap = Math.min(RestoreBackoff.CAP_MS, RestoreBackoff.BASE_MS * 2 ** (this.streak - 1));
-    return Math.max(0, this.lastRestoreAt + gap - nowMs);
-  }
-
-  /** The current gap between restores, for status: 0 while not backing off. */
+  /** The current gap between restores: 0 while not backing off (no restore yet, or a quiet spell since the last). */
   currentGapMs(nowMs: number): number {
     if (this.streak === 0 || nowMs - this.lastRestoreAt > RestoreBackoff.QUIET_MS) return 0;
     return Math.min(RestoreBackoff.CAP_MS, RestoreBackoff.BASE_MS * 2 ** (this.streak - 1));
   }
 
+  /** How long to wait, from `nowMs`, before restoring drift found now. */
+  delayMs(nowMs: number): number {
+    const gap = this.currentGapMs(nowMs);
+    return gap === 0 ? 0 : Math.max(0, this.lastRestoreAt + gap - nowMs);
+  }
+
   restored(nowMs: number): void {
-    if (nowMs - this.lastRestoreAt > RestoreBackoff.QUIET_MS) this.streak = 0;
-    this.streak++;
+    this.streak = this.currentGapMs(nowMs) === 0 ? 1 : this.streak + 1;
     this.lastRestoreAt = nowMs;
   }
 }
