@@ -10,7 +10,12 @@ export const DEFAULT_OWNERSHIP: KernelOwnership = {
   markMask: 0x0000ff00,
   tableBase: 200,
   rulePriority: 10000,
+  // Link-local, so never routed anywhere; only ever seen before source NAT.
+  hostSource: '169.254.77.1',
 };
+
+/** The label of the host-mode source address on lo: how flush finds it with no config. */
+export const HOST_SOURCE_LABEL = 'lo:uplinkd';
 
 /** Size of the owned priority range: rules live in [rulePriority, rulePriority + RULE_RANGE - 1]. */
 export const RULE_RANGE = 1000;

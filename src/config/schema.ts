@@ -12,6 +12,7 @@ import {
   parseDnsName,
   parseGateway,
   parseIfname,
+  parseIpv4,
   parseListenAddress,
   parsePortRange,
   parsePrefix,
@@ -280,12 +281,14 @@ const KernelSchema = strictObject({
   mark_mask: leaf(parseMarkMask).default(DEFAULT_OWNERSHIP.markMask),
   table_base: integer(0, 2 ** 32 - 1).default(DEFAULT_OWNERSHIP.tableBase),
   rule_priority: leaf(parseRulePriority).default(DEFAULT_OWNERSHIP.rulePriority),
+  host_source: leaf(parseIpv4).default(DEFAULT_OWNERSHIP.hostSource),
 }).transform(
   (kernel): KernelOwnership => ({
     nftTable: kernel.nft_table,
     markMask: kernel.mark_mask,
     tableBase: kernel.table_base,
     rulePriority: kernel.rule_priority,
+    hostSource: kernel.host_source,
   }),
 );
 
@@ -302,6 +305,7 @@ export const ConfigSchema = strictObject({
   balance: z.enum(['weighted', 'hash', 'least-loaded']).default('weighted'),
   sticky: leaf(parseDuration).optional(),
   rules: z.array(RuleSchema).default([]),
+  mptcp: z.enum(['off', 'subflow']).default('off'),
   conntrack: strictObject({ flush_on_down: z.boolean().default(true) }).default({}),
   hooks: oneOrMany(leaf(parseAbsolutePath)).default([]),
   api: ApiSchema.default({}),
@@ -325,6 +329,7 @@ export const ConfigSchema = strictObject({
         fallback: rule.fallback,
       }),
     ),
+    mptcp: config.mptcp,
     conntrack: { flushOnDown: config.conntrack.flush_on_down },
     hooks: config.hooks,
     api: { socket: config.api.socket, http: config.api.http },

@@ -60,7 +60,16 @@ export interface KernelOwnership {
   markMask: number;
   tableBase: number;
   rulePriority: number;
+  /**
+   * Host mode: the address uplinkd puts on `lo` (labelled lo:uplinkd) as the
+   * source of the machine's own unbound connections, so they can be told
+   * from sockets bound to an uplink address, balanced and NATed.
+   */
+  hostSource: string;
 }
+
+/** `mptcp: subflow`: every usable uplink's address is an MPTCP endpoint. */
+export type MptcpMode = 'off' | 'subflow';
 
 export interface Config {
   /** The file it was read from, for messages. */
@@ -71,6 +80,7 @@ export interface Config {
   balance: BalanceMode;
   stickyMs?: number;
   rules: Rule[];
+  mptcp: MptcpMode;
   conntrack: { flushOnDown: boolean };
   hooks: string[];
   api: { socket: string; http: string | 'off' };

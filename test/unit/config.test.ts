@@ -146,6 +146,7 @@ describe('defaults', () => {
       ],
       balance: 'weighted',
       rules: [],
+      mptcp: 'off',
       conntrack: { flushOnDown: true },
       hooks: [],
       api: { socket: '/run/uplinkd/uplinkd.sock', http: '127.0.0.1:9271' },
@@ -288,7 +289,7 @@ describe('normalisation', () => {
         'conntrack: {flush_on_down: false}',
         'hooks: /etc/uplinkd/notify',
         'api: {socket: /run/u.sock, http: off}',
-        'kernel: {nft_table: wan_mgr, mark_mask: "0x00ff0000", table_base: 100, rule_priority: 20000}',
+        'kernel: {nft_table: wan_mgr, mark_mask: "0x00ff0000", table_base: 100, rule_priority: 20000, host_source: 198.18.255.1}',
       ).replace(/interface: wan(\d)/g, 'interface: wan$1, capacity: {down: 10mbit}'),
     );
     assert.deepEqual(config.lan, ['lan0']);
@@ -297,7 +298,7 @@ describe('normalisation', () => {
     assert.deepEqual(config.conntrack, { flushOnDown: false });
     assert.deepEqual(config.hooks, ['/etc/uplinkd/notify']);
     assert.deepEqual(config.api, { socket: '/run/u.sock', http: 'off' });
-    assert.deepEqual(config.kernel, { nftTable: 'wan_mgr', markMask: 0x00ff0000, tableBase: 100, rulePriority: 20000 });
+    assert.deepEqual(config.kernel, { nftTable: 'wan_mgr', markMask: 0x00ff0000, tableBase: 100, rulePriority: 20000, hostSource: '198.18.255.1' });
   });
 
   it('takes mark_mask as a YAML number too', () => {
