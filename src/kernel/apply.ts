@@ -6,9 +6,9 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { KernelOwnership } from '../config/types.js';
-import { FALLBACK_METRIC, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
-import { nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
-import type { DesiredState, Route, Rule } from '../plan/state.js';
+import { FALLBACK_METRIC, HOST_SOURCE_LABEL, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
+import { addressArgs, nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
+import type { DesiredState, LocalAddress, Route, Rule } from '../plan/state.js';
 import { mustRun, type Runner } from './runner.js';
 
 // rtnetlink numbers as `ip -N` prints them.
@@ -91,6 +91,19 @@ async function currentTableComment(runner: Runner, family: string, name: string)
   return /^\s*comment "([^"]*)"/m.exec(result.stdout)?.[1] ?? '';
 }
 
+interface AddressJson { ifname: string; addr_info?: { family: string; local: string; prefixlen: number; label?: string; scope?: string }[] }
+
+/** The addresses carrying uplinkd's label, wherever they are, as `ip address del` arguments. */
+async function listOwnedAddresses(runner: Runner): Promise<{ key: string; del: string[] }[]> {
+  const out = await mustRun(runner, 'ip', ['-j', '-4', 'address', 'show']);
+  return (JSON.parse(out || '[]') as AddressJson[]).flatMap((link) => (link.addr_info ?? [])
+    .filter((a) => a.family === 'inet' && a.label === HOST_SOURCE_LABEL)
+    .map((a) => ({ key: addressKey(link.ifname, `${a.local}/${a.prefixlen}`, a.scope ?? '-'), del: ['address', 'del', `${a.local}/${a.prefixlen}`, 'dev', link.ifname] })));
+}
+
+const addressKey = (dev: string, cidr: string, scope: string) => `${dev} ${cidr} ${scope}`;
+const desiredAddressKey = (a: LocalAddress) => addressKey(a.dev, a.cidr, a.scope);
+
 function deleteRouteArgs(r: RouteJson): string[] {
   const args = ['route', 'del'];
   if (r.type && r.type !== 'unicast') args.push(r.type);
@@ -131,11 +144,15 @@ export interface ApplyResult {
  */
 export async function routingDiff(state: DesiredState, runner: Runner): Promise<{
   missingRoutes: Route[]; staleRoutes: RouteJson[]; missingRules: Rule[]; staleRules: RuleJson[];
+  missingAddresses: LocalAddress[]; staleAddresses: string[][];
 }> {
-  const [present, rules] = await Promise.all([
+  const [present, rules, addresses] = await Promise.all([
     listRoutes(runner, state.ownedTables),
     listOwnedRules(runner, state.ruleRange.from, state.ruleRange.to),
+    listOwnedAddresses(runner),
   ]);
+  const presentAddressKeys = new Set(addresses.map((a) => a.key));
+  const wantedAddressKeys = new Set(state.addresses.map(desiredAddressKey));
   const presentRouteKeys = new Set(present.map(kernelRouteKey));
   const wantedRouteKeys = new Set(state.routes.map(desiredRouteKey));
   const presentRuleKeys = new Set(rules.map(kernelRuleKey));
@@ -145,6 +162,8 @@ export async function routingDiff(state: DesiredState, runner: Runner): Promise<
     staleRoutes: present.filter((r) => !wantedRouteKeys.has(kernelRouteKey(r))),
     missingRules: state.rules.filter((r) => !presentRuleKeys.has(desiredRuleKey(r))),
     staleRules: rules.filter((r) => !wantedRuleKeys.has(kernelRuleKey(r))),
+    missingAddresses: state.addresses.filter((a) => !presentAddressKeys.has(desiredAddressKey(a))),
+    staleAddresses: addresses.filter((a) => !wantedAddressKeys.has(a.key)).map((a) => a.del),
   };
 }
 
@@ -165,9 +184,11 @@ export async function applyState(state: DesiredState, runner: Runner, nftMode: N
     changes.push({ what: 'sysctl', args: ['sysctl', '-w', `${s.key}=${s.value}`] });
   }
 
-  // Routes before the rules and marks that lead to them; stale ones last, so
-  // nothing is without a route in between.
+  // Addresses before the routes that name them as source; routes before the
+  // rules and marks that lead to them; stale ones last, so nothing is
+  // without a route in between.
   const diff = await routingDiff(state, runner);
+  for (const address of diff.missingAddresses) await ip('address', addressArgs(address));
   for (const route of diff.missingRoutes) await ip('route', ['-4', ...routeArgs(route)]);
 
   let nftKept = true;
@@ -187,6 +208,7 @@ export async function applyState(state: DesiredState, runner: Runner, nftMode: N
     await ip('stale rule', ['-4', 'rule', 'del', 'priority', String(rule.priority), ...staleRuleSelector(rule)]);
   }
   for (const route of diff.staleRoutes) await ip('stale route', ['-4', ...deleteRouteArgs(route)]);
+  for (const args of diff.staleAddresses) await ip('stale address', args);
   return { changes, nftKept };
 }
 
@@ -216,8 +238,9 @@ async function uplinkdTables(own: KernelOwnership, runner: Runner): Promise<numb
 
 /**
  * Removes everything uplinkd owns under `own`: its nft table, every rule in
- * its priority range and every route in its tables. Needs no config: the
- * defaults name the same things the config does unless it changed them.
+ * its priority range, every route in its tables and every address with its
+ * label. Needs no config: the defaults name the same things the config does
+ * unless it changed them.
  */
 export async function flushOwned(own: KernelOwnership, runner: Runner): Promise<Change[]> {
   const changes: Change[] = [];
@@ -234,6 +257,10 @@ export async function flushOwned(own: KernelOwnership, runner: Runner): Promise<
     const args = ['-4', 'route', 'flush', 'table', String(table)];
     await mustRun(runner, 'ip', args);
     changes.push({ what: 'routes', args: ['ip', ...args] });
+  }
+  for (const { del } of await listOwnedAddresses(runner)) {
+    await mustRun(runner, 'ip', del);
+    changes.push({ what: 'address', args: ['ip', ...del] });
   }
   return changes;
 }

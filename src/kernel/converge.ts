@@ -27,7 +27,7 @@ export interface Installed {
   nft: NftFingerprint;
 }
 
-export type DriftKind = 'nft-table' | 'nft-structure' | 'nft-elements' | 'rules' | 'routes' | 'sysctls';
+export type DriftKind = 'nft-table' | 'nft-structure' | 'nft-elements' | 'rules' | 'routes' | 'addresses' | 'sysctls';
 
 export interface Drift {
   kind: DriftKind;
@@ -93,6 +93,10 @@ export async function findDrift(installed: Installed, runner: Runner): Promise<D
     drift.push({ kind: 'routes', detail: [routing.missingRoutes.length && `${count(routing.missingRoutes.length, 'route')} missing`,
       routing.staleRoutes.length && `${count(routing.staleRoutes.length, 'foreign route')} in owned tables`].filter(Boolean).join(', ') });
   }
+  if (routing.missingAddresses.length || routing.staleAddresses.length) {
+    drift.push({ kind: 'addresses', detail: [routing.missingAddresses.length && 'the host source address is missing',
+      routing.staleAddresses.length && 'a stale address carries uplinkd\'s label'].filter(Boolean).join(', ') });
+  }
   const sysctls = sysctlDiff(state);
   if (sysctls.length) drift.push({ kind: 'sysctls', detail: sysctls.map((s) => s.key).join(', ') + ' changed' });
   return drift;
@@ -116,9 +120,9 @@ export async function converge(installed: Installed | undefined, desired: Desire
   const drift = opts.drift ?? [];
   const kinds = new Set(drift.map((d) => d.kind));
   const sameTable = installed !== undefined && !kinds.has('nft-table') && !kinds.has('nft-structure') && sameStructure(installed.state.nft, desired.nft);
-  const routingSame = installed !== undefined && !kinds.has('rules') && !kinds.has('routes') && !kinds.has('sysctls') &&
-    JSON.stringify([installed.state.routes, installed.state.rules, installed.state.sysctls]) ===
-      JSON.stringify([desired.routes, desired.rules, desired.sysctls]);
+  const routingSame = installed !== undefined && !kinds.has('rules') && !kinds.has('routes') && !kinds.has('addresses') && !kinds.has('sysctls') &&
+    JSON.stringify([installed.state.routes, installed.state.rules, installed.state.addresses, installed.state.sysctls]) ===
+      JSON.stringify([desired.routes, desired.rules, desired.addresses, desired.sysctls]);
   // A table whose elements were changed by someone else gets every planned
   // set rewritten; otherwise only the sets the plan changed.
   const elements = sameTable ? elementUpdateScript(kinds.has('nft-elements') ? { ...installed.state.nft, sets: [] } : installed.state.nft, desired.nft) : '';

@@ -36,11 +36,12 @@ export function registerLabCommands(program: Command): void {
     .option('--capacity <rates>', 'tc rates, one for all or one per uplink, e.g. 20mbit,10mbit')
     .option('--point-to-point <uplinks>', 'uplinks (isp2 or 2, comma-separated) addressed like PPPoE: a /32 with a peer, no gateway')
     .option('--dhcp <uplinks>', 'uplinks (isp2 or 2, comma-separated) addressed by a real DHCP server (dnsmasq) and client (dhcpcd)')
-    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string; dhcp?: string }, cmd: Command) => {
+    .option('--host', "a single multihomed machine: no LAN host, the 'router' node is the host and the config has no lan")
+    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string; dhcp?: string; host?: boolean }, cmd: Command) => {
       const capacities = opts.capacity?.split(',');
       const pointToPoint = uplinkList('--point-to-point', opts.pointToPoint);
       const dhcp = uplinkList('--dhcp', opts.dhcp);
-      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities, pointToPoint, dhcp });
+      const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities, pointToPoint, dhcp, host: opts.host });
       say(describeLab(state));
     });
 

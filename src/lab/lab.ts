@@ -25,6 +25,7 @@ import {
 } from './dhcp.js';
 import { inNamespace, ip, labProgram, must, nft, run, type RunOptions, type RunResult } from './run.js';
 import {
+  HOST_SOURCE,
   INTERNET, LAN, MAX_LAB_UPLINKS, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround, uplinkWiring,
   type CustomerSubnet, type LabNode,
 } from './topology.js';
@@ -49,6 +50,11 @@ export interface LabOptions {
    * (dhcpcd), instead of being configured by the lab.
    */
   dhcp?: number[];
+  /**
+   * A single multihomed machine instead of a router: no LAN host, and the
+   * config has no `lan`, so the 'router' node is the host (host mode).
+   */
+  host?: boolean;
 }
 
 /** The processes of a DHCP uplink (see dhcp.ts). */
@@ -84,6 +90,8 @@ export interface LabUplink {
 export interface LabState {
   name: string;
   stateDir: string;
+  /** Built with `host` (LabOptions): there is no 'lan' node. */
+  host?: boolean;
   ns: { lan: string; router: string; inet: string; isps: string[] };
   lanIf: 'lan0';
   lanAddress: '198.18.0.1';
@@ -112,7 +120,7 @@ export async function labUp(opts: LabOptions): Promise<LabState> {
   mkdirSync(state.stateDir); // fails if another `lab up` of this name got here first
   try {
     await createNamespaces(state);
-    await wireLan(state);
+    if (!state.host) await wireLan(state);
     await wireInternet(state);
     for (let k = 1; k <= state.uplinks.length; k++) await wireUplink(state, k);
     await limitCapacities(state);
@@ -151,6 +159,7 @@ function newLabState(opts: LabOptions): LabState {
   return {
     name,
     stateDir,
+    ...(opts.host ? { host: true } : {}),
     ns: { lan: namespaceOf(name, 'lan'), router: namespaceOf(name, 'router'), inet: namespaceOf(name, 'inet'), isps },
     lanIf: LAN.routerIf,
     lanAddress: LAN.routerAddress,
@@ -182,7 +191,7 @@ async function refuseIfTaken(name: string): Promise<void> {
 }
 
 function allNamespaces(state: LabState): string[] {
-  return [state.ns.lan, state.ns.router, state.ns.inet, ...state.ns.isps];
+  return [...(state.host ? [] : [state.ns.lan]), state.ns.router, state.ns.inet, ...state.ns.isps];
 }
 
 async function createNamespaces(state: LabState): Promise<void> {
@@ -355,12 +364,13 @@ function uplinkdConfig(state: LabState): string {
   return [
     `# uplinkd config for lab ${state.name}, written by \`uplinkd lab up\`.`,
     `# Run uplinkd in the router: uplinkd lab --name ${state.name} exec router -- uplinkd run -c ${state.configPath}`,
-    `lan: [${state.lanIf}]`,
+    ...(state.host ? [] : [`lan: [${state.lanIf}]`]),
     `uplinks:`,
     ...uplinks,
     `api:`,
     `  socket: ${join(state.stateDir, 'uplinkd.sock')}`,
     `  http: off`,
+    ...(state.host ? [`kernel:`, `  host_source: ${HOST_SOURCE}`] : []),
     '',
   ].join('\n');
 }
@@ -728,6 +738,7 @@ function saveState(state: LabState): void {
 }
 
 function namespaceOfNode(state: LabState, node: string): string {
+  if (node === 'lan' && state.host) throw new Error(`lab ${state.name} is a multihomed host (lab up --host): it has no 'lan' node; its machine is 'router'`);
   if (node === 'lan' || node === 'router' || node === 'inet') return state.ns[node];
   const isp = /^isp([1-9])$/.exec(node);
   const ns = isp ? state.ns.isps[Number(isp[1]) - 1] : undefined;
@@ -862,15 +873,17 @@ export function describeLab(state: LabState): string {
   const dhcpUplink = state.uplinks.find((u) => u.dhcp);
   return [
     `lab ${state.name}: ${state.uplinks.length} uplink(s), namespaces ul-${state.name}-*`,
-    `  lan     ${state.lanHost}/24 on eth0 (+ sources ${state.lanSources[0]}-${last.split('.')[3]}), default via ${state.lanAddress}`,
-    `  router  ${state.lanIf} ${state.lanAddress}/24`,
+    ...(state.host
+      ? [`  router  a multihomed host (no LAN); uplinkd gives its unbound connections the source ${HOST_SOURCE} on lo`]
+      : [`  lan     ${state.lanHost}/24 on eth0 (+ sources ${state.lanSources[0]}-${last.split('.')[3]}), default via ${state.lanAddress}`,
+        `  router  ${state.lanIf} ${state.lanAddress}/24`]),
     ...state.uplinks.map((u, i) =>
       `          ${u.routerIf} ${u.address}/${u.prefixLen} via ${u.gateway} metric ${uplinkWiring(i + 1).metric} -> ${u.name}` +
       (u.capacity ? `, ${u.capacity}` : '') + (u.dhcp ? dhcpSummary(u) : '') + (u.fault ? `, FAULT ${u.fault}` : ''),
     ),
     `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}`,
     `  config  ${state.configPath}`,
-    `  try     ${cli} exec lan -- curl -s http://${state.server}:${state.whoamiPort}/`,
+    `  try     ${cli} exec ${state.host ? 'router' : 'lan'} -- curl -s http://${state.server}:${state.whoamiPort}/`,
     `          ${cli} fail isp1 --mode upstream | heal isp1 | renumber isp1 | down`,
     ...(dhcpUplink ? [`          ${cli} renumber ${dhcpUplink.name} | dhcp-stop ${dhcpUplink.name} | dhcp-start ${dhcpUplink.name}`] : []),
   ].join('\n');

@@ -18,6 +18,13 @@ export const LAN = {
   sources: Array.from({ length: 64 }, (_, i) => `198.18.0.${100 + i}`),
 } as const;
 
+/**
+ * `lab up --host`: the source uplinkd gives the machine's own unbound
+ * connections (kernel.host_source), from the benchmarking range instead of
+ * the link-local default, like every lab address.
+ */
+export const HOST_SOURCE = '198.18.1.1';
+
 export const INTERNET = {
   /** Every address of this prefix is local to the inet namespace, so tests can pin by destination. */
   prefix: '192.0.2.0/24',

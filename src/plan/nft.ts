@@ -173,7 +173,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
       { text: 'ip saddr vmap @uplink_by_address', why: 'bound to an uplink address: that uplink' },
       { text: 'goto pick', why: 'type route: a new mark reroutes the packet' },
     ],
-    why: "the router's own connections",
+    why: routerMode ? "the router's own connections" : "the machine's own connections",
   });
   chains.push({
     name: 'postrouting', hook: 'type nat hook postrouting priority srcnat; policy accept;',
@@ -182,6 +182,8 @@ export function buildNftTable(ctx: PlanContext): NftTable {
         why: 'a local route won (LAN, VPN): not an uplink connection, so no uplink going down may flush it' },
       { text: 'oifname @masquerade_interfaces meta nfproto ipv4 masquerade', why: 'IPv4 only, like everything uplinkd does' },
       { text: 'snat ip to oifname map @snat_address', why: 'interfaces missing from the map are not matched' },
+      ...(routerMode ? [] : [{ text: `ip saddr ${config.kernel.hostSource} masquerade`,
+        why: 'host mode: the neutral source never leaves as it is, even by a route no uplink owns (via: main to a VPN)' }]),
     ],
     why: 'source NAT, first packet of each connection',
   });

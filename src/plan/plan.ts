@@ -3,13 +3,13 @@
 
 import type { Config, Uplink } from '../config/types.js';
 import {
-  FALLBACK_METRIC, RULE_OFFSET, RULE_RANGE,
+  FALLBACK_METRIC, HOST_SOURCE_LABEL, RULE_OFFSET, RULE_RANGE,
   balanceBuckets, marksFor, rulePriority, uplinkTable, type Marks,
 } from '../ownership.js';
 import { networkOf } from './ipv4.js';
 import { buildNftTable } from './nft.js';
 import type {
-  DesiredState, Health, InterfaceFacts, KernelFacts, Route, Rule, Sysctl, UplinkSummary,
+  DesiredState, Health, InterfaceFacts, KernelFacts, LocalAddress, Route, Rule, Sysctl, UplinkSummary,
 } from './state.js';
 
 export interface PlanInput {
@@ -55,7 +55,12 @@ export interface PlanContext {
   config: Config;
   marks: Marks;
   uplinks: ResolvedUplink[];
-  /** Source address for the router's own unbound sockets (router mode), see unboundSourceRule. */
+  /**
+   * Source address of the machine's own unbound sockets: the LAN address in
+   * router mode, kernel.host_source (on lo) in host mode. Neither is an
+   * uplink's address, so the output hook can tell these sockets from those
+   * bound to an uplink, balance them and NAT them to the uplink chosen.
+   */
   localSource?: string;
   /** See PlanInput.rotationStart. */
   rotationStart: number;
@@ -67,6 +72,7 @@ export function plan(input: PlanInput): DesiredState {
   return {
     uplinks: ctx.uplinks.map((u) => summary(u, balanceBuckets(config.balance))),
     sysctls: sysctls(ctx),
+    addresses: hostSourceAddress(ctx),
     routes: ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
     ownedTables: ctx.uplinks.map((u) => u.table),
     rules: rules(ctx),
@@ -104,10 +110,10 @@ export function resolve({ config, facts, health = {}, weights, rotationStart = 0
   });
   const buckets = balancedWeights(uplinks.filter(canCarry), weights, balanceBuckets(config.balance));
   for (const u of uplinks) u.buckets = buckets.get(u) ?? 0;
-  const lanAddress = config.lan
-    .map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address)
-    .find((a) => a !== undefined);
-  return { config, marks, uplinks, localSource: lanAddress, rotationStart };
+  const localSource = config.lan.length === 0
+    ? config.kernel.hostSource
+    : config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address).find((a) => a !== undefined);
+  return { config, marks, uplinks, localSource, rotationStart };
 }
 
 function resolveGateway(uplink: Uplink, facts: KernelFacts): string | undefined {
@@ -198,6 +204,13 @@ function summary(u: ResolvedUplink, total: number): UplinkSummary {
   };
 }
 
+/** Host mode: the neutral source on lo (see PlanContext.localSource). Scope host: the kernel never picks it by itself. */
+function hostSourceAddress({ config }: PlanContext): LocalAddress[] {
+  if (config.lan.length > 0) return [];
+  return [{ dev: 'lo', cidr: `${config.kernel.hostSource}/32`, label: HOST_SOURCE_LABEL, scope: 'host',
+    why: "the source of the machine's own unbound connections until they are NATed to the uplink chosen: it is no uplink's address, so they can be balanced" }];
+}
+
 function sysctl(key: string[], value: string, why: string): Sysctl {
   // `sysctl` writes dots inside a component (eth0.100) as slashes.
   return { key: key.map((k) => k.replaceAll('.', '/')).join('.'), path: key.join('/'), value, why };
@@ -235,8 +248,7 @@ function uplinkRoutes(u: ResolvedUplink, localSource: string | undefined): Route
     }
     routes.push({
       table, type: 'unicast', dst: 'default', via: u.gateway, dev,
-      // A router's unbound sockets get the LAN address so they can be told
-      // apart from sockets bound to an uplink address, then balanced and NATed.
+      // Unbound sockets get the neutral source (PlanContext.localSource).
       src: localSource ?? u.address,
       why: `${u.uplink.name}'s way out`,
     });
@@ -268,7 +280,9 @@ function rules({ config, marks, uplinks, localSource }: PlanContext): Rule[] {
   const sourceTable = uplinks.find((u) => !u.unusable);
   if (localSource && sourceTable) {
     out.push({ priority: at(RULE_OFFSET.unboundLocalSource), from: '0.0.0.0/32', lookup: sourceTable.table,
-      why: `the router's unbound sockets take the LAN address ${localSource} as source, so they are balanced like the LAN and NATed to the uplink chosen` });
+      why: config.lan.length > 0
+        ? `the router's unbound sockets take the LAN address ${localSource} as source, so they are balanced like the LAN and NATed to the uplink chosen`
+        : `the machine's unbound sockets take ${localSource} (on lo) as source, so they are balanced and NATed to the uplink chosen` });
   }
   return out;
 }

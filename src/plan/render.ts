@@ -4,7 +4,11 @@
 
 import { createHash } from 'node:crypto';
 import { hex } from '../ownership.js';
-import type { DesiredState, NftSet, NftTable, Route, Rule } from './state.js';
+import type { DesiredState, LocalAddress, NftSet, NftTable, Route, Rule } from './state.js';
+
+export function addressArgs(a: LocalAddress, verb: 'replace' | 'del' = 'replace'): string[] {
+  return ['address', verb, a.cidr, 'dev', a.dev, 'label', a.label, 'scope', a.scope];
+}
 
 export function routeArgs(route: Route, verb: 'replace' | 'del' = 'replace'): string[] {
   const args = ['route', verb];
@@ -96,6 +100,8 @@ export function renderPlan(state: DesiredState, title: string): string {
   }
   out.push('', '# Kernel settings');
   for (const s of state.sysctls) out.push(`# ${s.why}`, `sysctl -w ${s.key}=${s.value}`);
+  if (state.addresses.length > 0) out.push('', '# Addresses');
+  for (const a of state.addresses) out.push(`# ${a.why}`, ['ip', ...addressArgs(a)].map(shellWord).join(' '));
   out.push('', `# Routing tables ${state.ownedTables.join(', ')}: one per uplink`);
   for (const r of state.routes) out.push(`# ${r.why}`, ['ip', ...routeArgs(r)].map(shellWord).join(' '));
   out.push('', `# Rules, priorities ${state.ruleRange.from}-${state.ruleRange.to}`);

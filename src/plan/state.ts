@@ -53,6 +53,16 @@ export interface Rule {
   why: string;
 }
 
+/** An address uplinkd puts on an interface (host mode's neutral source on lo), found again by its label. */
+export interface LocalAddress {
+  dev: string;
+  /** CIDR, e.g. 169.254.77.1/32. */
+  cidr: string;
+  label: string;
+  scope: 'host';
+  why: string;
+}
+
 /** One nftables set or map. Elements are kept as nft syntax, one string each. */
 export interface NftSet {
   name: string;
@@ -99,6 +109,8 @@ export interface UplinkSummary {
 export interface DesiredState {
   uplinks: UplinkSummary[];
   sysctls: Sysctl[];
+  /** Addresses uplinkd owns (HOST_SOURCE_LABEL); any other address with that label is stale. */
+  addresses: LocalAddress[];
   routes: Route[];
   /** Tables the state owns; routes in them that the state does not list are stale. */
   ownedTables: number[];
@@ -106,4 +118,27 @@ export interface DesiredState {
   /** The owned priority range, inclusive. */
   ruleRange: { from: number; to: number };
   nft: NftTable;
+  /** MPTCP endpoints and limits (kernel/mptcp.ts); with `mptcp: off`, only the removal of endpoints left in the owned ids. */
+  mptcp?: MptcpState;
+}
+
+/** An `ip mptcp endpoint` uplinkd owns: new subflows of every MPTCP connection may leave from its address. */
+export interface MptcpEndpoint {
+  /** In MPTCP_ENDPOINT_IDS, fixed per uplink, so an endpoint is only ever replaced when its address moves. */
+  id: number;
+  address: string;
+  dev: string;
+  /** A higher tier's: its subflows carry data only while no subflow of a lower tier is left. */
+  backup: boolean;
+  why: string;
+}
+
+export interface MptcpState {
+  /** `mptcp: subflow`. Off, `endpoints` is empty and uplinkd only removes endpoints with its ids. */
+  enabled: boolean;
+  endpoints: MptcpEndpoint[];
+  /** Uplinks without an endpoint now, and why, for the printed plan. */
+  absent: { uplink: string; why: string }[];
+  /** What the per-namespace limits must at least allow; raised to it, never lowered (kernel/mptcp.ts). */
+  limits?: { subflows: number; addAddrAccepted: number; why: string };
 }
