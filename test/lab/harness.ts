@@ -8,7 +8,7 @@ import { isAlive, labClient, labExec, type LabState } from '../../src/lab/lab.js
 import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
 import { run } from '../../src/lab/run.js';
-import { labNamespacePattern } from '../../src/lab/topology.js';
+import { HOST_SOURCE, labNamespacePattern } from '../../src/lab/topology.js';
 import type { Status } from '../../src/status.js';
 
 export const UPLINKD = UPLINKD_BIN;
@@ -39,7 +39,9 @@ export function writeConfig(lab: LabState, fileName: string, yaml: string): stri
 export function labConfig(lab: LabState, opts: { uplink?: (name: string, k: number) => string; top?: string } = {}): string {
   const uplinks = lab.uplinks.map((u, i) =>
     `  ${u.name}:\n    interface: ${u.routerIf}\n${opts.uplink?.(u.name, i + 1) ?? ''}`).join('');
-  return `lan: [lan0]\nuplinks:\n${uplinks}${opts.top ?? ''}`;
+  // A multihomed host (lab up --host) has no LAN, and its neutral source comes from the lab's ranges.
+  const host = lab.host ? `kernel:\n  host_source: ${HOST_SOURCE}\n` : '';
+  return `${lab.host ? '' : 'lan: [lan0]\n'}uplinks:\n${uplinks}${host}${opts.top ?? ''}`;
 }
 
 /**
@@ -122,16 +124,17 @@ export async function waitFor(check: () => Promise<boolean>, withinMs: number, e
 }
 
 /**
- * Time from `faultAt` until a batch of new LAN connections all succeed, the
- * SPEC's failover time: batches of `batch` connections (300 ms timeout each)
- * are tried back to back. Resolves to ms, or undefined after `withinMs`.
+ * Time from `faultAt` until a batch of new connections from `node` (the LAN
+ * host unless given) all succeed, the README's failover time: batches of
+ * `batch` connections (300 ms timeout each) are tried back to back. Resolves to ms, or undefined after `withinMs`.
  */
-export async function timeUntilAllSucceed(lab: LabState, faultAt: number, opts: { batch?: number; withinMs?: number; expectVia?: string[] } = {}): Promise<number | undefined> {
+export async function timeUntilAllSucceed(lab: LabState, faultAt: number,
+  opts: { batch?: number; withinMs?: number; expectVia?: string[]; node?: 'lan' | 'router' } = {}): Promise<number | undefined> {
   const batch = opts.batch ?? 10;
   const deadline = faultAt + (opts.withinMs ?? 10_000);
   while (Date.now() < deadline) {
     const tryAt = Date.now();
-    const r = await labClient(lab.name, 'lan', ['http', '--url', whoamiUrl(lab), '--count', String(batch), '--concurrency', String(batch), '--timeout-ms', '300']);
+    const r = await labClient(lab.name, opts.node ?? 'lan', ['http', '--url', whoamiUrl(lab), '--count', String(batch), '--concurrency', String(batch), '--timeout-ms', '300']);
     const viaOk = !opts.expectVia || Object.keys(r.seen).every((a) => opts.expectVia!.includes(a));
     if (r.ok === batch && viaOk) return tryAt - faultAt;
   }
