@@ -96,11 +96,12 @@ export function registerLabCommands(program: Command): void {
   });
 
   sub('demo', 'the guided tour: lab up, uplinkd in the router, traffic, an uplink failed and healed, measured failover and failback, lab down')
-    .action(async (_opts: unknown, cmd: Command) => {
+    .option('--host', "the tour of a single multihomed machine (lab up --host): its own connections' shares and failover")
+    .action(async (opts: { host?: boolean }, cmd: Command) => {
       // Its own default name, so the tour never collides with a lab someone is using.
       const name = (cmd.optsWithGlobals().name as string | undefined) ?? DEMO_LAB;
       try {
-        await labDemo(name);
+        await labDemo(name, { host: opts.host ?? false });
       } catch (err) {
         if (err instanceof DemoInterrupted) process.exit(130); // the shell's convention for Ctrl-C
         throw err;

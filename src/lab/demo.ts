@@ -35,7 +35,7 @@ export class DemoInterrupted extends Error {
 }
 
 /** Runs the tour; resolves when it went through, rejects with a DemoError otherwise. The lab is gone either way. */
-export async function labDemo(name = DEMO_LAB): Promise<void> {
+export async function labDemo(name = DEMO_LAB, opts: { host: boolean } = { host: false }): Promise<void> {
   if (await labExists(name)) {
     throw new DemoError(
       `lab '${name}' already exists (an earlier demo still running, or one that was killed).\n` +
@@ -49,7 +49,7 @@ export async function labDemo(name = DEMO_LAB): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const tour = new Tour(name, interrupt.signal);
+  const tour = new Tour(name, interrupt.signal, opts.host);
   try {
     await tour.run();
   } catch (err) {
@@ -81,7 +81,14 @@ class Tour {
   private daemon?: LabDaemon;
   private streams = new Set<RunningStream>();
 
-  constructor(private readonly name: string, private readonly signal: AbortSignal) {}
+  /** Where the traffic comes from: the LAN host behind the router, or the multihomed host itself. */
+  private readonly client: 'lan' | 'router';
+  private readonly who: string;
+
+  constructor(private readonly name: string, private readonly signal: AbortSignal, private readonly host: boolean) {
+    this.client = host ? 'router' : 'lan';
+    this.who = host ? 'the host' : 'the LAN host';
+  }
 
   private announce(title: string, line: string): void {
     this.signal.throwIfAborted();
@@ -90,16 +97,18 @@ class Tour {
   }
 
   async run(): Promise<void> {
-    say(`uplinkd lab demo: a router with two internet uplinks, built from network namespaces on this machine.`);
+    say(this.host
+      ? `uplinkd lab demo --host: a single machine with two internet uplinks (no LAN), built from network namespaces on this machine.`
+      : `uplinkd lab demo: a router with two internet uplinks, built from network namespaces on this machine.`);
     say(`Nothing outside the lab's namespaces (ul-${this.name}-*) is touched; the lab is removed at the end.`);
     say();
 
-    this.announce('lab up', `Building lab '${this.name}': a LAN host, a router, isp1 (20 mbit) and isp2 (10 mbit), an internet with servers`);
-    const lab = (this.lab = await labUp({ name: this.name, uplinks: 2, capacities: ['20mbit', '10mbit'] }));
+    this.announce('lab up', `Building lab '${this.name}': ${this.host ? 'a multihomed host' : 'a LAN host, a router'}, isp1 (20 mbit) and isp2 (10 mbit), an internet with servers`);
+    const lab = (this.lab = await labUp({ name: this.name, uplinks: 2, capacities: ['20mbit', '10mbit'], host: this.host }));
     const isp1 = lab.uplinks[0];
     const url = `http://${lab.server}:${lab.whoamiPort}/`;
 
-    this.announce('daemon up', `Starting \`uplinkd run -c ${lab.configPath}\` in the router`);
+    this.announce('daemon up', `Starting \`uplinkd run -c ${lab.configPath}\` in the ${this.host ? 'host' : 'router'}`);
     say(indent(describeCheck(lab.configPath)));
     const daemonStarted = Date.now();
     this.daemon = await startLabDaemon(lab, lab.configPath);
@@ -108,21 +117,21 @@ class Tour {
     }
     say(indent(`both uplinks up ${seconds(Date.now() - daemonStarted)} after starting`));
 
-    this.announce('balancing', `Opening ${CONNECTIONS} new connections from the LAN host; the server reports the address each came from:`);
-    const spread = await labClient(lab.name, 'lan', ['http', '--url', url, '--count', String(CONNECTIONS), '--concurrency', '16', '--timeout-ms', '2000']);
+    this.announce('balancing', `Opening ${CONNECTIONS} new connections from ${this.who}; the server reports the address each came from:`);
+    const spread = await labClient(lab.name, this.client, ['http', '--url', url, '--count', String(CONNECTIONS), '--concurrency', '16', '--timeout-ms', '2000']);
     // Shares of the connections that got through: what the far end saw.
     const shares = lab.uplinks.map((u) => ({ name: u.name, address: u.address, share: (spread.seen[u.address] ?? 0) / Math.max(1, spread.ok) }));
     say(indent(shares.map((s) => `${s.name}  ${s.address.padEnd(15)} ${percent(s.share)}`).join('\n')));
     if (spread.failed > 0) say(indent(`${spread.failed} failed: ${JSON.stringify(spread.errors)}`));
     if (shares.some((s) => s.share === 0)) throw new Error(`new connections did not use both uplinks: ${JSON.stringify(spread.seen)}`);
 
-    this.announce('status', '`uplinkd status` in the router:');
+    this.announce('status', `\`uplinkd status\` in the ${this.host ? 'host' : 'router'}:`);
     const status = await uplinkdInRouter(lab, ['status', '-c', lab.configPath]);
     if (status.code !== 0) throw new Error(`uplinkd status exited ${status.code}: ${status.stderr.trim()}`);
     say(indent(status.stdout));
 
     this.announce('failover', 'Failing isp1: ISP1 stops forwarding beyond its gateway; the gateway still answers.');
-    say(indent(`Meanwhile the LAN host opens a new connection every ${STREAM_EVERY_MS} ms.`));
+    say(indent(`Meanwhile ${this.who} opens a new connection every ${STREAM_EVERY_MS} ms.`));
     const outage = await this.measure(url, async () => {
       await labFail(lab.name, 'isp1', 'upstream');
       await this.waitFor('isp1', 'down');
@@ -150,7 +159,7 @@ class Tour {
       `shares of ${CONNECTIONS} new connections: ${shares.map((s) => `${s.name} ${percent(s.share)}`).join(', ')}`,
       `failover: ${ms(failover)} (isp1 failing beyond its gateway)`,
       `failback: ${ms(failback)} (isp1 healed)`,
-      `Measured by the connections themselves: a new connection from the LAN every ${STREAM_EVERY_MS} ms (1 s timeout);`,
+      `Measured by the connections themselves: a new connection from ${this.who} every ${STREAM_EVERY_MS} ms (1 s timeout);`,
       `failover = from the fault until every new connection succeeds; failback = from the heal until the first new connection through ${isp1.name}.`,
       `\`npm run bench:failover\` repeats the measurement many times, for both kinds of fault.`,
     ].join('\n')));
@@ -163,7 +172,7 @@ class Tour {
    * the new state holds (every one started before the stop has finished).
    */
   private async measure(url: string, act: () => Promise<void>, done: (samples: StreamSample[]) => boolean = () => true) {
-    const stream = startStream({ ns: this.lab!.ns.lan, url, everyMs: STREAM_EVERY_MS, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 60_000 });
+    const stream = startStream({ ns: this.lab!.ns[this.client], url, everyMs: STREAM_EVERY_MS, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 60_000 });
     this.streams.add(stream);
     try {
       await stream.started;

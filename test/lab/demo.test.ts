@@ -9,7 +9,7 @@ import { run } from '../../src/lab/run.js';
 import { labNamespacePattern } from '../../src/lab/topology.js';
 import { UPLINKD, uniqueLabName } from './harness.js';
 
-const name = uniqueLabName('demo');
+const names = { router: uniqueLabName('demo'), host: uniqueLabName('hdemo') };
 const checkout = fileURLToPath(new URL('../..', import.meta.url));
 
 before(async () => {
@@ -19,19 +19,25 @@ before(async () => {
 });
 
 // Only if the demo itself failed to clean up: the assertion below has already said so.
-after(() => labDown(name));
-
-test('lab demo: shares, failover, failback, and nothing left behind', { timeout: 120_000 }, async () => {
-  const demo = await run([UPLINKD, 'lab', 'demo', '--name', name], { timeoutMs: 110_000 });
-  const output = demo.stdout + demo.stderr;
-  assert.equal(demo.code, 0, output);
-
-  assert.match(output, /isp1\s+198\.51\.100\.2\s+\d+\.\d%/, 'isp1 share');
-  assert.match(output, /isp2\s+198\.51\.100\.18\s+\d+\.\d%/, 'isp2 share');
-  const failover = Number(/failover: (\d+) ms/.exec(output)?.[1]);
-  assert.ok(failover < 3000, `failover ${failover} ms\n${output}`);
-  assert.match(output, /failback: \d+ ms/, 'failback time');
-
-  const namespaces = (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
-  assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');
+after(async () => {
+  for (const name of Object.values(names)) await labDown(name);
 });
+
+for (const kind of ['router', 'host'] as const) {
+  test(`lab demo${kind === 'host' ? ' --host' : ''}: shares, failover, failback, and nothing left behind`, { timeout: 120_000 }, async () => {
+    const name = names[kind];
+    const demo = await run([UPLINKD, 'lab', 'demo', '--name', name, ...(kind === 'host' ? ['--host'] : [])], { timeoutMs: 110_000 });
+    const output = demo.stdout + demo.stderr;
+    assert.equal(demo.code, 0, output);
+    assert.match(output, kind === 'host' ? /new connections from the host;/ : /new connections from the LAN host;/);
+
+    assert.match(output, /isp1\s+198\.51\.100\.2\s+\d+\.\d%/, 'isp1 share');
+    assert.match(output, /isp2\s+198\.51\.100\.18\s+\d+\.\d%/, 'isp2 share');
+    const failover = Number(/failover: (\d+) ms/.exec(output)?.[1]);
+    assert.ok(failover < 3000, `failover ${failover} ms\n${output}`);
+    assert.match(output, /failback: \d+ ms/, 'failback time');
+
+    const namespaces = (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
+    assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');
+  });
+}
