@@ -10,7 +10,9 @@
 //     random moment, failover = fault until every new connection succeeds;
 //     then the heal, failback = heal until new connections use isp1 again;
 //  2. false failovers: 60 s of iperf3 (-P 4, both directions) bound to isp2's
-//     address, through its 10 mbit tbf, counting `down` events meanwhile.
+//     address, through its 10 mbit tbf, counting `down` events meanwhile;
+//  3. the same failover trials for a multihomed host (lab up --host): the
+//     stream is the host's own unbound connections.
 // Run as root, from the checkout (the script builds first; the daemon runs
 // from dist/ through bin/uplinkd). For a quick look: BENCH_TRIALS=2
 // BENCH_SATURATION_S=10; BENCH_DAEMON_LOG=FILE keeps uplinkd's debug log.
@@ -38,7 +40,11 @@ const HOLD_MS = STREAM_TIMEOUT_MS + 300;
 const STATE_WITHIN_MS = 10_000;
 
 
+/** Whose connections: the LAN's through the router, or a multihomed host's own. */
+type Setup = 'router' | 'host';
+
 interface Trial {
+  setup: Setup;
   mode: Mode;
   /** How long the stream ran before the fault (random). */
   offsetMs: number;
@@ -69,8 +75,9 @@ interface Saturation {
 
 async function runTrial(lab: LabState, daemon: LabDaemon, mode: Mode, signal: AbortSignal): Promise<Trial> {
   const isp1 = lab.uplinks[0];
+  const setup: Setup = lab.host ? 'host' : 'router';
   const stream = startStream({
-    ns: lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`,
+    ns: lab.host ? lab.ns.router : lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`,
     everyMs: STREAM_EVERY_MS, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 60_000,
   });
   try {
@@ -100,6 +107,7 @@ async function runTrial(lab: LabState, daemon: LabDaemon, mode: Mode, signal: Ab
 
     const outage = samples.filter((s) => s.start >= faultAt && s.start < healAt);
     return {
+      setup,
       mode,
       offsetMs,
       failoverMs: failoverMs(samples, faultAt, healAt),
@@ -209,7 +217,7 @@ function printReport(m: Machine, check: Check, trials: Trial[], sat: Saturation,
   say('== uplinkd failover benchmark ==');
   say(`machine: ${m.cpus} CPUs (nproc), ${m.model}, Linux ${m.kernel} (uname -r), ${m.date}`);
   say(`probes:  ${describeCheck(check)} (the config loader's defaults, targets set to 192.0.2.10)`);
-  say(`method:  from the LAN host, a new TCP connection (HTTP GET to the whoami server, which reports the`);
+  say(`method:  from the LAN host (router setup), or the multihomed host itself (host setup), a new TCP connection (HTTP GET to the whoami server, which reports the`);
   say(`         source address it saw) every ${STREAM_EVERY_MS} ms regardless of outstanding ones, ${STREAM_TIMEOUT_MS} ms timeout.`);
   say(`         failover = fault -> start of the first connection after which every new connection succeeded;`);
   say(`         failback = heal -> start of the first connection the far end saw from isp1's address.`);
@@ -218,18 +226,23 @@ function printReport(m: Machine, check: Check, trials: Trial[], sat: Saturation,
   say(`         ${TRIALS} trials per fault mode, interleaved, fault on isp1 at a random 200-700 ms into the stream.`);
   say(`         Percentiles are nearest-rank (always a measured value).`);
   say();
-  say('trial  mode      offset  failover  detect  failed/opened  failback  rejoin  failed-after-heal');
+  say('trial  setup   mode      offset  failover  detect  failed/opened  failback  rejoin  failed-after-heal');
   trials.forEach((t, i) => say(
-    `${String(i + 1).padStart(5)}  ${t.mode.padEnd(8)}  ${fmt(t.offsetMs).padStart(6)}  ${fmt(t.failoverMs).padStart(8)}  ` +
+    `${String(i + 1).padStart(5)}  ${t.setup.padEnd(6)}  ${t.mode.padEnd(8)}  ${fmt(t.offsetMs).padStart(6)}  ${fmt(t.failoverMs).padStart(8)}  ` +
     `${fmt(t.detectMs).padStart(6)}  ${`${t.failed}/${t.opened}`.padStart(13)}  ${fmt(t.failbackMs).padStart(8)}  ` +
     `${fmt(t.rejoinMs).padStart(6)}  ${String(t.failedAfterHeal).padStart(17)}`,
   ));
   say();
-  for (const mode of MODES) say(summaryLine(`failover, ${mode}`, summarize(trials.filter((t) => t.mode === mode).map((t) => t.failoverMs))));
-  for (const mode of MODES) say(summaryLine(`detect, ${mode}`, summarize(trials.filter((t) => t.mode === mode).map((t) => t.detectMs))));
-  for (const mode of MODES) say(summaryLine(`failback, ${mode}`, summarize(trials.filter((t) => t.mode === mode).map((t) => t.failbackMs))));
-  for (const mode of MODES) say(summaryLine(`rejoin, ${mode}`, summarize(trials.filter((t) => t.mode === mode).map((t) => t.rejoinMs))));
-  say(summaryLine('failback, all', summarize(trials.map((t) => t.failbackMs))));
+  const router = trials.filter((t) => t.setup === 'router');
+  const of = (list: Trial[], mode: Mode, pick: (t: Trial) => number | undefined) => summarize(list.filter((t) => t.mode === mode).map(pick));
+  for (const mode of MODES) say(summaryLine(`failover, ${mode}`, of(router, mode, (t) => t.failoverMs)));
+  for (const mode of MODES) say(summaryLine(`detect, ${mode}`, of(router, mode, (t) => t.detectMs)));
+  for (const mode of MODES) say(summaryLine(`failback, ${mode}`, of(router, mode, (t) => t.failbackMs)));
+  for (const mode of MODES) say(summaryLine(`rejoin, ${mode}`, of(router, mode, (t) => t.rejoinMs)));
+  say(summaryLine('failback, all', summarize(router.map((t) => t.failbackMs))));
+  const host = trials.filter((t) => t.setup === 'host');
+  for (const mode of MODES) say(summaryLine(`host failover, ${mode}`, of(host, mode, (t) => t.failoverMs)));
+  say(summaryLine('host failback, all', summarize(host.map((t) => t.failbackMs))));
   if (kernelUpdateMs.length) say(summaryLine('kernel update', summarize(kernelUpdateMs)) + '  (daemon log: transition -> kernel updated)');
   say();
   say(`saturation: ${SATURATION_S} s of iperf3 -P 4 --bidir bound to isp2's address, through its 10 mbit tbf`);
@@ -244,7 +257,7 @@ function readmeSection(m: Machine, check: Check, trials: Trial[], sat: Saturatio
     const s = summarize(values);
     return s ? `| ${label} | ${values.length} | ${fmt(s.p50)} ms | ${fmt(s.p95)} ms | ${fmt(s.max)} ms |` : `| ${label} | ${values.length} | — | — | — |`;
   };
-  const byMode = (mode: Mode) => trials.filter((t) => t.mode === mode).map((t) => t.failoverMs);
+  const byMode = (mode: Mode, setup: Setup = 'router') => trials.filter((t) => t.mode === mode && t.setup === setup).map((t) => t.failoverMs);
   return [
     `Measured by \`npm run bench:failover\` on ${m.date}: ${m.cpus} CPUs (${m.model}), Linux ${m.kernel}, in the lab,`,
     `with the default probe settings (${describeCheck(check)}).`,
@@ -253,12 +266,13 @@ function readmeSection(m: Machine, check: Check, trials: Trial[], sat: Saturatio
     '| --- | --- | --- | --- | --- |',
     row('`link` (carrier lost)', byMode('link')),
     row('`upstream` (beyond the gateway)', byMode('upstream')),
-    ...MODES.map((mode) => row(`failback after \`${mode}\` (heal → first connection via isp1)`, trials.filter((t) => t.mode === mode).map((t) => t.failbackMs))),
+    ...MODES.map((mode) => row(`failback after \`${mode}\` (heal → first connection via isp1)`, trials.filter((t) => t.mode === mode && t.setup === 'router').map((t) => t.failbackMs))),
+    ...MODES.map((mode) => row(`host mode, its own connections: \`${mode}\``, byMode(mode, 'host'))),
     '',
     `False failovers: ${sat.downEvents.length} \`down\` events during ${SATURATION_S} s of iperf3 saturation (\`-P 4 --bidir\`) of the 10 mbit isp2` +
       ` (probe latency up to ${sat.maxLatencyMs.toFixed(0)} ms, loss up to ${(sat.maxLoss * 100).toFixed(0)}%).`,
     '',
-    `Method: the LAN host opens a new TCP connection to a server beyond the ISPs every ${STREAM_EVERY_MS} ms, whatever the earlier ones are doing,` +
+    `Method: the LAN host (in host mode, the multihomed host itself) opens a new TCP connection to a server beyond the ISPs every ${STREAM_EVERY_MS} ms, whatever the earlier ones are doing,` +
       ` each stamped with its start on the monotonic clock shared with the process that injects the fault at a random moment.` +
       ` Failover is the time from the fault to the start of the first connection after which every new connection succeeded,` +
       ` failback the time from the heal to the first new connection the far end saw from isp1's address (percentiles nearest-rank).`,
@@ -297,10 +311,11 @@ async function main(): Promise<number> {
   const stopIfInterrupted = () => interrupt.signal.throwIfAborted();
 
   const m = machine();
-  const minutes = Math.ceil((TRIALS * MODES.length * 6 + SATURATION_S + 30) / 60);
+  const minutes = Math.ceil((2 * TRIALS * MODES.length * 6 + SATURATION_S + 40) / 60);
   say(`bench:failover: lab ${name}, ${TRIALS} trials per fault mode, then ${SATURATION_S} s of saturation (about ${minutes} minutes)`);
   let lab: LabState | undefined;
   let daemon: LabDaemon | undefined;
+  let routerLogs = '';
   try {
     lab = await labUp({ name, uplinks: 2, capacities: ['20mbit', '10mbit'] });
     const parsed = parseConfig(readFileSync(lab.configPath, 'utf8'), lab.configPath);
@@ -328,10 +343,31 @@ async function main(): Promise<number> {
     say(`saturating isp2 for ${SATURATION_S} s ...`);
     const sat = await runSaturation(lab, daemon, interrupt.signal);
     stopIfInterrupted();
+    routerLogs = daemon.logs();
+    await daemon.stop();
+    daemon = undefined;
+    await uplinkdInRouter(lab, ['flush', '-c', lab.configPath]);
+    await labDown(name);
+    lab = undefined;
 
-    printReport(m, check, trials, sat, kernelUpdateTimes(daemon.logs()));
+    say('the same trials on a multihomed host (lab up --host), its own connections ...');
+    lab = await labUp({ name, uplinks: 2, capacities: ['20mbit', '10mbit'], host: true });
+    daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+    if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('host: uplinks not up after start');
+    for (let i = 0; i < TRIALS; i++) {
+      for (const mode of MODES) {
+        stopIfInterrupted();
+        const t = await runTrial(lab, daemon, mode, interrupt.signal);
+        trials.push(t);
+        say(`  host ${String(i * MODES.length + MODES.indexOf(mode) + 1).padStart(2)}/${TRIALS * MODES.length} ${mode.padEnd(8)} failover ${fmt(t.failoverMs).padStart(5)} ms` +
+          `  failback ${fmt(t.failbackMs).padStart(5)} ms  (${t.failed}/${t.opened} failed during the outage)`);
+        await sleep(300, undefined, { signal: interrupt.signal });
+      }
+    }
+
+    printReport(m, check, trials, sat, kernelUpdateTimes(routerLogs));
     if (process.env.BENCH_DAEMON_LOG) {
-      writeFileSync(process.env.BENCH_DAEMON_LOG, daemon.logs());
+      writeFileSync(process.env.BENCH_DAEMON_LOG, routerLogs);
       say(`uplinkd's debug log: ${process.env.BENCH_DAEMON_LOG}`);
     }
     writeReadmeSection('failover', 'Failover', readmeSection(m, check, trials, sat));

@@ -100,6 +100,8 @@ function renderFailover(result: PartResult<FailoverData>): { markdown: string; r
     ['failover, link', 'failover after carrier loss (`link`)'],
     ['failover, upstream', 'failover after a fault beyond the gateway (`upstream`)'],
     ['failback, all', 'failback (heal → new connections use the uplink again)'],
+    ['host failover, link', "host mode, the machine's own connections: failover after carrier loss"],
+    ['host failover, upstream', "host mode, the machine's own connections: failover after a fault beyond the gateway"],
   ] as const) {
     const f = fig(label);
     rows.push({ measurement: `${text}, p50 / p95 of ${f?.n ?? 0} trials`, value: f ? `${f.p50} ms / ${f.p95} ms` : 'not measured', target: '—' });
