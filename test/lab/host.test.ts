@@ -163,3 +163,22 @@ test('flush leaves the host as it was: no address on lo, no rule, route or table
   await mustUplinkd(lab, 'flush');
   assert.deepEqual(await read(), untouched);
 });
+
+test('self-healing: the neutral source deleted from lo (and with it every route that names it) is back within a second', async () => {
+  daemon = await startDaemon(lab, config('heal.yaml', { uplink: (name) => targets(name) }));
+  const deletedAt = Date.now();
+  const r = await labExec(lab.name, 'router', ['ip', 'address', 'del', `${HOST_SOURCE}/32`, 'dev', 'lo']);
+  assert.equal(r.code, 0, r.stderr);
+  const back = await waitFor(async () => {
+    const routes = (await labExec(lab.name, 'router', ['ip', 'route', 'show', 'table', '201'])).stdout;
+    return routes.includes(`src ${HOST_SOURCE}`);
+  }, 3000, 20);
+  const tookMs = Date.now() - deletedAt;
+  assert.ok(back, 'the address and the routes that use it were not restored');
+  assert.ok(tookMs < 1000, `restored after ${tookMs} ms`);
+  const rest = await connections(lab, 'router', 300);
+  assert.equal(rest.ok, 300, JSON.stringify(rest.errors));
+  assert.equal(Object.keys(rest.seen).length, 3, JSON.stringify(rest.seen));
+  const status = await daemonStatus(lab, `${lab.stateDir}/heal.yaml`);
+  assert.ok(status.self_healing.restores >= 1, JSON.stringify(status.self_healing));
+});
