@@ -49,7 +49,7 @@ export interface CommandTimes {
   plan: number[];
   applyFull: number[];
   applyAgain: number[];
-  /** What the second apply printed (should be `nothing to change`). */
+  /** What the second apply printed (should be nothing). */
   applyAgainSaid: string;
   planLines: number;
 }
@@ -176,7 +176,7 @@ async function measureCommands(): Promise<CommandTimes> {
       times.applyAgain.push(again.ms);
       times.applyAgainSaid = again.stdout.trim();
       say(`  run ${i + 1}/${COMMAND_RUNS}: node -e 0 ${ms(times.nodeStartup[i])}, check ${ms(times.check[i])}, plan ${ms(planned.ms)},` +
-        ` apply ${ms(times.applyFull[i])}, apply again ${ms(again.ms)} (${times.applyAgainSaid})`);
+        ` apply ${ms(times.applyFull[i])}, apply again ${ms(again.ms)} (${times.applyAgainSaid || 'printed nothing'})`);
     }
     await run([...exec, UPLINKD, 'flush', '-c', config]);
     await run(['rm', '-f', config]);
@@ -346,7 +346,7 @@ export function renderControl(result: PartResult<ControlData>): { markdown: stri
       '198.51.100.x/28s, 9–16 on 198.19.0.x/30s), each with a main-table default route as DHCP would install it, a LAN veth, and',
       `a config with \`gateway: auto\` and ${c.rules} pinning rules (\`uplinkd plan\` prints ${c.planLines} lines). Each command is run`,
       `${c.plan.length} times through \`ip netns exec\`; wall time, Node start-up included. The full apply follows an \`uplinkd flush\`;`,
-      `the second apply finds everything in place (it said: "${c.applyAgainSaid}"). Median (min–max):`,
+      `the second apply finds everything in place (it printed ${c.applyAgainSaid ? `"${c.applyAgainSaid}"` : 'nothing'}). Median (min–max):`,
       '',
       table(['command', 'wall time'], [
         ['`node -e 0` (Node start-up alone)', fmtSpread(s(c.nodeStartup), 0, ' ms')],

@@ -7,7 +7,7 @@
 //
 //   npm run bench                          all parts, in order (about 27 minutes on 2 cores)
 //   npm run bench -- --only aggregation    one part (or a comma-separated list):
-//                                          aggregation | overhead | control | failover | selfheal
+//                                          aggregation | overhead | control | failover | selfheal | mptcp
 //   npm run bench -- --report              only rewrite the report from the saved results
 //
 // Quick look (not for the record): BENCH_REPEATS=1 BENCH_WINDOW_S=3
@@ -25,9 +25,10 @@ import {
   writeReadmeSection, type PartResult, type SummaryRow,
 } from './lib.js';
 import { renderOverhead, runOverhead, type OverheadData } from './overhead.js';
+import { renderMptcp, runMptcp, type MptcpData } from './mptcp.js';
 import { renderSelfHeal, runSelfHeal, type SelfHealData } from './selfheal.js';
 
-const PARTS = ['aggregation', 'overhead', 'control', 'failover', 'selfheal'] as const;
+const PARTS = ['aggregation', 'overhead', 'control', 'failover', 'selfheal', 'mptcp'] as const;
 type Part = (typeof PARTS)[number];
 
 const ROOT = new URL('../', import.meta.url);
@@ -150,6 +151,10 @@ function renderPart(part: Part): (Rendered & { result: PartResult<unknown> }) | 
       const r = loadResult<SelfHealData>(part);
       return r && { ...renderSelfHeal(r), result: r };
     }
+    case 'mptcp': {
+      const r = loadResult<MptcpData>(part);
+      return r && { ...renderMptcp(r), result: r };
+    }
   }
 }
 
@@ -159,6 +164,7 @@ const TITLES: Record<Part, string> = {
   control: '3. Control plane',
   failover: '4. Failover and failback',
   selfheal: '5. Self-healing: restoring what another program removed',
+  mptcp: '6. MPTCP: one download over every uplink',
 };
 
 function writeReport(): void {
@@ -204,6 +210,7 @@ async function runPart(part: Part): Promise<PartResult<unknown>> {
     case 'control': return runControl();
     case 'failover': return runFailover();
     case 'selfheal': return runSelfHeal();
+    case 'mptcp': return runMptcp();
   }
 }
 

@@ -11,6 +11,7 @@ import type { Config } from './config/types.js';
 import { Daemon } from './daemon.js';
 import { runDoctor } from './doctor/index.js';
 import { applyState, flushOwned } from './kernel/apply.js';
+import { cgroupFacts, ruleCgroups } from './kernel/cgroups.js';
 import { readFacts } from './kernel/facts.js';
 import { systemRunner } from './kernel/runner.js';
 import { registerLabCommands } from './lab/commands.js';
@@ -90,6 +91,8 @@ export function buildProgram(): Command {
       const path = resolveConfigPath(opts.config);
       const facts = await readFacts(systemRunner);
       const config = mustLoad(path, facts);
+      // Which cgroups that rules name exist now: the planner leaves out the others.
+      facts.cgroups = cgroupFacts(ruleCgroups(config));
       const health = downList(opts.down, config);
       const down = Object.keys(health);
       process.stdout.write(renderPlan(plan({ config, facts, health }), `${path}, ${down.length ? `down: ${down.join(', ')}` : 'all uplinks up'}`));
@@ -101,10 +104,13 @@ export function buildProgram(): Command {
       const path = resolveConfigPath(opts.config);
       const facts = await readFacts(systemRunner);
       const config = mustLoad(path, facts);
+      // Which cgroups that rules name exist now: the planner leaves out the others.
+      facts.cgroups = cgroupFacts(ruleCgroups(config));
       const state = plan({ config, facts });
       for (const u of state.uplinks.filter((x) => x.unusable)) complain(`${path}: warning: ${u.name} unusable: ${u.unusable}`);
       const { changes } = await applyState(state, systemRunner);
-      say(changes.length === 0 ? 'nothing to change' : `applied ${changes.length} change${changes.length === 1 ? '' : 's'}`);
+      // As wg-quick does: each change as the command that made it; nothing when all was in place.
+      for (const c of changes) say(`[#] ${c.args.join(' ')}`);
     });
 
   program.command('flush').description('remove everything uplinkd owns; needs no config or daemon')

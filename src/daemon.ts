@@ -13,6 +13,7 @@ import type { Config, Uplink } from './config/types.js';
 import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
 import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
+import { cgroupFacts, ruleCgroups, watchCgroups } from './kernel/cgroups.js';
 import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from './kernel/converge.js';
 import { readFacts, readInterfaceCounters } from './kernel/facts.js';
 import { startedRecently, systemRunner, type Runner } from './kernel/runner.js';
@@ -96,6 +97,7 @@ export class Daemon {
     this.watchers.push(
       watchKernel((what) => void this.onKernelChange(what), { log }),
       watchNftTable(this.config.kernel.nftTable, startedRecently, (what) => this.checkDrift(`nft: ${what}`), { log }),
+      watchCgroups(() => ruleCgroups(this.config), () => this.facts.cgroups, (what) => void this.onKernelChange(what)),
     );
     this.driftTimer = setInterval(() => this.checkDrift('periodic check'), DRIFT_CHECK_EVERY_MS);
     this.startSampler();
@@ -233,6 +235,8 @@ export class Daemon {
 
   private desired(): DesiredState {
     const weights = this.config.balance === 'least-loaded' ? this.loadWeights : undefined;
+    // Cgroups are read again at every plan: nft cannot load one that went away since (a service stopped).
+    this.facts = { ...this.facts, cgroups: cgroupFacts(ruleCgroups(this.config)) };
     return plan({ config: this.config, facts: this.facts, health: this.health(), weights, rotationStart: this.rotationStart });
   }
 
@@ -323,7 +327,7 @@ export class Daemon {
   private async onKernelChange(what: string): Promise<void> {
     if (this.stopping) return;
     try {
-      this.facts = await readFacts(this.runner);
+      this.facts = await readFacts(this.runner, ruleCgroups(this.config));
     } catch (err) {
       this.log.error(`reading kernel facts failed: ${err instanceof Error ? err.message : err}`);
       return;

@@ -1,7 +1,8 @@
 // Everything uplinkd owns in the kernel, in one place: the mark values it
 // writes inside `mark_mask`, the ip rule priorities inside
-// [rule_priority, rule_priority+999], and the routing table of each uplink.
-// Nothing outside these ranges is ever created, changed or deleted.
+// [rule_priority, rule_priority+999], the routing table of each uplink, and
+// the MPTCP endpoint ids. Nothing outside these ranges is ever created,
+// changed or deleted.
 
 import type { KernelOwnership } from './config/types.js';
 
@@ -16,6 +17,28 @@ export const DEFAULT_OWNERSHIP: KernelOwnership = {
 
 /** The label of the host-mode source address on lo: how flush finds it with no config. */
 export const HOST_SOURCE_LABEL = 'lo:uplinkd';
+
+/**
+ * `mptcp: subflow`: the MPTCP endpoint ids uplinkd owns, how flush finds its
+ * endpoints with no config. Uplink i (0-based) gets id `last - i`; the kernel
+ * holds at most 8 endpoints per namespace (MPTCP_PM_ADDR_MAX), so 8 ids.
+ * At the top of 1..255 and handed out downwards because of how the kernel
+ * numbers an endpoint added without an id: the first free id from the
+ * highest one given so far, wrapping to 1 past 255. While uplink 1 holds 255,
+ * such an endpoint wraps and lands low, outside this range. (When uplink 1 has
+ * no endpoint the kernel may give one of these ids away: endpoints added by
+ * hand should name an id below `first`; see README "MPTCP".)
+ */
+export const MPTCP_ENDPOINT_IDS = { first: 248, last: 255 } as const;
+
+/** The endpoint id of uplink `index` (0-based), or undefined past the eighth. */
+export function mptcpEndpointId(index: number): number | undefined {
+  const id = MPTCP_ENDPOINT_IDS.last - index;
+  return id >= MPTCP_ENDPOINT_IDS.first ? id : undefined;
+}
+
+/** The kernel's upper bound on both MPTCP limits (`ip mptcp limits set`). */
+export const MPTCP_LIMIT_MAX = 8;
 
 /** Size of the owned priority range: rules live in [rulePriority, rulePriority + RULE_RANGE - 1]. */
 export const RULE_RANGE = 1000;

@@ -4,6 +4,7 @@
 // the line and column of the value it is about.
 
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { LineCounter, isMap, isNode, isScalar, isSeq, parseDocument, type Document, type YAMLError } from 'yaml';
 import type { ZodIssue } from 'zod';
 import { DEFAULT_OWNERSHIP, MAX_UPLINKS, hex, uplinksThatFit } from '../ownership.js';
@@ -18,6 +19,8 @@ import {
   yamlErrorMap,
   type IssueParams,
 } from './schema.js';
+import { readCgroups, type CgroupReading } from '../kernel/cgroups.js';
+import { parseCgroupPath } from './process-keys.js';
 import { didYouMean } from './suggest.js';
 import type { Config } from './types.js';
 import { ok } from './units.js';
@@ -37,6 +40,8 @@ export function formatDiagnostic(d: Diagnostic): string {
 /** What the machine can tell about itself; `undefined` means it does not know this interface. */
 export interface ConfigFacts {
   isPointToPoint?(ifname: string): boolean | undefined;
+  /** Which of the rules' cgroups exist; the machine is asked when this is not given. */
+  cgroups?(paths: string[]): CgroupReading;
 }
 
 export type ConfigResult =
@@ -166,6 +171,7 @@ function checkRelations(raw: unknown, report: Report, facts: ConfigFacts): void 
   }
   checkInterfaces(top, uplinks, report, facts);
   checkRules(top, uplinks, report);
+  checkProcessKeys(top, report, facts);
   checkKernelRoom(asMapping(top.kernel) ?? {}, count, report);
 }
 
@@ -236,6 +242,43 @@ function checkRules(top: Mapping, uplinks: Mapping, report: Report): void {
       }
     }
   });
+}
+
+const PROCESS_KEYS = ['user', 'group', 'cgroup'] as const;
+
+/**
+ * `user`, `group` and `cgroup` match the machine's own connections, which
+ * arrive on no interface, so `iif` beside them could never match; and a
+ * cgroup that does not exist (yet) is worth a warning: the rule is left out
+ * until it appears, which is right for a service not started yet and a
+ * silent no-op for a typing error.
+ */
+function checkProcessKeys(top: Mapping, report: Report, facts: ConfigFacts): void {
+  const rules = (Array.isArray(top.rules) ? top.rules : []).map(asMapping);
+  const cgroups: [string, Path][] = [];
+  rules.forEach((rule, index) => {
+    if (!rule) return;
+    const keys = PROCESS_KEYS.filter((key) => itemsOf(rule[key], []).length > 0);
+    if (keys.length > 0 && itemsOf(rule.iif, []).length > 0) {
+      report.at('error', ['rules', index, 'iif'],
+        `iif: ${keys.join(' and ')} match${keys.length === 1 ? 'es' : ''} the machine's own connections, which arrive on no interface, so with iif this rule could never match`);
+    }
+    for (const [item, path] of itemsOf(rule.cgroup, ['rules', index, 'cgroup'])) {
+      const read = parseCgroupPath(item);
+      if (read.ok) cgroups.push([read.value, path]);
+    }
+  });
+  if (cgroups.length === 0) return;
+  const reading = (facts.cgroups ?? readCgroups)(cgroups.map(([path]) => path));
+  for (const [cgroup, path] of cgroups) {
+    if (reading.mountPoint === undefined) {
+      report.at('warning', path,
+        'cgroup: no cgroup v2 hierarchy is mounted here (none in /proc/self/mountinfo; `ip netns exec` mounts a fresh /sys without one), so this rule cannot match');
+    } else if (!reading.present.some((c) => c.path === cgroup)) {
+      report.at('warning', path,
+        `cgroup: ${cgroup} does not exist (yet): no ${join(reading.mountPoint, cgroup)}; the rule is left out until it does, and matches from then on`);
+    }
+  }
 }
 
 /** Routing table ids the kernel keeps for itself. */

@@ -17,6 +17,7 @@ import {
   parsePortRange,
   parsePrefix,
 } from './net.js';
+import { parseCgroupPath, parseGroup, parseUser } from './process-keys.js';
 import { didYouMean } from './suggest.js';
 import type { Check, Config, KernelOwnership, ProbeMethod, Rule, Uplink } from './types.js';
 import { describeValue, fail, ok, parseDuration, parsePercent, parseRate, type Parsed } from './units.js';
@@ -238,6 +239,9 @@ const RuleSchema = strictObject({
   sport: oneOrMany(leaf(parsePortRange)).default([]),
   dport: oneOrMany(leaf(parsePortRange)).default([]),
   iif: oneOrMany(leaf(parseIfname)).default([]),
+  user: oneOrMany(leaf(parseUser)).default([]),
+  group: oneOrMany(leaf(parseGroup)).default([]),
+  cgroup: oneOrMany(leaf(parseCgroupPath)).default([]),
   via: Via,
   fallback: z.enum(['any', 'block']).default('any'),
 });
@@ -325,6 +329,9 @@ export const ConfigSchema = strictObject({
         sport: rule.sport,
         dport: rule.dport,
         iif: rule.iif,
+        user: [...new Set(rule.user)],
+        group: [...new Set(rule.group)],
+        cgroup: [...new Set(rule.cgroup)],
         via: rule.via,
         fallback: rule.fallback,
       }),

@@ -50,6 +50,16 @@ export interface Rule {
   sport: PortRange[];
   dport: PortRange[];
   iif: string[];
+  /**
+   * The machine's own connections only, by the process that made them: the
+   * socket owner's uids and gids (names resolved when the config is read),
+   * and cgroup v2 paths relative to the hierarchy's root, without leading or
+   * trailing slash (system.slice/restic.service), matching that cgroup and
+   * every cgroup below it.
+   */
+  user: number[];
+  group: number[];
+  cgroup: string[];
   /** Uplink names, or the single word 'main'. */
   via: string[] | 'main';
   fallback: 'any' | 'block';

@@ -1,6 +1,8 @@
 // The programs uplinkd runs, and the kernel features behind them.
 
 import type { Config } from '../config/types.js';
+import { isOwnedEndpoint, parseEndpoints } from '../kernel/mptcp.js';
+import { MPTCP_ENDPOINT_IDS } from '../ownership.js';
 import { complaint, findTool, tryRun, type Finding, type MachineView } from './view.js';
 
 interface Tool { command: string; pkg: string; use: string; needed(config?: Config): boolean }
@@ -66,6 +68,7 @@ export async function checkKernelFeatures(view: MachineView, present: Set<string
       });
     }
   }
+  if (present.has('ip') && view.config?.mptcp === 'subflow') findings.push(...(await checkMptcp(view)));
   if (present.has('ip')) {
     const r = await tryRun(view.runner, 'ip', ['-4', 'rule', 'show']);
     if (r?.code !== 0) {
@@ -77,4 +80,22 @@ export async function checkKernelFeatures(view: MachineView, present: Set<string
     }
   }
   return findings;
+}
+
+/** Endpoint ids uplinkd takes for `mptcp: subflow` (src/ownership.ts): someone else's there would be treated as uplinkd's. */
+async function checkMptcp(view: MachineView): Promise<Finding[]> {
+  const r = await tryRun(view.runner, 'ip', ['-j', 'mptcp', 'endpoint', 'show']);
+  if (r?.code !== 0) {
+    return [{
+      id: 'kernel-mptcp',
+      message: `mptcp: subflow, but MPTCP endpoints cannot be read: ip mptcp endpoint show: ${complaint(r)}`,
+      fix: kernelFix(r, 'a kernel with CONFIG_MPTCP (5.6 or newer) and sysctl net.mptcp.enabled=1, or mptcp: off'),
+    }];
+  }
+  const foreign = parseEndpoints(r.stdout).filter((e) => isOwnedEndpoint(e) && !view.config!.uplinks.some((u) => u.interface === e.dev));
+  return foreign.map((e) => ({
+    id: 'mptcp-endpoint-id',
+    message: `MPTCP endpoint ${e.address} (dev ${e.dev ?? '?'}) has id ${e.id}, in the ids uplinkd owns (${MPTCP_ENDPOINT_IDS.first}-${MPTCP_ENDPOINT_IDS.last}): uplinkd would replace or delete it`,
+    fix: `ip mptcp endpoint delete id ${e.id}; add it again with an id below ${MPTCP_ENDPOINT_IDS.first}`,
+  }));
 }

@@ -4,12 +4,12 @@
 // stale is deleted, and what is already right is left alone, so a second
 // apply changes nothing.
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import type { KernelOwnership } from '../config/types.js';
 import { FALLBACK_METRIC, HOST_SOURCE_LABEL, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
 import { addressArgs, nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
 import type { DesiredState, LocalAddress, Route, Rule } from '../plan/state.js';
-import { mustRun, type Runner } from './runner.js';
+import { applyMptcp, flushMptcp } from './mptcp.js';
+import { mustRun, procSysctl, type Runner } from './runner.js';
 
 // rtnetlink numbers as `ip -N` prints them.
 const RTN_UNICAST = '1';
@@ -39,6 +39,9 @@ function routeKey(r: { table: string; type: string; dst: string; via?: string; d
 const desiredRouteKey = (r: Route) => routeKey({ ...r, table: String(r.table) });
 const kernelRouteKey = (r: RouteJson) =>
   routeKey({ table: r.table ?? '-', type: r.type ?? 'unicast', dst: r.dst, via: r.gateway, dev: r.dev, src: r.prefsrc, scope: r.scope, metric: r.metric });
+
+/** What the kernel tells routes apart by (table, destination, metric): `ip route replace` overwrites a route with the same. */
+const routeIdentity = (table: string, dst: string, metric: number | undefined) => `${table} ${dst} ${metric ?? 0}`;
 
 function ruleKey(r: { priority: number; from: string; mark: string; target: string; suppress?: number }): string {
   return [r.priority, r.from, r.mark, r.target, r.suppress ?? '-'].join(' ');
@@ -110,17 +113,11 @@ function deleteRouteArgs(r: RouteJson): string[] {
   args.push(r.dst);
   if (r.gateway) args.push('via', r.gateway);
   if (r.dev) args.push('dev', r.dev);
+  // With its source, the kernel deletes only this route, never a twin that differs only there.
+  if (r.prefsrc) args.push('src', r.prefsrc);
   if (r.metric !== undefined) args.push('metric', String(r.metric));
   args.push('table', r.table!);
   return args;
-}
-
-function readSysctl(path: string): string | undefined {
-  try {
-    return readFileSync(`/proc/sys/${path}`, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -146,20 +143,25 @@ export async function routingDiff(state: DesiredState, runner: Runner): Promise<
   missingRoutes: Route[]; staleRoutes: RouteJson[]; missingRules: Rule[]; staleRules: RuleJson[];
   missingAddresses: LocalAddress[]; staleAddresses: string[][];
 }> {
-  const [present, rules, addresses] = await Promise.all([
-    listRoutes(runner, state.ownedTables),
+  const [inRange, rules, addresses] = await Promise.all([
+    listRoutes(runner, tablesIn(state.tableRange)),
     listOwnedRules(runner, state.ruleRange.from, state.ruleRange.to),
     listOwnedAddresses(runner),
   ]);
+  const owned = new Set([...state.ownedTables.map(String), ...signedTables(inRange).map(String)]);
+  const present = inRange.filter((r) => owned.has(r.table!));
   const presentAddressKeys = new Set(addresses.map((a) => a.key));
   const wantedAddressKeys = new Set(state.addresses.map(desiredAddressKey));
   const presentRouteKeys = new Set(present.map(kernelRouteKey));
   const wantedRouteKeys = new Set(state.routes.map(desiredRouteKey));
+  const replacedIdentities = new Set(state.routes.map((r) => routeIdentity(String(r.table), r.dst, r.metric)));
   const presentRuleKeys = new Set(rules.map(kernelRuleKey));
   const wantedRuleKeys = new Set(state.rules.map(desiredRuleKey));
   return {
     missingRoutes: state.routes.filter((r) => !presentRouteKeys.has(desiredRouteKey(r))),
-    staleRoutes: present.filter((r) => !wantedRouteKeys.has(kernelRouteKey(r))),
+    // A stale route with a planned route's identity was overwritten in place
+    // by that route's `replace`; deleting it afterwards would delete the new one.
+    staleRoutes: present.filter((r) => !wantedRouteKeys.has(kernelRouteKey(r)) && !replacedIdentities.has(routeIdentity(r.table!, r.dst, r.metric))),
     missingRules: state.rules.filter((r) => !presentRuleKeys.has(desiredRuleKey(r))),
     staleRules: rules.filter((r) => !wantedRuleKeys.has(kernelRuleKey(r))),
     missingAddresses: state.addresses.filter((a) => !presentAddressKeys.has(desiredAddressKey(a))),
@@ -168,8 +170,9 @@ export async function routingDiff(state: DesiredState, runner: Runner): Promise<
 }
 
 /** The planned sysctls whose current value differs. */
-export function sysctlDiff(state: DesiredState): DesiredState['sysctls'] {
-  return state.sysctls.filter((s) => readSysctl(s.path) !== s.value);
+export function sysctlDiff(state: DesiredState, runner: Runner): DesiredState['sysctls'] {
+  const sysctl = runner.sysctl ?? procSysctl;
+  return state.sysctls.filter((s) => sysctl.read(s.path) !== s.value);
 }
 
 export async function applyState(state: DesiredState, runner: Runner, nftMode: NftMode = 'adopt'): Promise<ApplyResult> {
@@ -179,8 +182,8 @@ export async function applyState(state: DesiredState, runner: Runner, nftMode: N
     changes.push({ what, args: ['ip', ...args] });
   };
 
-  for (const s of sysctlDiff(state)) {
-    writeFileSync(`/proc/sys/${s.path}`, s.value);
+  for (const s of sysctlDiff(state, runner)) {
+    (runner.sysctl ?? procSysctl).write(s.path, s.value);
     changes.push({ what: 'sysctl', args: ['sysctl', '-w', `${s.key}=${s.value}`] });
   }
 
@@ -209,6 +212,8 @@ export async function applyState(state: DesiredState, runner: Runner, nftMode: N
   }
   for (const route of diff.staleRoutes) await ip('stale route', ['-4', ...deleteRouteArgs(route)]);
   for (const args of diff.staleAddresses) await ip('stale address', args);
+  // Last: the subflows a new endpoint opens need the split-access rules.
+  changes.push(...await applyMptcp(state.mptcp, runner));
   return { changes, nftKept };
 }
 
@@ -229,18 +234,24 @@ function staleRuleSelector(r: RuleJson): string[] {
  * happens to sit in the range is left alone.
  */
 async function uplinkdTables(own: KernelOwnership, runner: Runner): Promise<number[]> {
-  const inRange = Array.from({ length: MAX_UPLINKS }, (_, i) => own.tableBase + 1 + i);
-  const tables = (await listRoutes(runner, inRange))
+  return signedTables(await listRoutes(runner, tablesIn({ from: own.tableBase + 1, to: own.tableBase + MAX_UPLINKS })));
+}
+
+/** The tables among these routes' that carry uplinkd's signature. */
+function signedTables(routes: RouteJson[]): number[] {
+  const tables = routes
     .filter((r) => r.type === 'unreachable' && r.dst === 'default' && r.metric === FALLBACK_METRIC)
     .map((r) => Number(r.table));
   return [...new Set(tables)].sort((a, b) => a - b);
 }
 
+const tablesIn = ({ from, to }: { from: number; to: number }) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
 /**
  * Removes everything uplinkd owns under `own`: its nft table, every rule in
- * its priority range, every route in its tables and every address with its
- * label. Needs no config: the defaults name the same things the config does
- * unless it changed them.
+ * its priority range, every route in its tables, every address with its
+ * label and every MPTCP endpoint with an owned id. Needs no config: the
+ * defaults name the same things the config does unless it changed them.
  */
 export async function flushOwned(own: KernelOwnership, runner: Runner): Promise<Change[]> {
   const changes: Change[] = [];
@@ -262,5 +273,6 @@ export async function flushOwned(own: KernelOwnership, runner: Runner): Promise<
     await mustRun(runner, 'ip', del);
     changes.push({ what: 'address', args: ['ip', ...del] });
   }
+  changes.push(...await flushMptcp(runner));
   return changes;
 }

@@ -11,6 +11,7 @@
 
 import type { DesiredState, NftTable } from '../plan/state.js';
 import { applyState, routingDiff, sysctlDiff, type Change, type NftMode } from './apply.js';
+import { applyMptcp, mptcpDrift } from './mptcp.js';
 import { type Runner } from './runner.js';
 import { elementUpdateScript, runNftScript, sameStructure } from './update.js';
 
@@ -27,7 +28,7 @@ export interface Installed {
   nft: NftFingerprint;
 }
 
-export type DriftKind = 'nft-table' | 'nft-structure' | 'nft-elements' | 'rules' | 'routes' | 'addresses' | 'sysctls';
+export type DriftKind = 'nft-table' | 'nft-structure' | 'nft-elements' | 'rules' | 'routes' | 'addresses' | 'sysctls' | 'mptcp';
 
 export interface Drift {
   kind: DriftKind;
@@ -74,12 +75,13 @@ export function fingerprintOf(json: string, dynamic: ReadonlySet<string>): NftFi
 
 /**
  * Everything that differs between what `installed` says is in the kernel and
- * what is: 3 commands (`nft -j list table`, `ip -j rule`, `ip -j route`) and
- * a few /proc/sys reads. An empty list means in step.
+ * what is: 3 commands (`nft -j list table`, `ip -j rule`, `ip -j route`),
+ * 2 more with `mptcp: subflow` (endpoints and limits), and a few /proc/sys
+ * reads. An empty list means in step.
  */
 export async function findDrift(installed: Installed, runner: Runner): Promise<Drift[]> {
   const { state } = installed;
-  const [now, routing] = await Promise.all([readFingerprint(runner, state.nft), routingDiff(state, runner)]);
+  const [now, routing, mptcp] = await Promise.all([readFingerprint(runner, state.nft), routingDiff(state, runner), mptcpDrift(state.mptcp, runner)]);
   const drift: Drift[] = [];
   if (now.structure === undefined) drift.push({ kind: 'nft-table', detail: `table ${state.nft.family} ${state.nft.name} is gone` });
   else if (now.structure !== installed.nft.structure) drift.push({ kind: 'nft-structure', detail: `table ${state.nft.name}: chains, rules or sets changed` });
@@ -97,8 +99,9 @@ export async function findDrift(installed: Installed, runner: Runner): Promise<D
     drift.push({ kind: 'addresses', detail: [routing.missingAddresses.length && 'the host source address is missing',
       routing.staleAddresses.length && 'a stale address carries uplinkd\'s label'].filter(Boolean).join(', ') });
   }
-  const sysctls = sysctlDiff(state);
+  const sysctls = sysctlDiff(state, runner);
   if (sysctls.length) drift.push({ kind: 'sysctls', detail: sysctls.map((s) => s.key).join(', ') + ' changed' });
+  if (mptcp) drift.push({ kind: 'mptcp', detail: `MPTCP: ${mptcp}` });
   return drift;
 }
 
@@ -129,11 +132,13 @@ export async function converge(installed: Installed | undefined, desired: Desire
 
   let changes: Change[] = [];
   let fellBack: string | undefined;
+  let onlyElements = false;
   try {
     if (sameTable && routingSame) {
       // The failover path: one nft transaction and nothing else to wait for.
       await runNftScript(runner, elements);
       if (elements) changes.push({ what: 'nft elements', args: ['nft', '-f', '-'] });
+      onlyElements = true;
     } else {
       changes = await fullApply(desired, runner, sameTable ? { elements } : installed ? 'replace' : 'adopt');
     }
@@ -143,6 +148,12 @@ export async function converge(installed: Installed | undefined, desired: Desire
     // changed under us): replace it whole, with routes and rules.
     fellBack = err instanceof Error ? err.message : String(err);
     changes = await fullApply(desired, runner, 'replace');
+  }
+  // MPTCP endpoints follow health too (a full apply converges them itself);
+  // before `then`, so a down uplink's subflows are handed over before its
+  // connections are flushed.
+  if (onlyElements && (kinds.has('mptcp') || JSON.stringify(installed!.state.mptcp) !== JSON.stringify(desired.mptcp))) {
+    changes.push(...await applyMptcp(desired.mptcp, runner));
   }
   await opts.then?.();
   return { installed: { state: desired, nft: await readFingerprint(runner, desired.nft) }, changes, ...(fellBack ? { fellBack } : {}) };

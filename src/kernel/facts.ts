@@ -3,6 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import type { InterfaceFacts, KernelFacts } from '../plan/state.js';
+import { cgroupFacts } from './cgroups.js';
 import { mustRun, type Runner } from './runner.js';
 
 interface IpAddrJson {
@@ -27,7 +28,8 @@ export function parseInterfaces(json: string): InterfaceFacts[] {
   });
 }
 
-export async function readFacts(runner: Runner): Promise<KernelFacts> {
+/** `cgroups`: the config's (ruleCgroups), whose existence and ids are read too. */
+export async function readFacts(runner: Runner, cgroups: readonly string[] = []): Promise<KernelFacts> {
   const [addrs, routes] = await Promise.all([
     mustRun(runner, 'ip', ['-j', 'address', 'show']),
     mustRun(runner, 'ip', ['-j', '-4', 'route', 'show', 'table', 'main', 'default']),
@@ -37,6 +39,7 @@ export async function readFacts(runner: Runner): Promise<KernelFacts> {
     mainDefaultRoutes: (JSON.parse(routes) as IpRouteJson[])
       .filter((r) => r.dev)
       .map((r) => ({ dev: r.dev!, gateway: r.gateway, metric: r.metric ?? 0 })),
+    ...(cgroups.length > 0 ? { cgroups: cgroupFacts(cgroups) } : {}),
   };
 }
 

@@ -2,12 +2,38 @@
 // ever sees config text. Tests swap in a runner that records instead.
 
 import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 export interface CommandResult { code: number; stdout: string; stderr: string }
 
 export interface Runner {
   run(command: string, args: string[], input?: string): Promise<CommandResult>;
+  /**
+   * Kernel settings under /proc/sys (`path` relative to it), read and written
+   * directly rather than through `sysctl`: the periodic drift check reads them
+   * all. Without it, the real /proc/sys (procSysctl).
+   */
+  sysctl?: SysctlAccess;
 }
+
+export interface SysctlAccess {
+  /** The current value, or undefined when there is no such setting. */
+  read(path: string): string | undefined;
+  write(path: string, value: string): void;
+}
+
+export const procSysctl: SysctlAccess = {
+  read(path) {
+    try {
+      return readFileSync(`/proc/sys/${path}`, 'utf8').trim();
+    } catch {
+      return undefined;
+    }
+  },
+  write(path, value) {
+    writeFileSync(`/proc/sys/${path}`, value);
+  },
+};
 
 export class CommandError extends Error {
   constructor(readonly command: string, readonly args: string[], readonly result: CommandResult) {

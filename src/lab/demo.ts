@@ -3,15 +3,20 @@
 // its router, shows how new connections spread over the uplinks, breaks one
 // beyond its first hop, measures failover and failback by the fate of new
 // connections (measure.ts), and always removes the lab again, also on Ctrl-C.
+// `--host` tours a multihomed machine's own connections instead, and where
+// the kernel has MPTCP, one download over both uplinks (mptcp.ts).
 
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigFile } from '../config/load.js';
 import type { Check } from '../config/types.js';
-import { labClient, labDown, labFail, labHeal, labUp, loadLab, type LabState } from './lab.js';
+import { labClient, labDown, labExec, labFail, labHeal, labUp, loadLab, type LabState } from './lab.js';
 import { lastLines, startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from './lab-daemon.js';
 import { failbackMs, failoverMs, monotonicMs, startStream, type RunningStream, type StreamSample } from './measure.js';
+import { labMeasuredDownload, labMptcpServer } from './mptcp.js';
 import { must } from './run.js';
-import { labNamespacePattern } from './topology.js';
+import { labNamespacePattern, parseRate } from './topology.js';
 
 export const DEMO_LAB = 'demo';
 
@@ -72,7 +77,11 @@ async function labExists(name: string): Promise<boolean> {
   }
 }
 
-const STEPS = 7;
+/** The MPTCP step of `demo --host`: one download over both uplinks, counted at the host's interfaces over one window. */
+const MPTCP_SKIP_S = 3;
+const MPTCP_WINDOW_S = 6;
+/** Enough for the window at 30 mbit, and some over. */
+const MPTCP_BYTES = 40_000_000;
 
 class Tour {
   step = 'start';
@@ -90,10 +99,13 @@ class Tour {
     this.who = host ? 'the host' : 'the LAN host';
   }
 
+  /** With MPTCP (a host whose kernel has it), the host tour has one step more. */
+  private mptcp = false;
+
   private announce(title: string, line: string): void {
     this.signal.throwIfAborted();
     this.step = title;
-    say(`[${++this.stepNo}/${STEPS}] ${line}`);
+    say(`[${++this.stepNo}/${this.mptcp ? 8 : 7}] ${line}`);
   }
 
   async run(): Promise<void> {
@@ -107,11 +119,18 @@ class Tour {
     const lab = (this.lab = await labUp({ name: this.name, uplinks: 2, capacities: ['20mbit', '10mbit'], host: this.host }));
     const isp1 = lab.uplinks[0];
     const url = `http://${lab.server}:${lab.whoamiPort}/`;
+    let configPath = lab.configPath;
+    if (this.host && (await labExec(lab.name, 'router', ['sysctl', '-n', 'net.mptcp.enabled'])).stdout.trim() === '1') {
+      this.mptcp = true;
+      configPath = join(lab.stateDir, 'uplinkd-mptcp.yaml');
+      writeFileSync(configPath, `${readFileSync(lab.configPath, 'utf8')}mptcp: subflow\n`);
+    }
 
-    this.announce('daemon up', `Starting \`uplinkd run -c ${lab.configPath}\` in the ${this.host ? 'host' : 'router'}`);
-    say(indent(describeCheck(lab.configPath)));
+    this.announce('daemon up', `Starting \`uplinkd run -c ${configPath}\` in the ${this.host ? 'host' : 'router'}`);
+    say(indent(describeCheck(configPath)));
+    if (this.mptcp) say(indent('mptcp: subflow: each up uplink\'s address is an MPTCP endpoint of the host'));
     const daemonStarted = Date.now();
-    this.daemon = await startLabDaemon(lab, lab.configPath);
+    this.daemon = await startLabDaemon(lab, configPath);
     if (!(await waitForStates(this.daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS, this.signal))) {
       throw new Error(`both uplinks were not up within ${STATE_WITHIN_MS / 1000} s`);
     }
@@ -126,7 +145,7 @@ class Tour {
     if (shares.some((s) => s.share === 0)) throw new Error(`new connections did not use both uplinks: ${JSON.stringify(spread.seen)}`);
 
     this.announce('status', `\`uplinkd status\` in the ${this.host ? 'host' : 'router'}:`);
-    const status = await uplinkdInRouter(lab, ['status', '-c', lab.configPath]);
+    const status = await uplinkdInRouter(lab, ['status', '-c', configPath]);
     if (status.code !== 0) throw new Error(`uplinkd status exited ${status.code}: ${status.stderr.trim()}`);
     say(indent(status.stdout));
 
@@ -154,15 +173,35 @@ class Tour {
     const failedAfterHeal = recovery.samples.filter((s) => s.start >= recovery.at && !s.ok).length;
     if (failedAfterHeal > 0) say(indent(`${failedAfterHeal} connections failed after the heal`));
 
+    const mptcp = this.mptcp ? await this.mptcpDownload(lab) : undefined;
+
     this.announce('summary', 'Summary');
     say(indent([
       `shares of ${CONNECTIONS} new connections: ${shares.map((s) => `${s.name} ${percent(s.share)}`).join(', ')}`,
       `failover: ${ms(failover)} (isp1 failing beyond its gateway)`,
       `failback: ${ms(failback)} (isp1 healed)`,
+      ...(mptcp ? [`one MPTCP download: ${mptcp}`] : []),
       `Measured by the connections themselves: a new connection from ${this.who} every ${STREAM_EVERY_MS} ms (1 s timeout);`,
       `failover = from the fault until every new connection succeeds; failback = from the heal until the first new connection through ${isp1.name}.`,
       `\`npm run bench:failover\` repeats the measurement many times, for both kinds of fault.`,
     ].join('\n')));
+  }
+
+  /** One MPTCP download from the host; says what each uplink carried of it, and returns the summary line. */
+  private async mptcpDownload(lab: LabState): Promise<string> {
+    this.announce('mptcp', 'One MPTCP download from the host, to a server that speaks MPTCP (one subflow per uplink):');
+    await labMptcpServer(lab.name);
+    const r = await labMeasuredDownload(lab.name, 'router', {
+      bytes: MPTCP_BYTES, interfaces: lab.uplinks.map((u) => u.routerIf), skipS: MPTCP_SKIP_S, windowS: MPTCP_WINDOW_S,
+    });
+    const mbit = (bps: number) => `${(bps / 1e6).toFixed(1)} Mbit/s`;
+    for (const u of lab.uplinks) say(indent(`${u.name}  ${u.capacity}  received ${mbit(r.rxBps[u.routerIf])}`));
+    const capacity = lab.uplinks.reduce((sum, u) => sum + parseRate(u.capacity!), 0);
+    const line = `${mbit(r.totalBps)} over both uplinks, ${((r.totalBps / capacity) * 100).toFixed(0)}% of their ${mbit(capacity)} ` +
+      `(interface counters over ${r.windowS.toFixed(1)} s, ${r.download.subflows_max + 1} subflows, bytes checked: ${r.download.sha256_ok ? 'yes' : 'NO'})`;
+    say(indent(line));
+    if (!r.download.sha256_ok || !r.download.mptcp) throw new Error(`the MPTCP download failed: ${JSON.stringify(r.download)}`);
+    return line;
   }
 
   /**

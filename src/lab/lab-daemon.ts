@@ -43,6 +43,17 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** How long it may take to answer on its control socket. Default 10 s. */
   readyWithinMs?: number;
+  /**
+   * Enter only the router's network namespace (`nsenter --net`), keeping the
+   * host's mounts such as the cgroup2 hierarchy, as a service on a real
+   * router sees them: `ip netns exec` mounts a fresh /sys without it.
+   */
+  hostMounts?: boolean;
+}
+
+/** The command prefix that runs a program in the lab's router. */
+export function inRouter(lab: LabState, opts: { hostMounts?: boolean } = {}): string[] {
+  return opts.hostMounts ? ['nsenter', `--net=/run/netns/${lab.ns.router}`] : ['ip', 'netns', 'exec', lab.ns.router];
 }
 
 /** Starts `uplinkd run -c configPath` in the router and resolves once it answers on its control socket. */
@@ -50,7 +61,8 @@ export async function startLabDaemon(lab: LabState, configPath: string, opts: St
   const loaded = loadConfigFile(configPath);
   if (!loaded.ok) throw new Error(`${configPath} is not a valid config: ${loaded.errors.map((e) => e.message).join('; ')}`);
   const socket = loaded.config.api.socket;
-  const child = spawn('ip', ['netns', 'exec', lab.ns.router, UPLINKD_BIN, 'run', '-c', configPath], {
+  const [enter, ...args] = inRouter(lab, opts);
+  const child = spawn(enter, [...args, UPLINKD_BIN, 'run', '-c', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...opts.env },
   });

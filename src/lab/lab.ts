@@ -731,6 +731,13 @@ export function loadLab(name: string): LabState {
   return JSON.parse(readFileSync(file, 'utf8')) as LabState;
 }
 
+/** Adds a process to the lab's record, read afresh so a concurrent change to the state is kept; `lab down` stops it. */
+export function labRecordPid(name: string, pid: number): void {
+  const state = loadLab(name);
+  state.pids.push(pid);
+  saveState(state);
+}
+
 function saveState(state: LabState): void {
   const file = join(state.stateDir, 'state.json');
   writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');

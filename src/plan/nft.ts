@@ -7,7 +7,7 @@
 // follow a verdict without reloading chains.
 
 import { balanceBuckets, hex } from '../ownership.js';
-import { compilePinStages, elementKey, stageDeclaration, stageKeyExpression } from './pins.js';
+import { compilePinStages, stageDeclaration, stageElements, stageIsOwnOnly, stageKeyExpression, type PinStage } from './pins.js';
 import { canCarry, rotationOrder, splitBuckets, type PlanContext, type ResolvedUplink } from './plan.js';
 import type { NftChain, NftSet, NftTable } from './state.js';
 import type { Rule } from '../config/types.js';
@@ -66,10 +66,14 @@ export function buildNftTable(ctx: PlanContext): NftTable {
   const targetOf = (rule: Rule) => (rule.via === 'main' ? 'mark_main' : targets.get(targetKey(rule))!.name);
   const stages = compilePinStages(config.rules);
   for (const stage of stages) {
+    // A rule that names no field matches every connection: a plain `goto` in pick, no map.
+    if (stage.fields.length === 0) continue;
+    const { elements, absent } = stageElements(stage, ctx.cgroups, (rule) => `goto ${targetOf(rule)}`);
+    const leftOut = absent.map((a) => `${a.cgroup} (rule ${a.rule})`).join(', ');
     sets.push({
-      name: stage.name, ...stageDeclaration(stage),
-      elements: stage.entries.flatMap(({ rule, elements }) => elements.map((e) => `${elementKey(e)} : goto ${targetOf(rule)}`)),
-      why: `pinning rules ${stage.entries.map((e) => e.rule.name).join(', ')}`,
+      name: stage.name, ...stageDeclaration(stage), elements,
+      why: `pinning rules ${[...new Set(stage.entries.map((e) => e.rule.name))].join(', ')}` +
+        (leftOut ? `; left out until the cgroup exists: ${leftOut}` : ''),
     });
   }
   for (const target of targets.values()) {
@@ -132,17 +136,23 @@ export function buildNftTable(ctx: PlanContext): NftTable {
     ],
     why: 'the uplink of a new connection no pinning rule claimed',
   });
-  chains.push({
-    name: 'pick',
-    rules: [
-      ...stages.map((stage, i) => ({
-        text: stage.fields.length > 0 ? `${stageKeyExpression(stage)} vmap @${stage.name}` : `goto ${targetOf(stage.entries[0].rule)}`,
-        why: i === 0 ? 'pinning rules, first match wins' : undefined,
-      })),
-      { text: 'goto balance' },
-    ],
-    why: 'the uplink of a new connection',
-  });
+  const pickRules = (from: PinStage[]) => [
+    ...from.map((stage, i) => ({
+      text: stage.fields.length > 0 ? `${stageKeyExpression(stage)} vmap @${stage.name}` : `goto ${targetOf(stage.entries[0].rule)}`,
+      why: i === 0 ? 'pinning rules, first match wins' : undefined,
+    })),
+    { text: 'goto balance' },
+  ];
+  chains.push({ name: 'pick', rules: pickRules(stages), why: 'the uplink of a new connection' });
+  // Rules on the process (user, group, cgroup) need the local socket, which a
+  // forwarded packet has not; `socket cgroupv2` would even look one up by the
+  // packet's destination and find a local listener on that port. So forwarded
+  // connections get a pick without those stages: the same order otherwise.
+  const forwardedPick = routerMode && stages.some(stageIsOwnOnly) ? 'pick_forwarded' : 'pick';
+  if (forwardedPick !== 'pick') {
+    chains.push({ name: forwardedPick, rules: pickRules(stages.filter((s) => !stageIsOwnOnly(s))),
+      why: 'the uplink of a new forwarded connection: pick without the rules on user, group or cgroup, which only the router\'s own connections can match' });
+  }
   // Both hooks start alike: a known connection takes its mark back and is
   // done; only new IPv4 connections go on to be given an uplink.
   const onlyNewConnections = [
@@ -159,7 +169,7 @@ export function buildNftTable(ctx: PlanContext): NftTable {
         ? [
           { text: 'iifname != @lan_interfaces return' },
           { text: 'fib daddr type local return', why: 'to the router itself: not balanced' },
-          { text: 'goto pick' },
+          { text: `goto ${forwardedPick}` },
         ]
         : [{ text: 'return', why: 'host mode: nothing is forwarded' }]),
     ],

@@ -3,10 +3,11 @@
 
 import type { Config, Uplink } from '../config/types.js';
 import {
-  FALLBACK_METRIC, HOST_SOURCE_LABEL, RULE_OFFSET, RULE_RANGE,
+  FALLBACK_METRIC, HOST_SOURCE_LABEL, MAX_UPLINKS, RULE_OFFSET, RULE_RANGE,
   balanceBuckets, marksFor, rulePriority, uplinkTable, type Marks,
 } from '../ownership.js';
 import { networkOf } from './ipv4.js';
+import { mptcpState } from './mptcp.js';
 import { buildNftTable } from './nft.js';
 import type {
   DesiredState, Health, InterfaceFacts, KernelFacts, LocalAddress, Route, Rule, Sysctl, UplinkSummary,
@@ -64,6 +65,8 @@ export interface PlanContext {
   localSource?: string;
   /** See PlanInput.rotationStart. */
   rotationStart: number;
+  /** The rules' cgroups that exist (KernelFacts.cgroups); pins on the others are left out until they do. */
+  cgroups: NonNullable<KernelFacts['cgroups']>;
 }
 
 export function plan(input: PlanInput): DesiredState {
@@ -75,9 +78,11 @@ export function plan(input: PlanInput): DesiredState {
     addresses: hostSourceAddress(ctx),
     routes: ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
     ownedTables: ctx.uplinks.map((u) => u.table),
+    tableRange: { from: uplinkTable(config.kernel, 0), to: uplinkTable(config.kernel, MAX_UPLINKS - 1) },
     rules: rules(ctx),
     ruleRange: { from: config.kernel.rulePriority, to: config.kernel.rulePriority + RULE_RANGE - 1 },
     nft: buildNftTable(ctx),
+    mptcp: mptcpState(ctx),
   };
 }
 
@@ -113,7 +118,7 @@ export function resolve({ config, facts, health = {}, weights, rotationStart = 0
   const localSource = config.lan.length === 0
     ? config.kernel.hostSource
     : config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address).find((a) => a !== undefined);
-  return { config, marks, uplinks, localSource, rotationStart };
+  return { config, marks, uplinks, localSource, rotationStart, cgroups: facts.cgroups ?? [] };
 }
 
 function resolveGateway(uplink: Uplink, facts: KernelFacts): string | undefined {

@@ -3,8 +3,8 @@
 // edge installs the very same arguments and nft text.
 
 import { createHash } from 'node:crypto';
-import { hex } from '../ownership.js';
-import type { DesiredState, LocalAddress, NftSet, NftTable, Route, Rule } from './state.js';
+import { MPTCP_ENDPOINT_IDS, hex } from '../ownership.js';
+import type { DesiredState, LocalAddress, MptcpEndpoint, MptcpState, NftSet, NftTable, Route, Rule } from './state.js';
 
 export function addressArgs(a: LocalAddress, verb: 'replace' | 'del' = 'replace'): string[] {
   return ['address', verb, a.cidr, 'dev', a.dev, 'label', a.label, 'scope', a.scope];
@@ -30,6 +30,14 @@ export function ruleArgs(rule: Rule): string[] {
   args.push('lookup', String(rule.lookup));
   if (rule.suppressPrefixLength !== undefined) args.push('suppress_prefixlength', String(rule.suppressPrefixLength));
   return args;
+}
+
+export function mptcpEndpointArgs(e: MptcpEndpoint): string[] {
+  return ['mptcp', 'endpoint', 'add', e.address, 'id', String(e.id), 'subflow', ...(e.backup ? ['backup'] : []), 'dev', e.dev];
+}
+
+export function mptcpLimitsArgs(limits: { subflows: number; addAddrAccepted: number }): string[] {
+  return ['mptcp', 'limits', 'set', 'subflow', String(limits.subflows), 'add_addr_accepted', String(limits.addAddrAccepted)];
 }
 
 function renderSet(set: NftSet): string[] {
@@ -108,5 +116,16 @@ export function renderPlan(state: DesiredState, title: string): string {
   for (const r of state.rules) out.push(`# ${r.why}`, ['ip', ...ruleArgs(r)].map(shellWord).join(' '));
   out.push('', `# nftables: one transaction replacing table ${state.nft.family} ${state.nft.name} only`);
   out.push("nft -f - <<'EOF'", nftTransaction(state.nft).trimEnd(), 'EOF', '');
+  if (state.mptcp?.enabled) out.push(...renderMptcp(state.mptcp), '');
   return out.join('\n');
+}
+
+/** Last, as installed: the subflows an endpoint opens need the split-access rules above. */
+function renderMptcp(mptcp: MptcpState): string[] {
+  const { first, last } = MPTCP_ENDPOINT_IDS;
+  const out = [`# MPTCP endpoints, ids ${first}-${last} (uplinkd's; endpoints with other ids are left alone)`];
+  if (mptcp.limits) out.push(`# ${mptcp.limits.why}`, ['ip', ...mptcpLimitsArgs(mptcp.limits)].map(shellWord).join(' '));
+  for (const e of mptcp.endpoints) out.push(`# ${e.why}`, ['ip', ...mptcpEndpointArgs(e)].map(shellWord).join(' '));
+  for (const a of mptcp.absent) out.push(`# ${a.uplink}: no endpoint: ${a.why}`);
+  return out;
 }

@@ -7,6 +7,23 @@ export interface KernelFacts {
   interfaces: InterfaceFacts[];
   /** Default routes of the main table, for `gateway: auto`. */
   mainDefaultRoutes: { dev: string; gateway?: string; metric: number }[];
+  /**
+   * The cgroups named by rules (`cgroup:`) that exist now; one that is not
+   * listed is absent, and its rule is left out of the plan until it exists.
+   */
+  cgroups?: CgroupFacts[];
+}
+
+export interface CgroupFacts {
+  /** As the config names it, relative to the cgroup v2 root: system.slice/restic.service. */
+  path: string;
+  /**
+   * Its id (the inode of its directory), which nft keeps in place of the path:
+   * a cgroup removed and created again (a service restart) has a new one.
+   */
+  id: number;
+  /** Its path as nft 1.0.6 takes it, relative to /sys/fs/cgroup: `unified/…` on a hybrid layout. */
+  nftPath: string;
 }
 
 export interface InterfaceFacts {
@@ -114,6 +131,12 @@ export interface DesiredState {
   routes: Route[];
   /** Tables the state owns; routes in them that the state does not list are stale. */
   ownedTables: number[];
+  /**
+   * Where uplink tables may lie (table_base+1 ..): a table there that carries
+   * uplinkd's signature but is no longer planned (an uplink removed by a
+   * reload) is stale too, and emptied.
+   */
+  tableRange: { from: number; to: number };
   rules: Rule[];
   /** The owned priority range, inclusive. */
   ruleRange: { from: number; to: number };

@@ -2,6 +2,7 @@
 //   node --import tsx --test test/lab/demo.test.ts
 
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { labDown } from '../../src/lab/lab.js';
@@ -36,6 +37,13 @@ for (const kind of ['router', 'host'] as const) {
     const failover = Number(/failover: (\d+) ms/.exec(output)?.[1]);
     assert.ok(failover < 3000, `failover ${failover} ms\n${output}`);
     assert.match(output, /failback: \d+ ms/, 'failback time');
+    // A kernel with MPTCP has this file, and a new namespace has MPTCP on.
+    if (kind === 'host' && existsSync('/proc/sys/net/mptcp/enabled')) {
+      // One download over 20 + 10 mbit, its bytes checked: a sum no single uplink can carry.
+      const mbit = Number(/one MPTCP download: ([\d.]+) Mbit\/s over both uplinks/.exec(output)?.[1]);
+      assert.ok(mbit > 21, `MPTCP download at ${mbit} Mbit/s\n${output}`);
+      assert.match(output, /bytes checked: yes/);
+    }
 
     const namespaces = (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
     assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');

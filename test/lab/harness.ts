@@ -2,6 +2,7 @@
 // inside its router, configs written next to the lab's state, and a snapshot
 // of the router's kernel state to compare before and after.
 
+import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isAlive, labClient, labExec, type LabState } from '../../src/lab/lab.js';
@@ -89,6 +90,85 @@ export function shareTolerance(p: number, n: number): number {
 /** Fraction of successful connections the far end saw coming from `address`. */
 export function shareOf(result: ClientResult, address: string): number {
   return (result.seen[address] ?? 0) / result.ok;
+}
+
+// ------------------------------------------------------------ share checks from the binomial distribution
+
+/**
+ * How often a share check may fail a correct build by chance: once in a
+ * million runs. The suite has a few dozen share checks, so a correct build
+ * fails one of them by chance less than once in ten thousand runs of it.
+ */
+export const FALSE_FAILURE_RATE = 1e-6;
+
+/**
+ * How often a share check may pass a build that deals the shares a test names
+ * as wrong (`unlike` in assertShares): once in a thousand runs.
+ */
+export const MISS_RATE = 1e-3;
+
+/** P(X = k) for k = 0..n with X ~ Binomial(n, p), computed in log space so that large n does not underflow. */
+export function binomialPmf(n: number, p: number): number[] {
+  if (p <= 0) return Array.from({ length: n + 1 }, (_, k) => (k === 0 ? 1 : 0));
+  if (p >= 1) return Array.from({ length: n + 1 }, (_, k) => (k === n ? 1 : 0));
+  const logs = [n * Math.log1p(-p)];
+  const odds = Math.log(p) - Math.log1p(-p);
+  for (let k = 0; k < n; k++) logs.push(logs[k] + Math.log(n - k) - Math.log(k + 1) + odds);
+  const top = Math.max(...logs);
+  const weights = logs.map((l) => Math.exp(l - top));
+  const sum = weights.reduce((a, b) => a + b, 0);
+  return weights.map((w) => w / sum);
+}
+
+/**
+ * The counts a share check accepts when n connections each take an uplink
+ * with probability p (weighted balancing draws `numgen random` per
+ * connection, so the count is binomial): the widest [lo, hi] with
+ * P(X < lo) ≤ rate/2 and P(X > hi) ≤ rate/2, from the exact distribution.
+ */
+export function binomialRange(n: number, p: number, rate = FALSE_FAILURE_RATE): [number, number] {
+  const pmf = binomialPmf(n, p);
+  let lo = 0;
+  for (let below = 0; lo < n && below + pmf[lo] <= rate / 2; lo++) below += pmf[lo];
+  let hi = n;
+  for (let above = 0; hi > 0 && above + pmf[hi] <= rate / 2; hi--) above += pmf[hi];
+  return [lo, hi];
+}
+
+/** How often the check for share p over n connections passes when the real share is `actual`. */
+export function missRate(n: number, p: number, actual: number, rate = FALSE_FAILURE_RATE): number {
+  const [lo, hi] = binomialRange(n, p, rate);
+  return binomialPmf(n, actual).slice(lo, hi + 1).reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Asserts that the far end saw the successful connections of `result` from
+ * the addresses in `expected` only, each with a count in binomialRange(ok,
+ * share): an address with share 0, or not named, must get none. `unlike`
+ * lists the shares a broken build would deal instead (pins ignored, weights
+ * ignored, ...); each must fail this check at least 999 times in 1000
+ * (MISS_RATE), or the test has too few connections to tell them apart, and
+ * says so.
+ */
+export function assertShares(result: ClientResult, expected: Record<string, number>, opts: { unlike?: Record<string, number>[]; what?: string } = {}): void {
+  const n = result.ok;
+  const what = opts.what ? `${opts.what}: ` : '';
+  const seen = JSON.stringify(result.seen);
+  assert.ok(n > 0 && result.failed === 0, `${what}${result.failed} of ${result.total} connections failed: ${JSON.stringify(result.errors)}`);
+  for (const address of Object.keys(result.seen)) {
+    assert.ok((expected[address] ?? 0) > 0, `${what}${result.seen[address]} of ${n} connections came from ${address}, which should get none: ${seen}`);
+  }
+  for (const [address, p] of Object.entries(expected)) {
+    const [lo, hi] = binomialRange(n, p);
+    const count = result.seen[address] ?? 0;
+    assert.ok(count >= lo && count <= hi,
+      `${what}${address}: ${count} of ${n} connections, expected share ${p} (${lo}..${hi} at a false-failure rate of ${FALSE_FAILURE_RATE}): ${seen}`);
+  }
+  for (const alternative of opts.unlike ?? []) {
+    // The check passes only if every address passes, so the least likely address bounds the miss.
+    const miss = Math.min(...Object.entries(expected).map(([address, p]) => missRate(n, p, alternative[address] ?? 0)));
+    assert.ok(miss <= MISS_RATE, `${what}${n} connections cannot tell ${JSON.stringify(expected)} from ${JSON.stringify(alternative)} (missed ${miss.toPrecision(2)} of runs)`);
+  }
 }
 
 // ------------------------------------------------------------ the daemon

@@ -3,11 +3,13 @@
 // no residue after flush, and broken configs that change nothing.
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
+import { cgroup2MountPoint, nftCgroupPath } from '../../src/kernel/cgroups.js';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
+import { run } from '../../src/lab/run.js';
 import { kernelSnapshot, labConfig, mustUplinkd, uniqueLabName, uplinkd, writeConfig } from './harness.js';
 
 let lab: LabState;
@@ -21,9 +23,13 @@ after(() => labDown(lab.name));
 beforeEach(() => mustUplinkd(lab, 'flush'));
 
 test('a second apply changes nothing: nft ruleset, rules and routes identical', async () => {
-  assert.match(await mustUplinkd(lab, 'apply', '-c', config), /applied \d+ changes/);
+  const applied = await mustUplinkd(lab, 'apply', '-c', config);
+  // Every change echoed as the command that made it, as wg-quick does.
+  assert.match(applied, /^\[#\] nft -f -$/m);
+  assert.match(applied, /^\[#\] ip -4 rule add priority 10000 lookup main suppress_prefixlength 0$/m);
+  assert.match(applied, /^\[#\] ip -4 route replace default via \S+ dev wan1 src 198\.18\.0\.1 table 201$/m);
   const first = await kernelSnapshot(lab);
-  assert.equal((await mustUplinkd(lab, 'apply', '-c', config)).trim(), 'nothing to change');
+  assert.equal(await mustUplinkd(lab, 'apply', '-c', config), '', 'a second apply has nothing to say');
   assert.deepEqual(await kernelSnapshot(lab), first);
 });
 
@@ -41,7 +47,7 @@ test('a long transfer survives a re-apply and an apply of changed weights', asyn
   await new Promise((r) => setTimeout(r, 1500));
   await mustUplinkd(lab, 'apply', '-c', config);
   const reweighted = writeConfig(lab, 'reweighted.yaml', labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 1 : 5}\n` }));
-  assert.match(await mustUplinkd(lab, 'apply', '-c', reweighted), /applied/);
+  assert.match(await mustUplinkd(lab, 'apply', '-c', reweighted), /^\[#\] nft -f -$/m);
   const r = await transfer;
   assert.equal(r.code, 0, r.stdout.slice(-500) + r.stderr);
   const report = JSON.parse(r.stdout);
@@ -110,12 +116,40 @@ test(`${broken.length} broken configs: each rejected with exit 1 and line:col er
 
 test('every golden plan is nft input this kernel accepts', async () => {
   const golden = fileURLToPath(new URL('../golden/', import.meta.url));
-  for (const file of readdirSync(golden).filter((f) => f.endsWith('.plan'))) {
-    const text = readFileSync(join(golden, file), 'utf8');
-    const nft = /^nft -f - <<'EOF'\n([\s\S]*?)^EOF$/m.exec(text)?.[1];
-    assert.ok(nft, `${file} has an nft transaction`);
-    const r = await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
-    assert.equal(r.code, 0, `${file}: ${r.stderr}`);
+  // nft resolves a cgroup path when it reads the rule, so the cgroups a plan
+  // names must exist: they are made under a directory of this test's own in
+  // the cgroup2 hierarchy (never the machine's system.slice), and the plan's
+  // paths moved there. `nsenter --net` keeps the host's /sys, where the
+  // hierarchy is mounted (`ip netns exec` mounts a fresh one).
+  const mount = cgroup2MountPoint(readFileSync('/proc/self/mountinfo', 'utf8'));
+  const scratch = `uplinkd-life-${process.pid}`;
+  const made: string[] = [];
+  try {
+    for (const file of readdirSync(golden).filter((f) => f.endsWith('.plan'))) {
+      const text = readFileSync(join(golden, file), 'utf8');
+      let nft = /^nft -f - <<'EOF'\n([\s\S]*?)^EOF$/m.exec(text)?.[1];
+      assert.ok(nft, `${file} has an nft transaction`);
+      const cgroups = [...nft.matchAll(/^\s*"([^"]+)" comment "cgroup id \d+"/gm)].map((m) => m[1]);
+      if (cgroups.length > 0) {
+        assert.ok(mount, `${file} names cgroups, and this machine mounts no cgroup v2 hierarchy`);
+        const prefix = nftCgroupPath(mount, '');
+        for (const path of cgroups) {
+          const below = relative(prefix, path);
+          const dir = join(mount, scratch, below);
+          mkdirSync(dir, { recursive: true });
+          made.push(dir);
+          nft = nft.replaceAll(`"${path}"`, `"${nftCgroupPath(mount, join(scratch, below))}"`);
+        }
+      }
+      const argv = cgroups.length > 0 ? ['nsenter', `--net=/run/netns/${lab.ns.router}`, 'nft', '--check', '-f', '-'] : undefined;
+      const r = argv ? await run(argv, { input: nft }) : await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
+      assert.equal(r.code, 0, `${file}: ${r.stderr}`);
+    }
+  } finally {
+    // Deepest first: a cgroup directory goes only once it has no children.
+    const dirs = new Set<string>();
+    for (const dir of made) for (let d = dir; d.startsWith(join(mount ?? '/nonexistent', scratch)); d = dirname(d)) dirs.add(d);
+    for (const dir of [...dirs].sort((a, b) => b.length - a.length)) rmdirSync(dir);
   }
 });
 

@@ -193,6 +193,9 @@ describe('defaults', () => {
       sport: [],
       dport: [],
       iif: [],
+      user: [],
+      group: [],
+      cgroup: [],
       via: ['isp2'],
       fallback: 'any',
     });
@@ -526,5 +529,66 @@ describe('files', () => {
     } finally {
       rmSync(dir, { recursive: true });
     }
+  });
+});
+
+describe('process keys: user, group, cgroup', () => {
+  const rule = (...keys: string[]) => yaml(...TWO_UPLINKS, 'rules:', '  - via: isp1', ...keys.map((key) => `    ${key}`));
+  /** Facts in which exactly `present` exist, under a hybrid layout's mount point. */
+  const cgroups = (present: string[], mountPoint: string | null = '/sys/fs/cgroup/unified'): ConfigFacts => ({
+    cgroups: (paths) => ({ mountPoint: mountPoint ?? undefined, present: paths.filter((p) => present.includes(p)).map((path) => ({ path, id: 7, nftPath: `unified/${path}` })) }),
+  });
+  const warningsOf = (text: string, facts: ConfigFacts) => {
+    const result = parseConfig(text, 'test.yaml', facts);
+    assert.ok(result.ok, result.ok ? '' : result.errors.map(formatDiagnostic).join('\n'));
+    return result.warnings.map(formatDiagnostic);
+  };
+
+  it('takes ids as they are and resolves names now, through getent', () => {
+    const [first] = load(rule('user: [root, 4242, "4243", root]', 'group: [root, 4343]')).rules;
+    assert.deepEqual([first.user, first.group], [[0, 4242, 4243], [0, 4343]]);
+    // Ids need no entry on this machine: the kernel compares numbers.
+    assert.deepEqual(load(rule('user: 4294967294')).rules[0].user, [4294967294]);
+  });
+
+  it('reads cgroup paths relative to the cgroup v2 root, with or without slashes around them', () => {
+    const config = load(rule("cgroup: [/system.slice/restic.service/, user.slice, 'system.slice/a\\x2db@c.service']"), cgroups([]));
+    assert.deepEqual(config.rules[0].cgroup, ['system.slice/restic.service', 'user.slice', 'system.slice/a\\x2db@c.service']);
+  });
+
+  const errors: [title: string, text: string, position: string, message: string][] = [
+    ['unknown user', rule('user: bakup'), '6:11', 'user: no user "bakup" on this machine'],
+    ['unknown user in a list', rule('user: [root, bakup]'), '6:18', 'no user "bakup"'],
+    ['unknown group', rule('group: [medai]'), '6:13', 'group: no group "medai" on this machine'],
+    ['uid out of range', rule('user: 4294967295'), '6:11', 'an id from 0 to 4294967294'],
+    ['negative gid', rule('group: -1'), '6:12', 'group: expected a group name or an id'],
+    ['user as an option', rule('user: "-x"'), '6:11', 'is not a user name'],
+    ['root cgroup', rule('cgroup: /'), '6:13', 'the root cgroup holds every process'],
+    ['cgroup with ..', rule('cgroup: system.slice/../x'), '6:13', 'no empty, . or .. parts'],
+    ['cgroup with a quote', rule('cgroup: \'a"b\''), '6:13', 'may hold only letters'],
+    ['iif beside user', rule('user: 4242', 'iif: lan0'), '7:10', "iif: user matches the machine's own connections, which arrive on no interface"],
+    ['iif beside group and cgroup', rule('group: 1', 'cgroup: x.slice', 'iif: [lan0]'), '8:10', 'iif: group and cgroup match'],
+  ];
+  for (const [title, text, position, message] of errors) {
+    it(title, () => assertError(text, position, message));
+  }
+
+  it('warns about a cgroup that does not exist yet, at the path, and accepts the config', () => {
+    const text = rule('cgroup: [system.slice/restic.service, system.slice/backup.service]');
+    assert.deepEqual(warningsOf(text, cgroups(['system.slice/restic.service'])), [
+      'test.yaml:6:43: warning: cgroup: system.slice/backup.service does not exist (yet): no ' +
+        '/sys/fs/cgroup/unified/system.slice/backup.service; the rule is left out until it does, and matches from then on',
+    ]);
+    assert.deepEqual(warningsOf(text, cgroups(['system.slice/restic.service', 'system.slice/backup.service'])), []);
+  });
+
+  it('warns when no cgroup v2 hierarchy is mounted at all', () => {
+    const [warning] = warningsOf(rule('cgroup: x.service'), cgroups([], null));
+    assert.match(warning, /^test\.yaml:6:13: warning: cgroup: no cgroup v2 hierarchy is mounted here .*this rule cannot match/);
+  });
+
+  it('asks the machine when not told: a cgroup no machine has is a warning', () => {
+    const [warning] = warningsOf(rule('cgroup: up9p-no-such-cgroup.slice'), {});
+    assert.match(warning, /cgroup: (up9p-no-such-cgroup\.slice does not exist|no cgroup v2 hierarchy)/);
   });
 });

@@ -9,7 +9,8 @@ import { parseConfig } from '../../src/config/load.js';
 import { BALANCE_BUCKETS } from '../../src/ownership.js';
 import { plan, rotationOrder, splitBuckets } from '../../src/plan/plan.js';
 import { renderPlan } from '../../src/plan/render.js';
-import type { Health, KernelFacts } from '../../src/plan/state.js';
+import { elementUpdateScript, sameStructure } from '../../src/kernel/update.js';
+import type { CgroupFacts, Health, KernelFacts } from '../../src/plan/state.js';
 
 const dir = new URL('../golden/', import.meta.url);
 const facts = JSON.parse(readFileSync(new URL('facts.json', dir), 'utf8')) as KernelFacts;
@@ -27,6 +28,10 @@ const cases: { name: string; config: string; down?: string[] }[] = [
   { name: 'weighted-tiers', config: 'weighted-tiers' },
   { name: 'weighted-tiers-tier1-down', config: 'weighted-tiers', down: ['fibre-a', 'fibre-b'] },
   { name: 'host-mode', config: 'host-mode' },
+  { name: 'host-pins', config: 'host-pins' },
+  { name: 'host-pins-fibres-down', config: 'host-pins', down: ['fibre-a', 'fibre-b'] },
+  { name: 'host-mptcp', config: 'host-mptcp' },
+  { name: 'host-mptcp-isp1-down', config: 'host-mptcp', down: ['isp1'] },
   { name: 'pins', config: 'pins' },
   { name: 'pins-isp1-isp3-down', config: 'pins', down: ['isp1', 'isp3'] },
   { name: 'sticky', config: 'sticky' },
@@ -134,4 +139,95 @@ test('a rotation begun elsewhere is the same order, shifted; only least-loaded m
     planFor(name, [], rotationStart).nft.sets.find((s) => s.name === 'balance')!.elements;
   assert.notDeepEqual(balanceOf('least-loaded', 10), balanceOf('least-loaded', 0));
   assert.deepEqual(balanceOf('two-uplinks', 10), balanceOf('two-uplinks', 0));
+});
+
+// ------------------------------------------------------------ process pins (user, group, cgroup)
+
+/** The cgroups of process-pins.yaml as a hybrid layout shows them (cgroup2 at /sys/fs/cgroup/unified). */
+const cgroupsPresent: CgroupFacts[] = [
+  { path: 'system.slice/restic.service', id: 5012, nftPath: 'unified/system.slice/restic.service' },
+  { path: 'user.slice', id: 4000, nftPath: 'unified/user.slice' },
+];
+
+function processPlan(cgroups: CgroupFacts[], config = 'process-pins', down: string[] = []) {
+  const file = `${config}.yaml`;
+  const result = parseConfig(readFileSync(new URL(file, dir), 'utf8'), file);
+  assert.ok(result.ok, `golden config ${file} must be valid: ${JSON.stringify(!result.ok && result.errors)}`);
+  const health = Object.fromEntries(down.map((name) => [name, 'down' as Health]));
+  return plan({ config: result.config, facts: { ...facts, cgroups }, health });
+}
+
+const processCases: { name: string; title: string; cgroups: CgroupFacts[] }[] = [
+  { name: 'process-pins', title: 'process-pins.yaml, all uplinks up, apt-daily.service absent', cgroups: cgroupsPresent },
+  { name: 'process-pins-no-cgroups', title: 'process-pins.yaml, all uplinks up, no cgroup exists', cgroups: [] },
+];
+
+for (const c of processCases) {
+  test(`golden plan: ${c.name}`, () => {
+    const text = renderPlan(processPlan(c.cgroups), c.title);
+    const golden = new URL(`${c.name}.plan`, dir);
+    if (process.env.UPDATE_GOLDEN) writeFileSync(golden, text);
+    assert.equal(text, readFileSync(golden, 'utf8'));
+  });
+}
+
+test('process pins: a cgroup that appears, goes or is created again changes elements only, so no chain is reloaded', () => {
+  const none = processPlan([]).nft;
+  const present = processPlan(cgroupsPresent).nft;
+  const restarted = processPlan(cgroupsPresent.map((c) => (c.path === 'user.slice' ? c : { ...c, id: 5013 }))).nft;
+  assert.ok(sameStructure(none, present) && sameStructure(present, restarted));
+  // nft keeps the id, not the path: the new id is what makes the update load the element again.
+  assert.equal(elementUpdateScript(present, restarted),
+    'flush map inet uplinkd rules_5\n' +
+    'add element inet uplinkd rules_5 { "unified/system.slice/restic.service" comment "cgroup id 5013" : goto via_2 }\n');
+  assert.equal(elementUpdateScript(present, none), 'flush map inet uplinkd rules_5\nflush map inet uplinkd rules_6\n');
+});
+
+test('process pins: forwarded connections skip the user, group and cgroup stages, in the same order otherwise', () => {
+  const chains = (state: ReturnType<typeof plan>) => Object.fromEntries(state.nft.chains.map((c) => [c.name, c.rules.map((r) => r.text)]));
+  const router = chains(processPlan(cgroupsPresent));
+  assert.equal(router.prerouting.at(-1), 'goto pick_forwarded');
+  assert.deepEqual(router.pick_forwarded, ['ip saddr vmap @rules_1', 'ip daddr vmap @rules_7', 'goto balance']);
+  assert.equal(router.output.at(-1), 'goto pick');
+  assert.equal(router.pick.length, 8);
+  // Without process rules nothing changes: both hooks share pick.
+  const plain = chains(planFor('pins'));
+  assert.equal(plain.prerouting.at(-1), 'goto pick');
+  assert.equal(plain.pick_forwarded, undefined);
+  // Host mode forwards nothing: one pick, for the machine's own connections.
+  const host = parseConfig('uplinks:\n  isp1: { interface: wan1 }\n  isp2: { interface: wan2 }\nrules:\n  - { user: 4242, via: isp2 }\n', 'host.yaml');
+  assert.ok(host.ok);
+  const hostChains = chains(plan({ config: host.config, facts }));
+  assert.equal(hostChains.pick_forwarded, undefined);
+  assert.deepEqual(hostChains.pick, ['meta skuid vmap @rules_1', 'goto balance']);
+});
+
+test('process pins: a rule is split by cgroup depth, and first match still wins across rules', () => {
+  const text = 'lan: [lan0]\nuplinks:\n  isp1: { interface: wan1 }\n  isp2: { interface: wan2 }\nrules:\n' +
+    '  - { name: a, cgroup: [x.slice/y.service, z.slice], via: isp1 }\n' +
+    '  - { name: b, cgroup: x.slice/y.service, via: isp2 }\n' +
+    '  - { name: c, cgroup: w.slice/v.service, via: isp2 }\n';
+  const result = parseConfig(text, 'split.yaml', { cgroups: (paths) => ({ mountPoint: '/sys/fs/cgroup', present: [] }) });
+  assert.ok(result.ok);
+  const all = ['x.slice/y.service', 'z.slice', 'w.slice/v.service'].map((path, i) => ({ path, id: 100 + i, nftPath: path }));
+  const state = plan({ config: result.config, facts: { ...facts, cgroups: all } });
+  const stages = state.nft.sets.filter((s) => s.name.startsWith('rules_'));
+  // b repeats a's cgroup, so it cannot share a's stage; c can share b's.
+  assert.deepEqual(stages.map((s) => [s.name, s.elements]), [
+    ['rules_1', ['"z.slice" comment "cgroup id 101" : goto via_1']],
+    ['rules_2', ['"x.slice/y.service" comment "cgroup id 100" : goto via_1']],
+    ['rules_3', ['"x.slice/y.service" comment "cgroup id 100" : goto via_2', '"w.slice/v.service" comment "cgroup id 102" : goto via_2']],
+  ]);
+  const pick = state.nft.chains.find((c) => c.name === 'pick')!.rules.map((r) => r.text);
+  assert.deepEqual(pick.slice(0, 3), ['socket cgroupv2 level 1 vmap @rules_1', 'socket cgroupv2 level 2 vmap @rules_2', 'socket cgroupv2 level 2 vmap @rules_3']);
+});
+
+test('a rule that names no field matches every connection: a goto in pick, and no map (an empty key is no nft type)', () => {
+  const result = parseConfig('lan: [lan0]\nuplinks:\n  isp1: { interface: wan1 }\n  isp2: { interface: wan2 }\nrules:\n  - { user: 4242, via: isp1 }\n  - { via: isp2 }\n', 'all.yaml');
+  assert.ok(result.ok);
+  const state = plan({ config: result.config, facts });
+  assert.deepEqual(state.nft.sets.filter((s) => s.name.startsWith('rules_')).map((s) => s.declaration), ['type uid : verdict']);
+  const chain = (name: string) => state.nft.chains.find((c) => c.name === name)!.rules.map((r) => r.text);
+  assert.deepEqual(chain('pick'), ['meta skuid vmap @rules_1', 'goto via_2', 'goto balance']);
+  assert.deepEqual(chain('pick_forwarded'), ['goto via_2', 'goto balance']);
 });

@@ -1,0 +1,361 @@
+// A pretend kernel for the kernel edge (src/kernel/) without root: it
+// implements the Runner, keeps routes, rules, addresses, nft tables, MPTCP
+// endpoints and sysctls, answers the `ip -j … show` and `nft list` calls
+// uplinkd makes from that state, and prints itself as sorted `ip`/`nft`
+// lines so a test can compare whole kernel states.
+//
+// It understands exactly the commands uplinkd runs (the argument shapes of
+// src/plan/render.ts and src/kernel/*.ts) and fails loudly on anything else,
+// so a new command shows up as a failing test, not as a silent no-op.
+
+import type { CommandResult, Runner, SysctlAccess } from '../../src/kernel/runner.js';
+
+// rtnetlink numbers, as `ip -N` prints them.
+const RTN_UNREACHABLE = '7';
+const RT_SCOPE_LINK = '253';
+const RT_TABLE_MAIN = '254';
+
+interface FakeRoute { table: string; type: 'unicast' | 'unreachable'; dst: string; via?: string; dev?: string; src?: string; scope?: 'link'; metric?: number }
+interface FakeRule { priority: number; from?: string; fwmark?: string; table: string; suppress?: number }
+interface FakeAddress { dev: string; cidr: string; label: string; scope: string }
+interface FakeSet { kind: 'set' | 'map'; name: string; head: string[]; elements: string[] }
+interface FakeTable { comment: string; sets: FakeSet[]; chains: string[] }
+interface FakeEndpoint { id: number; address: string; dev: string; flags: string[] }
+
+const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
+const fail = (stderr: string): CommandResult => ({ code: 2, stdout: '', stderr });
+
+/** Takes `--flag value` pairs off an argument list: { via: '1.2.3.4', dev: 'wan1', … }, plus the words left over. */
+function options(args: string[], valued: string[]): { opts: Record<string, string>; rest: string[] } {
+  const opts: Record<string, string> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (valued.includes(args[i]) && i + 1 < args.length) opts[args[i]] = args[++i];
+    else rest.push(args[i]);
+  }
+  return { opts, rest };
+}
+
+export class FakeKernel implements Runner {
+  routes: FakeRoute[] = [];
+  rules: FakeRule[] = [
+    { priority: 0, table: '255' },
+    { priority: 32766, table: RT_TABLE_MAIN },
+    { priority: 32767, table: '253' },
+  ];
+  addresses: FakeAddress[] = [{ dev: 'lo', cidr: '127.0.0.1/8', label: 'lo', scope: 'host' }];
+  tables = new Map<string, FakeTable | string>();
+  endpoints: FakeEndpoint[] = [];
+  limits = { subflows: 2, add_addr_accepted: 0 };
+  settings = new Map<string, string>();
+  /** Every command that changed something, as `ip …`/`nft …` lines (nft input summarised). */
+  changes: string[] = [];
+
+  readonly sysctl: SysctlAccess = {
+    read: (path) => this.settings.get(path),
+    write: (path, value) => {
+      if (this.settings.get(path) !== value) this.changes.push(`sysctl ${path}=${value}`);
+      this.settings.set(path, value);
+    },
+  };
+
+  /** A table that is not uplinkd's, kept as text: the ownership guarantee says it stays byte for byte. */
+  foreignTable(id: string, text: string): this {
+    this.tables.set(id, text);
+    return this;
+  }
+
+  async run(command: string, args: string[], input?: string): Promise<CommandResult> {
+    const line = [command, ...args].join(' ');
+    const result = command === 'ip' ? this.ip(args) : command === 'nft' ? this.nft(args, input) : command === 'conntrack' ? this.conntrack(args)
+      : command === 'sysctl' ? this.sysctlCommand(args) : undefined;
+    if (!result) return fail(`fake kernel: unknown command: ${line}`);
+    const mutating = !args.includes('-j') && !(command === 'nft' && args[0] === 'list') && !(command === 'conntrack');
+    if (result.code === 0 && mutating) this.changes.push(input !== undefined ? `${line} <<${input.split('\n')[0]}…` : line);
+    return result;
+  }
+
+  // ------------------------------------------------------------------ ip
+
+  private ip(args: string[]): CommandResult | undefined {
+    const json = args[0] === '-j';
+    const words = args.filter((a) => !['-j', '-N', '-4'].includes(a));
+    const [object, verb, ...rest] = words;
+    if (object === 'route') return json ? ok(JSON.stringify(this.routes.map(routeJson))) : this.route(verb, rest);
+    if (object === 'rule') return json ? ok(JSON.stringify(this.rules.map(ruleJson))) : this.rule(verb, rest);
+    if (object === 'address') return json ? ok(JSON.stringify(this.addressJson())) : this.address(verb, rest);
+    if (object === 'mptcp') return this.mptcp(json, verb, rest);
+    return undefined;
+  }
+
+  private route(verb: string, rest: string[]): CommandResult | undefined {
+    if (verb === 'flush') {
+      const { opts } = options(rest, ['table']);
+      this.routes = this.routes.filter((r) => r.table !== opts.table);
+      return ok();
+    }
+    const unreachable = rest[0] === 'unreachable';
+    const { opts, rest: words } = options(unreachable ? rest.slice(1) : rest, ['via', 'dev', 'src', 'scope', 'metric', 'table']);
+    const route: FakeRoute = {
+      table: opts.table ?? RT_TABLE_MAIN, type: unreachable ? 'unreachable' : 'unicast', dst: words[0],
+      ...(opts.via ? { via: opts.via } : {}), ...(opts.dev ? { dev: opts.dev } : {}), ...(opts.src ? { src: opts.src } : {}),
+      ...(opts.scope === 'link' ? { scope: 'link' as const } : {}), ...(opts.metric ? { metric: Number(opts.metric) } : {}),
+    };
+    // The kernel identifies a route by table, destination and metric.
+    const same = (r: FakeRoute) => r.table === route.table && r.dst === route.dst && (r.metric ?? 0) === (route.metric ?? 0);
+    if (verb === 'replace') {
+      if (route.src && !this.addresses.some((a) => a.cidr.split('/')[0] === route.src)) return fail('Error: Invalid prefsrc address.');
+      this.routes = [...this.routes.filter((r) => !same(r)), route];
+      return ok();
+    }
+    if (verb === 'del') {
+      // As fib_table_delete: a gateway, device or source given must match too.
+      const i = this.routes.findIndex((r) => same(r) && r.type === route.type &&
+        (!route.via || r.via === route.via) && (!route.dev || r.dev === route.dev) && (!route.src || r.src === route.src));
+      if (i < 0) return fail('RTNETLINK answers: No such process');
+      this.routes.splice(i, 1);
+      return ok();
+    }
+    return undefined;
+  }
+
+  private rule(verb: string, rest: string[]): CommandResult | undefined {
+    const { opts } = options(rest, ['priority', 'from', 'fwmark', 'lookup', 'suppress_prefixlength']);
+    const table = opts.lookup === 'main' ? RT_TABLE_MAIN : opts.lookup;
+    if (verb === 'add') {
+      this.rules.push({
+        priority: Number(opts.priority), table: table!, ...(opts.from ? { from: opts.from.replace(/\/32$/, '') } : {}),
+        ...(opts.fwmark ? { fwmark: opts.fwmark } : {}), ...(opts.suppress_prefixlength ? { suppress: Number(opts.suppress_prefixlength) } : {}),
+      });
+      return ok();
+    }
+    if (verb === 'del') {
+      const i = this.rules.findIndex((r) => r.priority === Number(opts.priority) &&
+        (opts.from === undefined || r.from === opts.from.replace(/\/32$/, '')) &&
+        (opts.fwmark === undefined || sameMark(r.fwmark, opts.fwmark)) && (table === undefined || r.table === table));
+      if (i < 0) return fail('RTNETLINK answers: No such file or directory');
+      this.rules.splice(i, 1);
+      return ok();
+    }
+    return undefined;
+  }
+
+  private address(verb: string, rest: string[]): CommandResult | undefined {
+    const { opts, rest: words } = options(rest, ['dev', 'label', 'scope']);
+    const cidr = words[0];
+    const others = this.addresses.filter((a) => !(a.cidr === cidr && a.dev === opts.dev));
+    if (verb === 'replace') {
+      this.addresses = [...others, { dev: opts.dev, cidr, label: opts.label ?? opts.dev, scope: opts.scope ?? 'global' }];
+      return ok();
+    }
+    if (verb === 'del') {
+      if (others.length === this.addresses.length) return fail('RTNETLINK answers: Cannot assign requested address');
+      this.addresses = others;
+      // As the kernel does: routes that name a deleted address as their source go with it.
+      const address = cidr.split('/')[0];
+      this.routes = this.routes.filter((r) => r.src !== address);
+      return ok();
+    }
+    return undefined;
+  }
+
+  private addressJson() {
+    const devs = [...new Set(this.addresses.map((a) => a.dev))];
+    return devs.map((ifname) => ({
+      ifname,
+      addr_info: this.addresses.filter((a) => a.dev === ifname).map((a) => ({
+        family: 'inet', local: a.cidr.split('/')[0], prefixlen: Number(a.cidr.split('/')[1]), label: a.label, scope: a.scope,
+      })),
+    }));
+  }
+
+  private mptcp(json: boolean, verb: string, rest: string[]): CommandResult | undefined {
+    const [action, ...more] = rest;
+    if (verb === 'endpoint' && json && action === 'show') {
+      return ok(JSON.stringify(this.endpoints.map((e) => ({ address: e.address, id: e.id, ...Object.fromEntries(e.flags.map((f) => [f, true])), dev: e.dev }))));
+    }
+    if (verb === 'limits' && json && action === 'show') return ok(JSON.stringify(this.limits));
+    if (verb === 'endpoint' && action === 'add') {
+      const { opts, rest: words } = options(more, ['id', 'dev']);
+      if (this.endpoints.some((e) => e.id === Number(opts.id) || e.address === words[0])) return fail('Error: endpoint exists');
+      this.endpoints.push({ id: Number(opts.id), address: words[0], dev: opts.dev, flags: words.slice(1).sort() });
+      return ok();
+    }
+    if (verb === 'endpoint' && action === 'delete') {
+      const { opts } = options(more, ['id']);
+      const before = this.endpoints.length;
+      this.endpoints = this.endpoints.filter((e) => e.id !== Number(opts.id));
+      return before === this.endpoints.length ? fail('Error: no such endpoint') : ok();
+    }
+    if (verb === 'limits' && action === 'set') {
+      const { opts } = options(more, ['subflow', 'add_addr_accepted']);
+      this.limits = { subflows: Number(opts.subflow), add_addr_accepted: Number(opts.add_addr_accepted) };
+      return ok();
+    }
+    return undefined;
+  }
+
+  // ------------------------------------------------------------------ nft
+
+  private nft(args: string[], input?: string): CommandResult | undefined {
+    if (args[0] === '-f' && input !== undefined) return this.nftScript(input);
+    if (args[0] === 'list' && args[1] === 'table') return this.listTable(`${args[2]} ${args[3]}`);
+    if (args[0] === '-j' && args[1] === 'list' && args[2] === 'table') return this.listTableJson(`${args[3]} ${args[4]}`);
+    if (args[0] === 'delete' && args[1] === 'table') {
+      return this.tables.delete(`${args[2]} ${args[3]}`) ? ok() : fail('Error: No such file or directory');
+    }
+    if (args[0] === 'flush' && args[1] === 'set') {
+      const set = this.ownTable(`${args[2]} ${args[3]}`)?.sets.find((s) => s.name === args[4]);
+      if (!set) return fail('Error: No such file or directory');
+      set.elements = [];
+      return ok();
+    }
+    return undefined;
+  }
+
+  private ownTable(id: string): FakeTable | undefined {
+    const t = this.tables.get(id);
+    return typeof t === 'object' ? t : undefined;
+  }
+
+  /** nft -f applies a whole file or nothing: the script runs on a copy, which replaces the state only if every line worked. */
+  private nftScript(script: string): CommandResult {
+    const copy = new Map([...this.tables].map(([k, v]) => [k, typeof v === 'string' ? v : structuredClone(v)]));
+    const lines = script.split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i];
+      let m: RegExpExecArray | null;
+      if (!line.trim()) continue;
+      if ((m = /^table (\S+ \S+)$/.exec(line))) {
+        if (!copy.has(m[1])) copy.set(m[1], { comment: '', sets: [], chains: [] });
+      } else if ((m = /^delete table (\S+ \S+)$/.exec(line))) {
+        if (!copy.delete(m[1])) return fail(`Error: No such file or directory: ${line}`);
+      } else if ((m = /^table (\S+ \S+) \{$/.exec(line))) {
+        const end = lines.indexOf('}', i);
+        copy.set(m[1], parseTableBody(lines.slice(i + 1, end)));
+        i = end;
+      } else if ((m = /^flush (?:set|map) (\S+ \S+) (\S+)$/.exec(line))) {
+        const set = (copy.get(m[1]) as FakeTable | undefined)?.sets?.find((s) => s.name === m![2]);
+        if (!set) return fail(`Error: No such file or directory: ${line}`);
+        set.elements = [];
+      } else if ((m = /^add element (\S+ \S+) (\S+) \{ (.*) \}$/.exec(line))) {
+        const set = (copy.get(m[1]) as FakeTable | undefined)?.sets?.find((s) => s.name === m![2]);
+        if (!set) return fail(`Error: No such file or directory: ${line}`);
+        set.elements.push(...m[3].split(', '));
+      } else {
+        return fail(`fake kernel: unknown nft line: ${line}`);
+      }
+    }
+    this.tables = copy;
+    return ok();
+  }
+
+  private listTable(id: string): CommandResult {
+    const t = this.tables.get(id);
+    if (t === undefined) return fail('Error: No such file or directory');
+    if (typeof t === 'string') return ok(t);
+    return ok([`table ${id} {`, `\tcomment "${t.comment}"`, ...t.sets.flatMap(renderFakeSet), ...t.chains, '}'].join('\n') + '\n');
+  }
+
+  private listTableJson(id: string): CommandResult {
+    const t = this.ownTable(id);
+    if (!t) return fail('Error: No such file or directory');
+    const [family, name] = id.split(' ');
+    const items: unknown[] = [{ metainfo: { version: 'fake' } }, { table: { family, name, comment: t.comment } }];
+    for (const s of t.sets) items.push({ [s.kind]: { family, name: s.name, table: name, head: s.head, elem: s.elements } });
+    items.push({ chains: t.chains });
+    return ok(JSON.stringify({ nftables: items }));
+  }
+
+  /** `sysctl -w a.b.c=v`, as `uplinkd plan` prints it: components with dots are written with slashes. */
+  private sysctlCommand(args: string[]): CommandResult | undefined {
+    if (args[0] !== '-w' || !args[1]?.includes('=')) return undefined;
+    const [key, value] = args[1].split('=');
+    this.sysctl.write(key.split('.').map((c) => c.replaceAll('/', '.')).join('/'), value);
+    return ok();
+  }
+
+  // ------------------------------------------------------------------ conntrack
+
+  private conntrack(args: string[]): CommandResult | undefined {
+    if (args[0] === '-D') return { code: 1, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n' };
+    if (args[0] === '-L') return ok();
+    return undefined;
+  }
+
+  // ------------------------------------------------------------------ the whole state
+
+  /** Everything, as sorted lines: two kernels print the same exactly when they hold the same. */
+  print(): string {
+    const route = (r: FakeRoute) => ['ip route', r.type === 'unreachable' ? 'unreachable' : '', r.dst, r.via && `via ${r.via}`, r.dev && `dev ${r.dev}`,
+      r.src && `src ${r.src}`, r.scope && `scope ${r.scope}`, r.metric !== undefined && `metric ${r.metric}`, `table ${r.table}`].filter(Boolean).join(' ');
+    const rule = (r: FakeRule) => ['ip rule', `priority ${String(r.priority).padStart(5, '0')}`, r.from && `from ${r.from}`, r.fwmark && `fwmark ${r.fwmark}`,
+      `lookup ${r.table}`, r.suppress !== undefined && `suppress_prefixlength ${r.suppress}`].filter(Boolean).join(' ');
+    const lines = [
+      ...this.addresses.map((a) => `ip address ${a.cidr} dev ${a.dev} label ${a.label} scope ${a.scope}`),
+      ...this.routes.map(route),
+      ...this.rules.map(rule),
+      ...this.endpoints.map((e) => `ip mptcp endpoint ${e.address} id ${e.id} ${e.flags.join(' ')} dev ${e.dev}`),
+      `ip mptcp limits subflow ${this.limits.subflows} add_addr_accepted ${this.limits.add_addr_accepted}`,
+      ...[...this.settings].map(([k, v]) => `sysctl ${k}=${v}`),
+    ].sort();
+    for (const [id, t] of [...this.tables].sort(([a], [b]) => a.localeCompare(b))) {
+      if (typeof t === 'string') lines.push(`nft ${id}: ${t}`);
+      else {
+        lines.push(`nft ${id} comment ${t.comment}`);
+        for (const s of t.sets) lines.push(`nft ${id} ${s.kind} ${s.name} ${s.head.join('; ')} = { ${[...s.elements].sort().join(', ')} }`);
+        lines.push(...t.chains.map((c) => `nft ${id} ${c}`));
+      }
+    }
+    return lines.join('\n') + '\n';
+  }
+}
+
+function sameMark(a: string | undefined, b: string): boolean {
+  const n = (m: string) => m.split('/').map(Number).join('/');
+  return a !== undefined && n(a) === n(b);
+}
+
+function routeJson(r: FakeRoute) {
+  return {
+    ...(r.type === 'unreachable' ? { type: RTN_UNREACHABLE } : {}), dst: r.dst, ...(r.via ? { gateway: r.via } : {}), ...(r.dev ? { dev: r.dev } : {}),
+    ...(r.src ? { prefsrc: r.src } : {}), ...(r.scope ? { scope: RT_SCOPE_LINK } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}), table: r.table,
+  };
+}
+
+function ruleJson(r: FakeRule) {
+  const [mark, mask] = (r.fwmark ?? '').split('/');
+  const [src, len] = (r.from ?? '').split('/');
+  return {
+    priority: r.priority, src: r.from ? src : 'all', ...(len ? { srclen: Number(len) } : {}),
+    ...(r.fwmark ? { fwmark: mark, fwmask: mask } : {}), table: r.table, ...(r.suppress !== undefined ? { suppress_prefixlen: r.suppress } : {}),
+  };
+}
+
+/** The body of `table … { … }` as uplinkd renders it (src/plan/render.ts): sets with their elements, chains as their rule lines. */
+function parseTableBody(body: string[]): FakeTable {
+  const table: FakeTable = { comment: '', sets: [], chains: [] };
+  let set: FakeSet | undefined;
+  let inElements = false;
+  let chain: string | undefined;
+  for (const raw of body) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    let m: RegExpExecArray | null;
+    if ((m = /^comment "(.*)"$/.exec(line)) && !set && !chain) table.comment = m[1];
+    else if ((m = /^(set|map) (\S+) \{$/.exec(line))) table.sets.push((set = { kind: m[1] as 'set' | 'map', name: m[2], head: [], elements: [] }));
+    else if ((m = /^chain (\S+) \{$/.exec(line))) chain = m[1];
+    else if (set && line === 'elements = {') inElements = true;
+    else if (set && inElements && line === '}') inElements = false;
+    else if (set && inElements) set.elements.push(line.replace(/,$/, ''));
+    else if (set && line === '}') set = undefined;
+    else if (set) set.head.push(line);
+    else if (chain && line === '}') chain = undefined;
+    else if (chain) table.chains.push(`chain ${chain}: ${line}`);
+  }
+  return table;
+}
+
+function renderFakeSet(s: FakeSet): string[] {
+  return [`\t${s.kind} ${s.name} {`, ...s.head.map((h) => `\t\t${h}`), `\t\telements = { ${s.elements.join(', ')} }`, '\t}'];
+}
