@@ -1,5 +1,5 @@
 // The command line: check, plan, apply, run, status, flush, lab. Exit codes follow the
-// SPEC: 0 done, 1 invalid config or failed kernel change, 2 usage error,
+// README "Use it on a router": 0 done, 1 invalid config or failed kernel change, 2 usage error,
 // 3 `status` with no daemon answering.
 
 import { existsSync } from 'node:fs';
@@ -165,7 +165,7 @@ export function buildProgram(): Command {
 
   program.command('status').description("the running daemon's view")
     .addOption(configOption())
-    .option('--json', 'one JSON object (the SPEC schema)')
+    .option('--json', 'one JSON object (the fields of the table, README "Use it on a router")')
     .action(async (opts: { config?: string; json?: boolean }) => {
       const loaded = loadConfigFile(resolveConfigPath(opts.config));
       const socket = loaded.ok ? loaded.config.api.socket : DEFAULT_SOCKET;

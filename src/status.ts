@@ -1,4 +1,4 @@
-// The daemon's view, as the SPEC's `status --json` schema, and as the aligned
+// The daemon's view, as the `status --json` schema in the README, and as the aligned
 // table `uplinkd status` prints.
 
 import type { UplinkState } from './health.js';

@@ -334,7 +334,7 @@ function checkProbe(check: Mapping, path: Path, report: Report): void {
   if (method === 'http' && targets.length === 0) {
     report.at('error', [...path, 'method'], 'method: an http check needs targets: one or more http(s) URLs');
   }
-  // Harmless, but a sign of a misunderstanding (the SPEC's own example shows both keys on an icmp check).
+  // Harmless, but a sign of a misunderstanding (an example that shows both keys on an icmp check invites it).
   if (check.port !== undefined && method !== 'tcp' && method !== 'dns') {
     const why = method === 'http' ? "an http target's URL carries its port" : 'icmp has no ports';
     report.at('warning', [...path, 'port'], `port: ignored by ${method} checks (${why}); it applies to tcp and dns`);

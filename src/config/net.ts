@@ -1,6 +1,6 @@
 // Readers for the config's names and addresses. Everything that later reaches
 // `ip`, `nft` or a socket passes through one of these first, so the kernel
-// layer can trust what it is given (SPEC: every name and address is validated).
+// layer can trust what it is given (README "Use it on a router": every name and address is checked before use).
 
 import type { Gateway, PortRange } from './types.js';
 import { describeValue, fail, ok, type Parsed } from './units.js';

@@ -1,4 +1,4 @@
-// The YAML config as zod schemas: snake_case keys exactly as in the SPEC,
+// The YAML config as zod schemas: snake_case keys exactly as in the README's "Configuration reference",
 // every default, and the conversion of each value into the shape of types.ts.
 // Checks that relate one value to another (an uplink named by a rule, a port
 // match and its protocol, a quorum and its targets) live in load.ts: zod skips

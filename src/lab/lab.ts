@@ -30,7 +30,6 @@ import {
   type CustomerSubnet, type LabNode,
 } from './topology.js';
 
-export { registerLabCommands } from './commands.js';
 export type { ClientResult } from './client.js';
 
 export interface LabOptions {

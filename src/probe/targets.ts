@@ -3,7 +3,7 @@ import type { ProbeSubject } from './types.js';
 
 /**
  * The targets a round probes: the check's own, else the uplink's gateway (the
- * SPEC's default). None at all when neither is known (gateway `none`, or
+ * README's default, "Configuration reference"). None at all when neither is known (gateway `none`, or
  * `auto` before DHCP has given one): such rounds have no results, which a
  * quorum of 1 or more judges bad.
  */

@@ -14,7 +14,7 @@ import { RestoreBackoff } from '../../src/kernel/converge.js';
 import type { Status } from '../../src/status.js';
 import { labConfig, mustUplinkd, startDaemon, uniqueLabName, whoamiUrl, writeConfig, type RunningDaemon } from './harness.js';
 
-/** The SPEC's promise: restored within a second of the wipe. */
+/** README "Self-healing": restored within a second of the wipe. */
 const RESTORE_BOUND_MS = 1000;
 
 let lab: LabState;
