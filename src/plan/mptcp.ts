@@ -8,7 +8,7 @@
 // resends their data on the others. See README "MPTCP".
 
 import { MPTCP_LIMIT_MAX, mptcpEndpointId } from '../ownership.js';
-import { canCarry, type PlanContext } from './plan.js';
+import { canCarry, type PlanContext } from './resolve.js';
 import type { MptcpEndpoint, MptcpState } from './state.js';
 
 export function mptcpState({ config, uplinks }: PlanContext): MptcpState {
