@@ -25,7 +25,7 @@ import type { Check } from '../src/config/types.js';
 import { labDown, labExec, labFail, labHeal, labUp, type LabState } from '../src/lab/lab.js';
 import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { failbackMs, failoverMs, monotonicMs, percentile, startStream } from '../src/lab/measure.js';
-import type { StatusEvent } from '../src/status.js';
+import type { StatusEvent } from '../src/api/status.js';
 import { say, writeReadmeSection } from './lib.js';
 
 /** Overridable for a quick look (the README section states the counts used). */

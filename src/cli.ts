@@ -4,7 +4,7 @@
 
 import { existsSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { requestStatus } from './api.js';
+import { requestStatus } from './api/socket.js';
 import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult } from './config/load.js';
 import { DEFAULT_SOCKET } from './config/schema.js';
 import type { Config } from './config/types.js';
@@ -21,7 +21,7 @@ import { plan } from './plan/plan.js';
 import { renderPlan } from './plan/render.js';
 import type { Health, KernelFacts } from './plan/state.js';
 import { notifierFromEnvironment } from './service/notify.js';
-import { formatStatus } from './status.js';
+import { formatStatus } from './api/status.js';
 
 class ExitError extends Error {
   constructor(readonly code: number, message: string) {

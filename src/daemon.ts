@@ -6,7 +6,9 @@
 import { randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type http from 'node:http';
-import { createMetrics, serveControlSocket, serveHttp } from './api.js';
+import { serveHttp } from './api/http.js';
+import { createMetrics } from './api/metrics.js';
+import { serveControlSocket } from './api/socket.js';
 import { formatDiagnostic, loadConfigFile } from './config/load.js';
 import { diagnose } from './doctor/index.js';
 import type { Config, Uplink } from './config/types.js';
@@ -24,7 +26,7 @@ import { ROTATION_SLOTS } from './ownership.js';
 import { plan } from './plan/plan.js';
 import type { DesiredState, Health, InterfaceFacts, KernelFacts } from './plan/state.js';
 import { createProber, type ProbeRound, type ProbeSubject, type Prober } from './probe/index.js';
-import type { SelfHealingStatus, Status, StatusEvent, UplinkStatus } from './status.js';
+import type { SelfHealingStatus, Status, StatusEvent, UplinkStatus } from './api/status.js';
 
 const MAX_EVENTS = 100;
 /** The safety net under the event-driven drift checks: a missed event is caught within this long. */

@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import type { Logger } from './log.js';
-import type { StatusEvent } from './status.js';
+import type { StatusEvent } from './api/status.js';
 
 export const HOOK_TIMEOUT_MS = 10_000;
 

@@ -9,10 +9,10 @@
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { requestStatus } from '../api.js';
+import { requestStatus } from '../api/socket.js';
 import { loadConfigFile } from '../config/load.js';
 import type { UplinkState } from '../health.js';
-import type { Status } from '../status.js';
+import type { Status } from '../api/status.js';
 import { labExec, type LabState } from './lab.js';
 import type { RunResult } from './run.js';
 

@@ -7,7 +7,7 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import { labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabState } from '../../src/lab/lab.js';
-import type { Status } from '../../src/status.js';
+import type { Status } from '../../src/api/status.js';
 import {
   connections, daemonStatus, labConfig, mustUplinkd, shareTolerance, startDaemon, timeUntilAllSucceed, uniqueLabName, waitFor, writeConfig,
   type RunningDaemon,

@@ -10,7 +10,7 @@ import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDa
 import type { ClientResult } from '../../src/lab/client.js';
 import { run } from '../../src/lab/run.js';
 import { HOST_SOURCE, labNamespacePattern } from '../../src/lab/topology.js';
-import type { Status } from '../../src/status.js';
+import type { Status } from '../../src/api/status.js';
 
 export const UPLINKD = UPLINKD_BIN;
 

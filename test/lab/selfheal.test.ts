@@ -11,7 +11,7 @@ import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
 import { failoverMs, monotonicMs, startStream } from '../../src/lab/measure.js';
 import { cpuSeconds, deleteTableLoop, PINNED_SOURCE, pinnedSourceRule, STREAM_TIMEOUT_MS, timeRestore, WIPE_DESCRIPTIONS, WIPES, type WipeKind } from '../../src/lab/wipe.js';
 import { RestoreBackoff } from '../../src/kernel/converge.js';
-import type { Status } from '../../src/status.js';
+import type { Status } from '../../src/api/status.js';
 import { labConfig, mustUplinkd, startDaemon, uniqueLabName, whoamiUrl, writeConfig, type RunningDaemon } from './harness.js';
 
 /** README "Self-healing": restored within a second of the wipe. */

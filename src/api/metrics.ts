@@ -1,0 +1,62 @@
+// /metrics: Prometheus metrics, read from the daemon's status at each scrape.
+
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { StatusSource } from './socket.js';
+import type { Status, UplinkStatus } from './status.js';
+
+/** Prometheus metrics, filled from a fresh status at each scrape. */
+export interface Metrics {
+  registry: Registry;
+  countTransition(uplink: string, to: string): void;
+  countRestore(cause: string): void;
+}
+
+export function createMetrics(status: StatusSource): Metrics {
+  const registry = new Registry();
+  // prom-client collects all metrics of a scrape at once: they share one status.
+  let scrape: Promise<Status> | undefined;
+  const snapshot = () => (scrape ??= status().finally(() => (scrape = undefined)));
+  const gauge = (name: string, help: string, value: (u: UplinkStatus) => number | null) =>
+    new Gauge({
+      name, help, labelNames: ['uplink'], registers: [registry],
+      async collect() {
+        for (const u of (await snapshot()).uplinks) {
+          const v = value(u);
+          if (v !== null) this.set({ uplink: u.name }, v);
+        }
+      },
+    });
+  gauge('uplinkd_uplink_up', '1 up, 0 down, -1 pending (no verdict yet)', (u) => (u.state === 'up' ? 1 : u.state === 'down' ? 0 : -1));
+  gauge('uplinkd_probe_latency_seconds', 'mean probe round-trip time of the last round', (u) => (u.latency_ms === null ? null : u.latency_ms / 1000));
+  gauge('uplinkd_probe_loss_ratio', 'lost fraction of the last `window` probes', (u) => u.loss);
+  gauge('uplinkd_uplink_rx_bits_per_second', 'received rate of the uplink interface', (u) => u.rx_bps);
+  gauge('uplinkd_uplink_tx_bits_per_second', 'sent rate of the uplink interface', (u) => u.tx_bps);
+  gauge('uplinkd_uplink_share_ratio', 'fraction of new connections the uplink receives now', (u) => u.share);
+  gauge('uplinkd_uplink_connections', 'tracked connections marked for the uplink', (u) => u.connections);
+  const transitions = new Counter({ name: 'uplinkd_uplink_transitions_total', help: 'state changes', labelNames: ['uplink', 'to'], registers: [registry] });
+  const restores = new Counter({
+    name: 'uplinkd_restores_total', help: 'restores of kernel state that another program removed or changed, by what had changed',
+    labelNames: ['cause'], registers: [registry],
+  });
+  new Gauge({
+    name: 'uplinkd_last_restore_timestamp_seconds', help: 'when the last restore happened, labelled with its cause', labelNames: ['cause'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const last = (await snapshot()).self_healing.last;
+      if (last) this.set({ cause: last.cause }, Date.parse(last.at) / 1000);
+    },
+  });
+  new Gauge({
+    name: 'uplinkd_restore_backoff_seconds', help: 'current gap between restores while another program keeps changing the state (0: not backing off)',
+    registers: [registry],
+    async collect() {
+      this.set(((await snapshot()).self_healing.backoff_ms) / 1000);
+    },
+  });
+  return {
+    registry,
+    countTransition: (uplink, to) => transitions.inc({ uplink, to }),
+    countRestore: (cause) => restores.inc({ cause }),
+  };
+}

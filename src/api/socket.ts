@@ -1,0 +1,64 @@
+// The root-only control socket: `uplinkd status` (and the tests and lab)
+// ask the running daemon for its view here.
+
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { dirname } from 'node:path';
+import type { Logger } from '../log.js';
+import type { Status } from './status.js';
+
+/** Where the daemon's view comes from, fresh at each request. */
+export type StatusSource = () => Promise<Status>;
+
+/** Serves one JSON status per connection: the client writes `status`, reads the JSON, done. */
+export async function serveControlSocket(path: string, status: StatusSource, log: Logger): Promise<net.Server> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  // A socket file left by a daemon that died is stale: nobody can own it now,
+  // since `run` refuses to start while another daemon answers (see cli.ts).
+  rmSync(path, { force: true });
+  const server = net.createServer((socket) => {
+    socket.setEncoding('utf8');
+    let request = '';
+    socket.on('data', async (chunk: string) => {
+      request += chunk;
+      if (!request.includes('\n')) return;
+      if (request.trim() === 'status') socket.end(JSON.stringify(await status()) + '\n');
+      else socket.end(JSON.stringify({ error: `unknown request ${JSON.stringify(request.trim())}` }) + '\n');
+    });
+    socket.on('error', () => {});
+  });
+  // Created 0600 from the start: no window in which others could connect.
+  const previous = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, resolve));
+  } finally {
+    process.umask(previous);
+  }
+  chmodSync(path, 0o600);
+  log.debug({ socket: path }, `control socket ${path}`);
+  return server;
+}
+
+/** Asks a running daemon for its status; undefined when none answers. */
+export function requestStatus(path: string, timeoutMs = 2000): Promise<Status | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect(path);
+    let reply = '';
+    const done = (value: Status | undefined) => {
+      socket.destroy();
+      resolve(value);
+    };
+    socket.setTimeout(timeoutMs, () => done(undefined));
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write('status\n'));
+    socket.on('data', (d: string) => (reply += d));
+    socket.on('end', () => {
+      try {
+        done(JSON.parse(reply) as Status);
+      } catch {
+        done(undefined);
+      }
+    });
+    socket.on('error', () => done(undefined));
+  });
+}
