@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { isAlive, labClient, labExec, type LabState } from '../../src/lab/lab.js';
+import { isAlive, labClient, labExec, labHeal, loadLab, type LabState } from '../../src/lab/lab.js';
 import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
 import { run } from '../../src/lab/run.js';
@@ -37,12 +37,26 @@ export function writeConfig(lab: LabState, fileName: string, yaml: string): stri
 }
 
 /** A config for the lab's uplinks; `extra` per uplink and top-level YAML appended. */
-export function labConfig(lab: LabState, opts: { uplink?: (name: string, k: number) => string; top?: string } = {}): string {
+export function labConfig(lab: LabState, opts: { uplink?: (name: string, k: number) => string; top?: string; http?: string } = {}): string {
   const uplinks = lab.uplinks.map((u, i) =>
     `  ${u.name}:\n    interface: ${u.routerIf}\n${opts.uplink?.(u.name, i + 1) ?? ''}`).join('');
   // A multihomed host (lab up --host) has no LAN, and its neutral source comes from the lab's ranges.
   const host = lab.host ? `kernel:\n  host_source: ${HOST_SOURCE}\n` : '';
-  return `${lab.host ? '' : 'lan: [lan0]\n'}uplinks:\n${uplinks}${host}${opts.top ?? ''}`;
+  // For a daemon: its control socket in the lab's folder, never the machine's /run/uplinkd.
+  const api = opts.http ? `api: { socket: ${lab.stateDir}/uplinkd.sock, http: ${opts.http === 'off' ? '"off"' : opts.http} }\n` : '';
+  return `${lab.host ? '' : 'lan: [lan0]\n'}uplinks:\n${uplinks}${host}${api}${opts.top ?? ''}`;
+}
+
+/**
+ * Between the tests of one lab: the daemon stopped, every uplink healed and
+ * uplinkd's state flushed. Returns the lab as it is now (a renumber moves it).
+ */
+export async function resetLab(lab: LabState, daemon: RunningDaemon | undefined): Promise<LabState> {
+  await daemon?.stop();
+  for (const u of lab.uplinks) await labHeal(lab.name, u.name);
+  const now = loadLab(lab.name);
+  await mustUplinkd(now, 'flush');
+  return now;
 }
 
 /**

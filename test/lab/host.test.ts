@@ -4,10 +4,10 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
-import { labClient, labDown, labExec, labFail, labHeal, labUp, loadLab, type LabState } from '../../src/lab/lab.js';
+import { labClient, labDown, labExec, labFail, labUp, type LabState } from '../../src/lab/lab.js';
 import { HOST_SOURCE } from '../../src/lab/topology.js';
 import {
-  connections, daemonStatus, labConfig, mustUplinkd, shareOf, shareTolerance, startDaemon, timeUntilAllSucceed,
+  connections, daemonStatus, labConfig, mustUplinkd, resetLab, shareOf, shareTolerance, startDaemon, timeUntilAllSucceed,
   uniqueLabName, waitFor, whoamiUrl, writeConfig, type RunningDaemon,
 } from './harness.js';
 
@@ -44,15 +44,12 @@ after(async () => {
 });
 
 afterEach(async () => {
-  await daemon?.stop();
+  lab = await resetLab(lab, daemon);
   daemon = undefined;
-  for (const u of lab.uplinks) await labHeal(lab.name, u.name);
-  lab = loadLab(lab.name);
-  await mustUplinkd(lab, 'flush');
 });
 
 function config(name: string, opts: { uplink?: (name: string, k: number) => string; top?: string } = {}): string {
-  return writeConfig(lab, name, labConfig(lab, { uplink: opts.uplink, top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n${opts.top ?? ''}` }));
+  return writeConfig(lab, name, labConfig(lab, { uplink: opts.uplink, top: opts.top, http: 'off' }));
 }
 
 const targets = (name: string) => `    check: { targets: [${lab.server}] }\n`;

@@ -6,10 +6,10 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
-import { labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabState } from '../../src/lab/lab.js';
+import { labDown, labExec, labFail, labHeal, labRenumber, labUp, type LabState } from '../../src/lab/lab.js';
 import { waitForStates } from '../../src/lab/lab-daemon.js';
 import { labMeasuredDownload, labMptcpDownload, labMptcpServer } from '../../src/lab/mptcp.js';
-import { labConfig, mustUplinkd, startDaemon, uniqueLabName, waitFor, writeConfig, type RunningDaemon } from './harness.js';
+import { labConfig, mustUplinkd, resetLab, startDaemon, uniqueLabName, waitFor, writeConfig, type RunningDaemon } from './harness.js';
 
 const CAPACITY_BPS = { isp1: 20e6, isp2: 10e6 };
 const SUM_BPS = CAPACITY_BPS.isp1 + CAPACITY_BPS.isp2;
@@ -28,18 +28,15 @@ after(async () => {
 });
 
 afterEach(async () => {
-  await daemon?.stop();
+  lab = await resetLab(lab, daemon);
   daemon = undefined;
-  for (const u of lab.uplinks) await labHeal(lab.name, u.name);
-  lab = loadLab(lab.name);
-  await mustUplinkd(lab, 'flush');
 });
 
 /** A host-mode config (no `lan`): probes to the server, `mptcp` as given, isp2 in `isp2Tier`. */
 function config(name: string, opts: { mptcp?: 'off' | 'subflow'; isp2Tier?: number } = {}): string {
   const yaml = labConfig(lab, {
     uplink: (uplink) => `    check: { targets: [${lab.server}] }\n${uplink === 'isp2' && opts.isp2Tier ? `    tier: ${opts.isp2Tier}\n` : ''}`,
-    top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\nmptcp: ${opts.mptcp ?? 'subflow'}\n`,
+    http: 'off', top: `mptcp: ${opts.mptcp ?? 'subflow'}\n`,
   });
   assert.doesNotMatch(yaml, /^lan:/m, 'host mode');
   return writeConfig(lab, name, yaml);
