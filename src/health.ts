@@ -25,8 +25,13 @@ export class HealthTracker {
   state: UplinkState = 'pending';
   private goodRun = 0;
   private badRun = 0;
-  /** true = answered, most recent last, at most check.window entries. */
-  private recent: boolean[] = [];
+  /**
+   * The last check.window probes, as a ring: true = answered. Kept without
+   * allocating per round, since every uplink feeds one round per interval.
+   */
+  private readonly recent: boolean[] = [];
+  private recentNext = 0;
+  private recentLost = 0;
   private lastBadReason = '';
   latencyMs?: number;
 
@@ -36,30 +41,44 @@ export class HealthTracker {
   }
 
   get loss(): number {
-    return this.recent.length === 0 ? 0 : this.recent.filter((ok) => !ok).length / this.recent.length;
+    return this.recent.length === 0 ? 0 : this.recentLost / this.recent.length;
   }
 
   judge(round: ProbeRound): Verdict {
     if (!this.check) throw new Error('an uplink without a check has no probe rounds');
     const check = this.check;
-    for (const r of round.results) this.recent.push(r.ok);
-    this.recent.splice(0, Math.max(0, this.recent.length - check.window));
-    const answers = round.results.filter((r) => r.ok);
-    const latencies = answers.map((r) => r.latencyMs ?? 0);
-    const latencyMs = latencies.length ? latencies.reduce((a, b) => a + b, 0) / latencies.length : undefined;
-    const base = { answered: answers.length, targets: round.results.length, latencyMs, loss: this.loss };
-    const targets = round.results.map((r) => r.target).join(' ');
-    if (answers.length < check.quorum) {
-      return { ...base, good: false, reason: `${answers.length}/${round.results.length} targets answered, quorum ${check.quorum} (targets ${targets})` };
+    let answered = 0;
+    let latencySum = 0;
+    for (const r of round.results) {
+      this.remember(r.ok, check.window);
+      if (!r.ok) continue;
+      answered++;
+      latencySum += r.latencyMs ?? 0;
     }
+    const latencyMs = answered ? latencySum / answered : undefined;
+    const loss = this.loss;
+    const targets = round.results.length;
+    const verdict = (good: boolean, reason: string): Verdict => ({ good, reason, answered, targets, latencyMs, loss });
+    const bad = (why: string) => verdict(false, `${why} (targets ${round.results.map((r) => r.target).join(' ')})`);
+    if (answered < check.quorum) return bad(`${answered}/${targets} targets answered, quorum ${check.quorum}`);
     if (check.maxLatencyMs !== undefined && latencyMs !== undefined && latencyMs > check.maxLatencyMs) {
-      return { ...base, good: false, reason: `latency ${latencyMs.toFixed(1)} ms > max ${check.maxLatencyMs} ms (targets ${targets})` };
+      return bad(`latency ${latencyMs.toFixed(1)} ms > max ${check.maxLatencyMs} ms`);
     }
-    if (check.maxLoss !== undefined && this.loss > check.maxLoss) {
-      return { ...base, good: false,
-        reason: `loss ${(this.loss * 100).toFixed(0)}% over the last ${this.recent.length} probes > max ${(check.maxLoss * 100).toFixed(0)}% (targets ${targets})` };
+    if (check.maxLoss !== undefined && loss > check.maxLoss) {
+      return bad(`loss ${(loss * 100).toFixed(0)}% over the last ${this.recent.length} probes > max ${(check.maxLoss * 100).toFixed(0)}%`);
     }
-    return { ...base, good: true, reason: `${answers.length}/${round.results.length} targets answered` };
+    return verdict(true, `${answered}/${targets} targets answered`);
+  }
+
+  private remember(answered: boolean, window: number): void {
+    if (this.recent.length < window) {
+      this.recent.push(answered);
+    } else {
+      if (!this.recent[this.recentNext]) this.recentLost--;
+      this.recent[this.recentNext] = answered;
+      this.recentNext = (this.recentNext + 1) % window;
+    }
+    if (!answered) this.recentLost++;
   }
 
   /** Feeds one round; returns the transition it caused, if any. */

@@ -12,7 +12,7 @@ const RESPONSE_CODES = new Set(['ENODATA', 'ENOTFOUND', 'ESERVFAIL', 'EREFUSED',
 
 export const dnsProbe: Probe = async (target, from, check, signal) => {
   // One try, no retries: the round is the retry. c-ares gets more than the
-  // check's timeout so that the caller's timer, not c-ares's, always ends a
+  // check's timeout so that the round's close, not c-ares's timer, always ends a
   // silent query, and it reads `timeout` like every other method's.
   const resolver = new Resolver({ timeout: 2 * check.timeoutMs, tries: 1 });
   resolver.setLocalAddress(from.address);

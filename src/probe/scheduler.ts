@@ -1,36 +1,38 @@
-// The round clock every probe method shares: a round opens every interval,
-// on a drift-free schedule (round k is due at start + k * interval on the
-// monotonic clock, however late the previous timer fired), and is delivered
-// once each target has reported or its time is up. The method itself (fping,
-// connects, requests, queries) is a ProbeDriver that only sends and reports.
+// One uplink's rounds on the round clock (clock.ts): round k is due at a
+// fixed slot of the clock's grid, however late the previous wakeup came.
+// At each wakeup the scheduler opens every round that is due, has the
+// driver read what came in since the last one (fping's lines: read once per
+// wakeup, not handled line by line), and closes every round whose timeout
+// has passed, its silent targets lost. A round all of whose targets have
+// answered is delivered as soon as that is known; delivery is in seq order
+// (rounds.ts). The method itself (fping, connects, requests, queries) is a
+// ProbeDriver that only sends and reports.
 
 import type { Check } from '../config/types.js';
+import { sharedClock, type ClockMember, type RoundClock } from './clock.js';
 import { RoundBook } from './rounds.js';
 import { probeTargets } from './targets.js';
 import type { ProbeDriver, ProbeRound, ProbeSubject, Prober, Report, TargetResult } from './types.js';
 
-/**
- * How long after its timeout a round is closed regardless. Each method
- * normally settles every probe by the timeout itself (fping prints `timed
- * out`, the others time themselves out); this backstop covers an fping that
- * fell silent or started a few ms after the round, and event-loop jitter.
- */
-export const ROUND_SLACK_MS = 50;
+/** The error of a target that did not answer before its round's timeout passed. */
+export const TIMED_OUT = 'timeout';
 
-export class RoundScheduler implements Prober {
+export class RoundScheduler implements Prober, ClockMember {
   private readonly driver: ProbeDriver;
   private book?: RoundBook;
   private state: 'new' | 'running' | 'stopped' = 'new';
-  /** performance.now() when round 0 was due. */
-  private epoch = 0;
+  /** Clock time when round 0 is due. */
+  private firstDueAt = 0;
   private nextSeq = 0;
-  private tickTimer?: NodeJS.Timeout;
-  private readonly deadlines = new Map<number, NodeJS.Timeout>();
+  /** Rounds not yet delivered, in seq order (a Map keeps insertion order), and when each one's timeout has passed. */
+  private readonly open = new Map<number, number>();
+  private ticking = false;
 
   constructor(
     private subject: ProbeSubject,
     private readonly check: Check,
     makeDriver: (report: Report) => ProbeDriver,
+    private readonly clock: RoundClock = sharedClock,
   ) {
     this.driver = makeDriver((seq, result) => this.report(seq, result));
   }
@@ -39,12 +41,14 @@ export class RoundScheduler implements Prober {
     if (this.state !== 'new') throw new Error(`prober of ${this.subject.uplink} was already started`);
     this.state = 'running';
     this.book = new RoundBook((round) => {
-      clearTimeout(this.deadlines.get(round.seq));
-      this.deadlines.delete(round.seq);
+      this.open.delete(round.seq);
+      this.driver.roundClosed?.(round.seq);
       onRound(round);
+      // Delivered between wakeups (all answers in early): the clock need not wake for its timeout.
+      if (!this.ticking && this.state === 'running') this.clock.rearm();
     });
-    this.epoch = performance.now();
-    this.tick();
+    this.firstDueAt = this.clock.nextSlot(this.check.intervalMs);
+    this.clock.add(this);
   }
 
   update(subject: ProbeSubject): void {
@@ -53,38 +57,52 @@ export class RoundScheduler implements Prober {
 
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
+    const wasRunning = this.state === 'running';
     this.state = 'stopped';
-    clearTimeout(this.tickTimer);
-    for (const timer of this.deadlines.values()) clearTimeout(timer);
-    this.deadlines.clear();
+    if (wasRunning) this.clock.delete(this);
+    this.open.clear();
     this.book?.clear();
     await this.driver.stop();
   }
 
-  private dueAt(seq: number): number {
-    return this.epoch + seq * this.check.intervalMs;
+  nextEventAt(): number {
+    if (this.state !== 'running') return Infinity;
+    const oldestClosesAt = this.open.values().next().value as number | undefined;
+    return Math.min(this.dueAt(this.nextSeq), oldestClosesAt ?? Infinity);
   }
 
-  /** Opens every round that is due (more than one only after the event loop stalled), then sleeps until the next. */
-  private tick(): void {
-    this.openDueRounds(Infinity);
-    if (this.state !== 'running') return;
-    this.tickTimer = setTimeout(() => this.tick(), Math.max(0, this.dueAt(this.nextSeq) - performance.now()));
-  }
-
-  private openDueRounds(throughSeq: number): void {
-    while (this.state === 'running' && this.nextSeq <= throughSeq && this.dueAt(this.nextSeq) <= performance.now()) {
-      this.openRound(this.nextSeq++);
+  tick(now: number): void {
+    this.ticking = true;
+    try {
+      this.runDue(now);
+    } finally {
+      this.ticking = false;
     }
   }
 
-  private openRound(seq: number): void {
+  private runDue(now: number): void {
+    // More than one round is due only after the event loop stalled.
+    while (this.state === 'running' && this.dueAt(this.nextSeq) <= now) this.openRound(this.nextSeq++, now);
+    // After opening: a result read now may be for the round just opened.
+    if (this.state === 'running') this.driver.collect?.();
+    for (const [seq, closesAt] of this.open) {
+      if (this.state !== 'running' || closesAt > now) break;
+      this.book!.expire(seq, TIMED_OUT);
+    }
+  }
+
+  private dueAt(seq: number): number {
+    return this.firstDueAt + seq * this.check.intervalMs;
+  }
+
+  private openRound(seq: number, now: number): void {
     const subject = this.subject;
     const targets = probeTargets(subject, this.check);
-    this.book!.openRound(seq, Date.now(), targets);
+    const dueAt = this.dueAt(seq);
+    this.open.set(seq, dueAt + this.check.timeoutMs);
+    // startedAt is the round's slot, so that `timeout` is counted from the same instant the round is closed by.
+    this.book!.openRound(seq, Math.floor(this.clock.timers.wallNow() - (now - dueAt)), targets);
     if (!this.book!.isOpen(seq)) return; // no targets: already delivered
-    const timeout = this.check.timeoutMs;
-    this.deadlines.set(seq, setTimeout(() => this.book?.expire(seq, `no answer within ${timeout} ms`), timeout + ROUND_SLACK_MS));
     if (!subject.address) {
       // Without an address a probe could only leave by the main table, not by this uplink.
       for (const target of targets) this.book!.record(seq, { target, ok: false, error: 'uplink has no address' });
@@ -95,9 +113,6 @@ export class RoundScheduler implements Prober {
 
   private report(seq: number, result: TargetResult): ReturnType<Report> {
     if (this.state !== 'running') return 'late';
-    // An answer can be read before the timer of its round has run when both
-    // fall due in the same turn of the event loop: open the round first.
-    if (seq >= this.nextSeq) this.openDueRounds(seq);
     if (seq >= this.nextSeq) return 'early';
     return this.book!.record(seq, result) ? 'filed' : 'late';
   }

@@ -8,7 +8,7 @@ export interface ProbeSubject {
   device: string;
   /** The uplink's current IPv4 address: every probe is sent from it. */
   address: string;
-  /** Probed when check.targets is empty (the SPEC's default: [gateway]). */
+  /** Probed when check.targets is empty (the default: [gateway], README "Configuration reference"). */
   gateway?: string;
 }
 
@@ -25,14 +25,14 @@ export interface TargetResult {
 /** One probe to each target, sent together. */
 export interface ProbeRound {
   seq: number;
-  /** Date.now() when the round's probes were sent. */
+  /** Date.now() at the round's slot on the round clock, when its probes are sent; its timeout counts from here. */
   startedAt: number;
   /** One per target, in target order. */
   results: TargetResult[];
 }
 
 export interface Prober {
-  /** Starts probing every check.intervalMs; each round resolves within check.timeoutMs. */
+  /** Starts probing every check.intervalMs; each round is delivered once all its targets answered, or its check.timeoutMs passed. */
   start(onRound: (round: ProbeRound) => void): void;
   /** The address may change (DHCP renew): the next rounds use the new one. */
   update(subject: ProbeSubject): void;
@@ -50,6 +50,15 @@ export type Report = (seq: number, result: TargetResult) => 'filed' | 'late' | '
 export interface ProbeDriver {
   /** Round `seq` has opened: probe each target from `subject` and report every result through `report`. */
   roundOpened(seq: number, targets: string[], subject: ProbeSubject): void;
+  /** Round `seq` is over (every target reported, or its timeout passed): attempts still running give up. */
+  roundClosed?(seq: number): void;
+  /**
+   * Reports what has come in since the last call, without waiting. Called at
+   * every wakeup of the round clock, after due rounds are opened and before
+   * rounds whose timeout has passed are closed. For a driver whose results
+   * arrive on their own (the in-process methods) there is nothing to do.
+   */
+  collect?(): void;
   /** Stops sending; resolves once nothing the driver started is still running. */
   stop(): Promise<void>;
 }

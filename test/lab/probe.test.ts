@@ -103,8 +103,13 @@ test('healthy uplinks: every method answers through its uplink', async () => {
     assert.deepEqual(outcomes(out), ['ok']);
     const latencies = results(out).map((r) => r.latencyMs!);
     assert.ok(Math.max(...latencies) < 1, `icmp latencies ${latencies.join(' ')} ms`);
-    // A round is delivered as soon as its reply is in, not at its timeout.
-    assert.ok(Math.max(...out.deliveredAfterMs) < 50, `delivered after ${out.deliveredAfterMs.join(' ')} ms`);
+    // fping's replies are read at the round clock's next wakeup, one interval
+    // (and its 1 ms margin) after the round's slot: once per round, not as
+    // each line comes, and long before the timeout. Round 0 may come sooner:
+    // starting fping takes long enough for its first reply to be in by the
+    // end of the wakeup that started it.
+    assert.ok(out.deliveredAfterMs.slice(1).every((ms) => ms >= 100 && ms < 300), `delivered after ${out.deliveredAfterMs.join(' ')} ms`);
+    assert.ok(out.deliveredAfterMs[0] < 300, `round 0 delivered after ${out.deliveredAfterMs[0]} ms`);
     console.log(`# icmp ${out.rounds[0].results[0].target}: latencies ${latencies.join(' ')} ms; delivered after ${out.deliveredAfterMs.join(' ')} ms`);
   }
   for (const out of [tcp, http, dns]) {
@@ -138,7 +143,7 @@ test('upstream failure: isp1 fails, isp2 answers, and isp1\'s probes still leave
     assert.deepEqual(outcomes(icmp2), ['ok']);
     assert.deepEqual(outcomes(tcp), ['timeout']);
     assert.deepEqual(outcomes(dns), ['timeout']);
-    // A lost round is delivered when fping reports the timeout, a few ms after it.
+    // A lost round is delivered as soon as its timeout has passed (the round clock's wakeup then).
     assert.ok(icmp1.deliveredAfterMs.every((ms) => ms >= 300 && ms < 360), `delivered after ${icmp1.deliveredAfterMs.join(' ')} ms`);
     for (const out of [icmp1, tcp, dns]) console.log(`# lost rounds delivered after ${out.deliveredAfterMs.join(' ')} ms (timeout 300)`);
     // 10 echo requests, 3+ SYNs, 3 queries, all from isp1's address, dropped at isp1's upstream; none leaked to isp2.

@@ -1,19 +1,24 @@
 // The probers' pure parts, and their round logic with fakes standing in for
-// fping and the network (the real thing is in test/lab/probe.test.ts):
+// fping, the network and time itself: a fake clock is advanced by the test,
+// so no assertion depends on how busy the machine is (the real thing is in
+// test/lab/probe.test.ts):
 //   node --import tsx --test test/unit/probe.test.ts
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { EventEmitter } from 'node:events';
+import { once, EventEmitter } from 'node:events';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Check } from '../../src/config/types.js';
-import { FpingDriver, fpingArgs, parseFpingLine } from '../../src/probe/icmp.js';
+import { RoundClock, type Timers } from '../../src/probe/clock.js';
+import { FpingDriver, fpingArgs, parseFpingLine, spawnWithFifo, type FpingChild, type FpingProcess } from '../../src/probe/icmp.js';
 import { probeTargets, type ProbeRound, type ProbeSubject } from '../../src/probe/index.js';
-import { probeOnce, type Probe } from '../../src/probe/oneshot.js';
+import { oneShotDriver, probeOnce, type Probe } from '../../src/probe/oneshot.js';
 import { RoundBook } from '../../src/probe/rounds.js';
-import { RoundScheduler, ROUND_SLACK_MS } from '../../src/probe/scheduler.js';
+import { RoundScheduler } from '../../src/probe/scheduler.js';
 import type { ProbeDriver, Report } from '../../src/probe/types.js';
 
 const subject: ProbeSubject = { uplink: 'isp1', device: 'wan1', address: '198.51.100.2', gateway: '198.51.100.1' };
@@ -32,12 +37,54 @@ function collect(prober: { start(onRound: (r: ProbeRound) => void): void }): Pro
   return rounds;
 }
 
-async function until(what: string, condition: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
+/** Time that moves only when the test says so; counts every timer that fires. */
+class FakeTimers implements Timers {
+  static readonly WALL_START = 1_750_000_000_000;
+  private t = 0;
+  private lastId = 0;
+  private queue: { at: number; id: number; fn: () => void }[] = [];
+  /** When each timer fired, clock time. */
+  readonly fired: number[] = [];
+  now(): number {
+    return this.t;
   }
+  wallNow(): number {
+    return FakeTimers.WALL_START + this.t;
+  }
+  setTimeout(fn: () => void, ms: number): unknown {
+    this.queue.push({ at: this.t + ms, id: ++this.lastId, fn });
+    return this.lastId;
+  }
+  clearTimeout(handle: unknown): void {
+    this.queue = this.queue.filter((x) => x.id !== handle);
+  }
+  get pending(): number {
+    return this.queue.length;
+  }
+  /** Moves time on by `ms`, running every timer due meanwhile at its own time, in order. */
+  advance(ms: number): void {
+    const end = this.t + ms;
+    for (;;) {
+      this.queue.sort((a, b) => a.at - b.at || a.id - b.id);
+      const next = this.queue[0];
+      if (!next || next.at > end) break;
+      this.queue.shift();
+      this.t = Math.max(this.t, next.at);
+      this.fired.push(this.t);
+      next.fn();
+    }
+    this.t = end;
+  }
+  /** Moves time on without running anything, as a busy event loop does. */
+  stall(ms: number): void {
+    this.t += ms;
+  }
+}
+
+/** A clock on fake time. */
+function fakeClock(): { timers: FakeTimers; clock: RoundClock } {
+  const timers = new FakeTimers();
+  return { timers, clock: new RoundClock(timers) };
 }
 
 describe('fping output', () => {
@@ -71,9 +118,13 @@ describe('fping output', () => {
   });
 
   it('is asked for loop mode, bound to the device and the address, all targets in one process', () => {
-    assert.deepEqual(fpingArgs(subject, checkOf({ intervalMs: 100, timeoutMs: 300 }), ['192.0.2.1', '192.0.2.2']), [
-      '--loop', '--period=100', '--timeout=300', '--interval=1', '--iface=wan1', '--src=198.51.100.2', '192.0.2.1', '192.0.2.2',
+    assert.deepEqual(fpingArgs(subject, checkOf({ intervalMs: 100, timeoutMs: 300 }), ['192.0.2.1', '192.0.2.2'], true), [
+      '--loop', '--period=100', '--timeout=300', '--interval=0', '--iface=wan1', '--src=198.51.100.2', '192.0.2.1', '192.0.2.2',
     ]);
+  });
+
+  it('keeps the 1 ms gap between targets that fping requires of a user other than root', () => {
+    assert.ok(fpingArgs(subject, checkOf(), ['192.0.2.1'], false).includes('--interval=1'));
   });
 });
 
@@ -132,131 +183,291 @@ describe('the round book', () => {
   });
 });
 
+
 /** A driver that records what it is asked and answers only when told. */
 class FakeDriver implements ProbeDriver {
   opened: { seq: number; targets: string[]; subject: ProbeSubject }[] = [];
+  closed: number[] = [];
+  collected = 0;
   stopped = false;
   report!: Report;
   roundOpened(seq: number, targets: string[], subject: ProbeSubject): void {
     this.opened.push({ seq, targets, subject });
+  }
+  roundClosed(seq: number): void {
+    this.closed.push(seq);
+  }
+  collect(): void {
+    this.collected++;
   }
   async stop(): Promise<void> {
     this.stopped = true;
   }
 }
 
-describe('the round scheduler', () => {
-  function scheduler(check: Check, from = subject) {
-    const driver = new FakeDriver();
-    const prober = new RoundScheduler(from, check, (report) => ((driver.report = report), driver));
-    return { driver, prober };
-  }
+function scheduler(clock: RoundClock, check: Check, from = subject) {
+  const driver = new FakeDriver();
+  const prober = new RoundScheduler(from, check, (report) => ((driver.report = report), driver), clock);
+  return { driver, prober };
+}
 
-  it('opens a round every interval and delivers each when all its targets have reported', async () => {
-    const { driver, prober } = scheduler(checkOf({ intervalMs: 30, timeoutMs: 200, targets: ['a', 'b'] }));
+const wall = (clockMs: number) => FakeTimers.WALL_START + clockMs;
+const ok = (target: string, latencyMs = 1) => ({ target, ok: true, latencyMs });
+
+describe('the round clock and scheduler', () => {
+  it('opens a round at every slot of the grid, however late the wakeup, and delivers it once every target has reported', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 100, timeoutMs: 400, targets: ['a', 'b'] }));
     const rounds = collect(prober);
-    await until('3 rounds opened', () => driver.opened.length >= 3);
-    for (const { seq } of driver.opened.slice(0, 3)) {
-      assert.equal(driver.report(seq, { target: 'b', ok: true, latencyMs: 2 }), 'filed');
-      assert.equal(driver.report(seq, { target: 'a', ok: true, latencyMs: 1 }), 'filed');
+    timers.advance(1);
+    assert.deepEqual(driver.opened.map((o) => o.seq), [0]);
+    assert.equal(driver.report(0, ok('b', 2)), 'filed');
+    assert.equal(rounds.length, 0, 'b alone is not the round');
+    assert.equal(driver.report(0, ok('a')), 'filed');
+    assert.deepEqual(rounds, [{ seq: 0, startedAt: wall(0), results: [ok('a'), ok('b', 2)] }]);
+    timers.advance(100);
+    assert.deepEqual(driver.opened.map((o) => o.seq), [0, 1]);
+    // The next wakeup comes 30 ms late: round 2 still belongs to its slot, and round 3 is not moved.
+    timers.stall(130);
+    timers.advance(0);
+    timers.advance(70);
+    assert.deepEqual(timers.fired, [1, 101, 231, 301]);
+    assert.deepEqual(driver.opened.map((o) => o.seq), [0, 1, 2, 3]);
+    for (const { seq } of driver.opened.slice(1)) {
+      driver.report(seq, ok('a'));
+      driver.report(seq, ok('b'));
     }
-    await prober.stop();
-    assert.deepEqual(rounds.map((r) => r.seq), [0, 1, 2]);
-    assert.deepEqual(rounds[0].results.map((r) => r.target), ['a', 'b']);
-    assert.ok(driver.stopped);
-    // About two intervals: on schedule, not one interval after wherever the previous round happened to open.
-    const span = rounds[2].startedAt - rounds[0].startedAt;
-    assert.ok(span >= 45 && span <= 100, `rounds 0 and 2 ${span} ms apart`);
-    assert.equal(driver.report(5, { target: 'a', ok: true }), 'late', 'nothing is filed after stop');
+    assert.deepEqual(rounds.map((r) => [r.seq, r.startedAt]), [[0, wall(0)], [1, wall(100)], [2, wall(200)], [3, wall(300)]]);
   });
 
-  it('closes a round whose targets stay silent, soon after its timeout', async () => {
-    const { driver, prober } = scheduler(checkOf({ intervalMs: 1000, timeoutMs: 60, targets: ['a'] }));
-    const started = Date.now();
+  it('closes a round whose targets stay silent as soon as its timeout has passed, not before', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 1000, timeoutMs: 60, targets: ['a', 'b'] }));
     const rounds = collect(prober);
-    await until('round 0', () => rounds.length === 1);
-    await prober.stop();
-    const took = Date.now() - started;
-    assert.deepEqual(rounds[0].results, [{ target: 'a', ok: false, error: 'no answer within 60 ms' }]);
-    assert.ok(took >= 60 && took <= 60 + ROUND_SLACK_MS + 30, `closed after ${took} ms`);
-    assert.equal(driver.report(0, { target: 'a', ok: true }), 'late');
-    assert.equal(driver.report(9, { target: 'a', ok: true }), 'late', 'stopped');
+    timers.advance(1);
+    driver.report(0, ok('b'));
+    timers.advance(59); // 60 ms after the slot: the timeout has not passed yet
+    assert.equal(rounds.length, 0);
+    timers.advance(1);
+    assert.deepEqual(rounds, [{ seq: 0, startedAt: wall(0), results: [{ target: 'a', ok: false, error: 'timeout' }, ok('b')] }]);
+    assert.deepEqual(timers.fired, [1, 61]);
+    assert.deepEqual(driver.closed, [0], 'attempts still running are told to give up');
+    assert.equal(driver.report(0, ok('a')), 'late');
   });
 
-  it('calls a report for a round that has not begun early', async () => {
-    const { driver, prober } = scheduler(checkOf({ intervalMs: 1000, timeoutMs: 100, targets: ['a'] }));
-    collect(prober);
-    assert.equal(driver.report(3, { target: 'a', ok: true }), 'early');
-    await prober.stop();
+  it('wakes once per interval for all its probers together, reading results once per round, with one timer', () => {
+    const { timers, clock } = fakeClock();
+    const check = checkOf({ intervalMs: 100, timeoutMs: 400, targets: ['a', 'b'] });
+    const uplinks = ['isp1', 'isp2', 'isp3'].map((uplink) => scheduler(clock, check, { ...subject, uplink }));
+    const delivered = uplinks.map(({ prober }) => collect(prober));
+    timers.advance(250);
+    // One more, started between two slots: it joins the grid at the next slot.
+    const late = scheduler(clock, check, { ...subject, uplink: 'isp4' });
+    uplinks.push(late);
+    delivered.push(collect(late.prober));
+    for (let i = 0; i < 175; i++) {
+      timers.advance(10);
+      assert.equal(timers.pending, 1, `one timer armed at ${timers.now()} ms`);
+    }
+    assert.deepEqual(timers.fired, Array.from({ length: 20 }, (_, k) => 100 * k + 1), 'one wakeup per slot');
+    assert.deepEqual(uplinks.map(({ driver }) => driver.collected), [20, 20, 20, 17], 'one read per wakeup');
+    assert.deepEqual(late.driver.opened.slice(0, 2).map((o) => o.seq), [0, 1]);
+    // Silent targets: round k is lost at its slot + the timeout, for every uplink alike.
+    for (const rounds of delivered.slice(0, 3)) {
+      assert.deepEqual(rounds.map((r) => r.seq), Array.from({ length: 16 }, (_, k) => k));
+      assert.equal(rounds[15].startedAt, wall(1500));
+    }
+    assert.deepEqual(delivered[3].map((r) => r.startedAt), Array.from({ length: 13 }, (_, k) => wall(300 + 100 * k)));
   });
 
-  it('uses the new subject from the next round on', async () => {
-    const { driver, prober } = scheduler(checkOf({ intervalMs: 20, timeoutMs: 30 }));
+  it('adds only its own slots for a prober with another interval', () => {
+    const { timers, clock } = fakeClock();
+    collect(scheduler(clock, checkOf({ intervalMs: 100, timeoutMs: 200, targets: ['a'] })).prober);
+    collect(scheduler(clock, checkOf({ intervalMs: 250, timeoutMs: 500, targets: ['a'] })).prober);
+    timers.advance(1000);
+    assert.deepEqual(timers.fired, [1, 101, 201, 251, 301, 401, 501, 601, 701, 751, 801, 901]);
+  });
+
+  it('opens the rounds missed while the event loop stalled, in order, and closes those whose time is up', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 100, timeoutMs: 400, targets: ['a'] }));
+    const rounds = collect(prober);
+    timers.advance(1);
+    timers.stall(450);
+    timers.advance(0);
+    assert.deepEqual(driver.opened.map((o) => o.seq), [0, 1, 2, 3, 4]);
+    assert.deepEqual(rounds.map((r) => [r.seq, r.results[0].error]), [[0, 'timeout']]);
+    assert.equal(driver.collected, 2);
+  });
+
+  it('calls a report for a round that has not begun early', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 1000, timeoutMs: 100, targets: ['a'] }));
     collect(prober);
-    await until('round 0', () => driver.opened.length >= 1);
+    timers.advance(1);
+    assert.equal(driver.report(1, ok('a')), 'early');
+    assert.equal(driver.report(0, ok('a')), 'filed');
+  });
+
+  it('uses the new subject from the next round on', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 20, timeoutMs: 30 }));
+    collect(prober);
+    timers.advance(1);
     prober.update({ ...subject, address: '198.51.100.130', gateway: '198.51.100.129' });
-    await until('another round', () => driver.opened.length >= 3);
-    await prober.stop();
-    assert.deepEqual(driver.opened[0].targets, ['198.51.100.1']);
-    assert.equal(driver.opened.at(-1)!.subject.address, '198.51.100.130');
-    assert.deepEqual(driver.opened.at(-1)!.targets, ['198.51.100.129']);
+    assert.equal(driver.opened.length, 1);
+    timers.advance(20);
+    assert.deepEqual(driver.opened.map((o) => [o.subject.address, o.targets]), [
+      ['198.51.100.2', ['198.51.100.1']], ['198.51.100.130', ['198.51.100.129']],
+    ]);
   });
 
-  it('fails the targets at once, without probing, while the uplink has no address', async () => {
-    const { driver, prober } = scheduler(checkOf({ intervalMs: 1000, timeoutMs: 500 }), { ...subject, address: '' });
+  it('fails the targets at once, without probing, while the uplink has no address', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 1000, timeoutMs: 500 }), { ...subject, address: '' });
     const rounds = collect(prober);
-    await prober.stop();
+    timers.advance(1);
     assert.deepEqual(driver.opened, []);
-    assert.deepEqual(rounds[0].results, [{ target: '198.51.100.1', ok: false, error: 'uplink has no address' }]);
+    assert.deepEqual(rounds, [{ seq: 0, startedAt: wall(0), results: [{ target: '198.51.100.1', ok: false, error: 'uplink has no address' }] }]);
+  });
+
+  it('stops: attempts still running give up, nothing is filed afterwards, and the clock sleeps', async () => {
+    const { timers, clock } = fakeClock();
+    const one = scheduler(clock, checkOf({ intervalMs: 100, timeoutMs: 400, targets: ['a'] }));
+    const two = scheduler(clock, checkOf({ intervalMs: 100, timeoutMs: 400, targets: ['a'] }));
+    const rounds = collect(one.prober);
+    collect(two.prober);
+    timers.advance(201);
+    await one.prober.stop();
+    assert.ok(one.driver.stopped, 'the driver stops what it started');
+    assert.deepEqual(one.driver.closed, []);
+    assert.equal(one.driver.report(2, ok('a')), 'late');
+    timers.advance(1000);
+    assert.equal(one.driver.opened.length, 3, 'no round after stop');
+    assert.deepEqual(rounds, []);
+    assert.ok(two.driver.opened.length > 3, 'the other prober goes on');
+    await two.prober.stop();
+    assert.equal(timers.pending, 0);
   });
 });
 
-describe('one attempt of an in-process probe', () => {
-  const never: Probe = () => new Promise(() => {});
-  const check = checkOf({ timeoutMs: 50 });
+describe('in-process probes', () => {
+  /** A probe that answers (or fails) when the test says, and records its signal. */
+  function controlled() {
+    const calls: { target: string; signal: AbortSignal; answer: () => void; fail: (err: Error) => void }[] = [];
+    const probe: Probe = (target, _from, _check, signal) =>
+      new Promise<void>((answer, fail) => calls.push({ target, signal, answer, fail }));
+    return { probe, calls };
+  }
 
-  it('is ok with its latency when the probe resolves', async () => {
-    const result = await probeOnce(async () => void (await sleep(10)), 't', subject, check, new AbortController().signal);
-    assert.equal(result.ok, true);
-    assert.ok(result.latencyMs! >= 9 && result.latencyMs! < 50, `${result.latencyMs} ms`);
+  it('deliver a round as soon as every target has answered, latency measured on the clock', async () => {
+    const { timers, clock } = fakeClock();
+    const check = checkOf({ method: 'tcp', intervalMs: 100, timeoutMs: 400, targets: ['a', 'b'] });
+    const { probe, calls } = controlled();
+    const prober = new RoundScheduler(subject, check, (report) => oneShotDriver(probe, check, report, () => timers.now()), clock);
+    const rounds = collect(prober);
+    timers.advance(1);
+    assert.deepEqual(calls.map((c) => c.target), ['a', 'b']);
+    timers.stall(3);
+    calls[1].answer();
+    calls[0].fail(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+    await nextTurn();
+    assert.deepEqual(rounds, [{ seq: 0, startedAt: wall(0), results: [{ target: 'a', ok: false, error: 'ECONNREFUSED' }, ok('b', 3)] }]);
+    await prober.stop();
   });
 
-  it('fails with the error code, or the message', async () => {
+  it('give up when their round closes, even a probe that ignores its signal: a timeout', async () => {
+    const { timers, clock } = fakeClock();
+    const check = checkOf({ method: 'dns', intervalMs: 1000, timeoutMs: 50, targets: ['a'] });
+    const { probe, calls } = controlled();
+    const reports: string[] = [];
+    const prober = new RoundScheduler(subject, check, (report) => oneShotDriver(probe, check, (seq, r) => {
+      const said = report(seq, r);
+      reports.push(`${r.error} ${said}`);
+      return said;
+    }, () => timers.now()), clock);
+    const rounds = collect(prober);
+    timers.advance(50);
+    await nextTurn();
+    assert.equal(rounds.length, 0);
+    timers.advance(1);
+    assert.deepEqual(rounds[0].results, [{ target: 'a', ok: false, error: 'timeout' }]);
+    assert.equal(calls[0].signal.aborted, true);
+    await nextTurn();
+    assert.deepEqual(reports, ['timeout late'], 'the attempt settled, after its round');
+    await prober.stop();
+  });
+
+  it('give up when the prober stops, and the stop waits for them', async () => {
+    const { timers, clock } = fakeClock();
+    const check = checkOf({ method: 'http', intervalMs: 100, timeoutMs: 400, targets: ['a'] });
+    const { probe, calls } = controlled();
+    const prober = new RoundScheduler(subject, check, (report) => oneShotDriver(probe, check, report, () => timers.now()), clock);
+    const rounds = collect(prober);
+    timers.advance(101);
+    assert.equal(calls.length, 2);
+    await prober.stop();
+    assert.deepEqual(calls.map((c) => c.signal.reason), ['stopped', 'stopped']);
+    assert.equal(rounds.length, 0, 'a stopped prober delivers nothing');
+    assert.equal(timers.pending, 0);
+  });
+
+  it('fail with the error code, or the message', async () => {
+    const signal = new AbortController().signal;
     const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
-    assert.deepEqual(await probeOnce(() => Promise.reject(refused), 't', subject, check, new AbortController().signal),
+    assert.deepEqual(await probeOnce(() => Promise.reject(refused), 't', subject, checkOf(), signal),
       { target: 't', ok: false, error: 'ECONNREFUSED' });
-    assert.deepEqual(await probeOnce(() => Promise.reject(new Error('HTTP 503')), 't', subject, check, new AbortController().signal),
+    assert.deepEqual(await probeOnce(() => Promise.reject(new Error('HTTP 503')), 't', subject, checkOf(), signal),
       { target: 't', ok: false, error: 'HTTP 503' });
   });
 
-  it('times out at the timeout even if the probe ignores its signal', async () => {
-    const started = Date.now();
-    assert.deepEqual(await probeOnce(never, 't', subject, check, new AbortController().signal), { target: 't', ok: false, error: 'timeout' });
-    assert.ok(Date.now() - started < 50 + 30);
-  });
-
-  it('gives up when the prober stops', async () => {
+  it('give up when the prober stops', async () => {
     const stop = new AbortController();
-    const pending = probeOnce(never, 't', subject, checkOf({ timeoutMs: 5000 }), stop.signal);
-    stop.abort();
+    const pending = probeOnce(() => new Promise(() => {}), 't', subject, checkOf(), stop.signal);
+    stop.abort('stopped');
     assert.deepEqual(await pending, { target: 't', ok: false, error: 'stopped' });
+    assert.deepEqual(await probeOnce(() => Promise.resolve(), 't', subject, checkOf(), stop.signal), { target: 't', ok: false, error: 'stopped' },
+      'not even started once stopped');
   });
 });
 
-/** Stands in for an fping process: the test writes its lines and decides when it exits. */
+/** Stands in for an fping process: the test writes its output and decides when it exits. */
 class FakeFping extends EventEmitter {
-  readonly stdout = new PassThrough();
   readonly stderr = new PassThrough();
+  private output = '';
+  /** How often the driver read the output. */
+  reads = 0;
+  outputClosed = false;
+  /** When set, reading the output fails with it. */
+  readError?: Error;
   killedWith?: string;
+  private exited = false;
   constructor(readonly args: string[]) {
     super();
   }
+  process(): FpingProcess {
+    return {
+      child: this as unknown as FpingChild,
+      readOutput: () => {
+        if (this.readError) throw this.readError;
+        this.reads++;
+        const text = this.output;
+        this.output = '';
+        return text;
+      },
+      closeOutput: () => void (this.outputClosed = true),
+    };
+  }
   print(...lines: string[]): void {
-    for (const line of lines) this.stdout.write(`${line}\n`);
+    this.output += lines.map((l) => `${l}\n`).join('');
+  }
+  printRaw(text: string): void {
+    this.output += text;
   }
   exit(code: number | null, signal: string | null = null, stderr = ''): void {
+    if (this.exited) return;
+    this.exited = true;
     this.stderr.end(stderr);
-    this.stdout.end();
     setImmediate(() => this.emit('close', code, signal));
   }
   kill(signal = 'SIGTERM'): boolean {
@@ -266,8 +477,14 @@ class FakeFping extends EventEmitter {
   }
 }
 
+/** Lets the fake's 'close' (setImmediate) and what follows it run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) await nextTurn();
+}
+
 describe('the fping driver', () => {
   function icmpProber(check: Check) {
+    const { timers, clock } = fakeClock();
     const fakes: FakeFping[] = [];
     const logs: string[] = [];
     const opened: number[] = [];
@@ -275,98 +492,173 @@ describe('the fping driver', () => {
       const driver = new FpingDriver(check, report, (m) => logs.push(m), (args) => {
         const fake = new FakeFping(args);
         fakes.push(fake);
-        return fake as unknown as ChildProcess;
-      });
+        return fake.process();
+      }, timers);
       // Note each round as it opens, to know which round a new fping started at.
       const roundOpened = driver.roundOpened.bind(driver);
       driver.roundOpened = (seq, targets, s) => (opened.push(seq), roundOpened(seq, targets, s));
       return driver;
-    });
-    return { prober, fakes, logs, opened };
+    }, clock);
+    return { prober, fakes, logs, opened, timers };
   }
   const reply = (target: string, n: number, ms = '0.050') => `${target} : [${n}], 64 bytes, ${ms} ms (0.05 avg, 0% loss)`;
   const timedOut = (target: string, n: number) => `${target} : [${n}], timed out (NaN avg, 100% loss)`;
 
-  it('maps fping\'s [N] to rounds from the one it started at, across a restart', async () => {
-    const check = checkOf({ intervalMs: 40, timeoutMs: 100, targets: ['192.0.2.1', '192.0.2.2'] });
-    const { prober, fakes, logs, opened } = icmpProber(check);
+  it('reads fping\'s output at the round clock\'s wakeups, once each, not line by line', async () => {
+    const check = checkOf({ intervalMs: 100, timeoutMs: 400, targets: ['192.0.2.1', '192.0.2.2'] });
+    const { prober, fakes, timers } = icmpProber(check);
     const rounds = collect(prober);
+    timers.advance(1);
     assert.equal(fakes.length, 1, 'fping starts with the first round');
     assert.deepEqual(fakes[0].args.slice(-2), ['192.0.2.1', '192.0.2.2']);
+    const reads = fakes[0].reads;
     fakes[0].print(reply('192.0.2.2', 0, '1.25'), reply('192.0.2.1', 0));
-    await until('round 0', () => rounds.length === 1);
-    assert.deepEqual(rounds[0].results, [
+    fakes[0].printRaw(reply('192.0.2.1', 1).slice(0, 20)); // half a line: the rest comes later
+    timers.advance(99);
+    assert.equal(rounds.length, 0, 'printed, but not read before the next wakeup');
+    timers.advance(1);
+    assert.equal(fakes[0].reads, reads + 1);
+    assert.deepEqual(rounds, [{ seq: 0, startedAt: wall(0), results: [
       { target: '192.0.2.1', ok: true, latencyMs: 0.05 }, { target: '192.0.2.2', ok: true, latencyMs: 1.25 },
-    ]);
-    await until('round 1 open', () => opened.length >= 2);
-    fakes[0].print(timedOut('192.0.2.1', 1), reply('192.0.2.2', 1));
-    await until('round 1', () => rounds.length === 2);
-    assert.deepEqual(rounds[1].results.map((r) => r.error ?? r.ok), ['timeout', true]);
+    ] }]);
+    fakes[0].printRaw(reply('192.0.2.1', 1).slice(20) + '\n');
+    fakes[0].print(timedOut('192.0.2.2', 1));
+    timers.advance(100);
+    assert.equal(fakes[0].reads, reads + 2);
+    assert.deepEqual(rounds[1].results, [{ target: '192.0.2.1', ok: true, latencyMs: 0.05 }, { target: '192.0.2.2', ok: false, error: 'timeout' }],
+      'the line read in two halves');
+    await prober.stop();
+    await settle();
+    assert.equal(fakes[0].killedWith, 'SIGTERM', 'stop() kills fping');
+    assert.ok(fakes[0].outputClosed);
+  });
+
+  it('maps fping\'s [N] to rounds from the one it started at, across a restart', async () => {
+    const check = checkOf({ intervalMs: 40, timeoutMs: 120, targets: ['192.0.2.1', '192.0.2.2'] });
+    const { prober, fakes, logs, opened, timers } = icmpProber(check);
+    const rounds = collect(prober);
+    timers.advance(1);
+    fakes[0].print(reply('192.0.2.1', 0), reply('192.0.2.2', 0));
+    timers.advance(40);
+    assert.deepEqual(rounds.map((r) => r.seq), [0]);
 
     fakes[0].exit(4, null, 'fping: cannot bind source address : Cannot assign requested address\n');
-    await until('a restart', () => fakes.length === 2, 3000);
+    await settle();
     assert.match(logs[0], /^isp1: fping exited with 4: fping: cannot bind source address .*; starting it again in 250 ms$/);
+    assert.deepEqual(rounds.map((r) => r.seq), [0, 1], 'round 1, still open, failed with the reason at once');
+    // Started again at the first round at least 250 ms after it exited (at 41 ms): the one due at 320.
+    timers.advance(279);
+    assert.equal(fakes.length, 1);
+    timers.advance(1);
+    assert.equal(fakes.length, 2);
     const base = opened.at(-1)!;
+    assert.equal(base, 8);
     fakes[1].print(reply('192.0.2.1', 0), reply('192.0.2.2', 0), reply('192.0.2.1', 1, '2.00'));
-    await until(`round ${base}`, () => rounds.some((r) => r.seq === base));
+    timers.advance(40);
     await prober.stop();
 
     const bySeq = new Map(rounds.map((r) => [r.seq, r]));
     assert.deepEqual(bySeq.get(base)!.results.map((r) => r.ok), [true, true], 'fping [0] is the round it started at');
-    for (let seq = 2; seq < base; seq++) {
-      const errors = bySeq.get(seq)?.results.map((r) => r.error);
-      assert.ok(errors?.every((e) => /fping exited with 4|no answer/.test(e ?? '')), `round ${seq}: ${errors}`);
+    for (let seq = 1; seq < base; seq++) {
+      assert.deepEqual(bySeq.get(seq)?.results.map((r) => r.error), Array(2).fill(logs[0].replace(/^isp1: (.*); starting.*$/, '$1')), `round ${seq}`);
     }
     assert.deepEqual(rounds.map((r) => r.seq), rounds.map((_, i) => i), 'every round, in order');
-    assert.equal(fakes[1].killedWith, 'SIGTERM', 'stop() kills fping');
   });
 
   it('restarts fping at once when the address changes, and when it reports rounds not yet begun', async () => {
     const check = checkOf({ intervalMs: 30, timeoutMs: 60, targets: ['192.0.2.1'] });
-    const { prober, fakes, logs } = icmpProber(check);
+    const { prober, fakes, logs, timers } = icmpProber(check);
     collect(prober);
+    timers.advance(1);
     prober.update({ ...subject, address: '198.51.100.130' });
-    await until('a restart for the new address', () => fakes.length === 2);
+    timers.advance(30);
+    assert.equal(fakes.length, 2, 'restarted with the next round');
     assert.equal(fakes[0].killedWith, 'SIGTERM');
     assert.ok(fakes[1].args.includes('--src=198.51.100.130'));
 
     fakes[1].print(reply('192.0.2.1', 50)); // as after a wall-clock step forward
-    await until('a restart for the clock', () => fakes.length === 3);
+    timers.advance(30);
+    assert.equal(fakes.length, 2, 'read at this wakeup: noted, restarted with the next round');
+    timers.advance(30);
+    assert.equal(fakes.length, 3);
     assert.match(logs.at(-1)!, /ahead of their rounds/);
     await prober.stop();
   });
 
-  it('restarts an fping that has fallen silent', async () => {
+  it('restarts an fping that has fallen silent for its timeout and two intervals', async () => {
     const check = checkOf({ intervalMs: 20, timeoutMs: 40, targets: ['192.0.2.1'] });
-    const { prober, fakes, logs } = icmpProber(check);
+    const { prober, fakes, logs, timers } = icmpProber(check);
     const rounds = collect(prober);
-    await until('a restart', () => fakes.length === 2, 3000);
+    timers.advance(121); // silent for 120 ms: within 40 + 2 * 20 + 50
+    assert.equal(fakes.length, 1);
+    timers.advance(20);
+    assert.deepEqual(logs, ['isp1: fping printed nothing for 140 ms; starting it again in 250 ms']);
+    timers.advance(259); // the round at 381 is too soon
+    assert.equal(fakes.length, 1);
+    timers.advance(1);
+    assert.equal(fakes.length, 2, 'started again with the first round 250 ms later');
     await prober.stop();
-    assert.match(logs[0], /fping printed nothing for \d+ ms; starting it again in 250 ms/);
-    assert.ok(rounds.every((r) => !r.results[0].ok));
+    assert.ok(rounds.length > 10 && rounds.every((r) => !r.results[0].ok));
+  });
+
+  it('says so when its output cannot be read, and restarts it once it counts as silent', async () => {
+    const check = checkOf({ intervalMs: 20, timeoutMs: 40, targets: ['192.0.2.1'] });
+    const { prober, fakes, logs, timers } = icmpProber(check);
+    collect(prober);
+    timers.advance(1);
+    fakes[0].readError = Object.assign(new Error('EBADF: bad file descriptor, read'), { code: 'EBADF' });
+    timers.advance(20);
+    assert.deepEqual(logs, ["isp1: reading fping's output failed: EBADF: bad file descriptor, read"]);
+    timers.advance(140);
+    assert.match(logs[1], /fping printed nothing for \d+ ms/);
+    await prober.stop();
   });
 
   it('fails the rounds with the reason when fping cannot be run at all', async () => {
     const check = checkOf({ intervalMs: 20, timeoutMs: 40, targets: ['192.0.2.1'] });
+    const { timers, clock } = fakeClock();
     const logs: string[] = [];
     const prober = new RoundScheduler(subject, check, (report) =>
-      new FpingDriver(check, report, (m) => logs.push(m), (args) => spawn('/nonexistent/fping', args, { stdio: ['ignore', 'pipe', 'pipe'] })));
+      new FpingDriver(check, report, (m) => logs.push(m), (args) => spawnWithFifo('/nonexistent/fping', args), timers), clock);
     const rounds = collect(prober);
-    await until('3 rounds', () => rounds.length >= 3);
+    timers.advance(1);
+    await settle();
+    timers.advance(20);
     await prober.stop();
-    assert.match(logs[0], /^isp1: could not run fping: spawn \/nonexistent\/fping ENOENT; starting it again in 250 ms$/);
-    assert.deepEqual(rounds[2].results, [{ target: '192.0.2.1', ok: false, error: 'could not run fping: spawn /nonexistent/fping ENOENT' }]);
+    assert.deepEqual(logs, ['isp1: could not run fping: spawn /nonexistent/fping ENOENT; starting it again in 250 ms']);
+    const error = 'could not run fping: spawn /nonexistent/fping ENOENT';
+    assert.deepEqual(rounds.map((r) => r.results), [[{ target: '192.0.2.1', ok: false, error }], [{ target: '192.0.2.1', ok: false, error }]]);
   });
 
   it('starts no fping for a round without targets', async () => {
-    const { prober, fakes } = icmpProber(checkOf({ intervalMs: 20, timeoutMs: 40 }));
+    const { prober, fakes, timers } = icmpProber(checkOf({ intervalMs: 20, timeoutMs: 40 }));
     prober.update({ ...subject, gateway: undefined });
     const rounds: ProbeRound[] = [];
     // update before start: the very first round already has no target
     prober.start((r) => rounds.push(r));
-    await until('2 rounds', () => rounds.length >= 2);
+    timers.advance(21);
     await prober.stop();
     assert.equal(fakes.length, 0);
-    assert.deepEqual(rounds[0].results, []);
+    assert.deepEqual(rounds.map((r) => r.results), [[], []]);
+  });
+});
+
+describe('a child with its output on a FIFO', () => {
+  it('leaves its output in the pipe until it is read, and nothing on disk', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'probe-test-'));
+    const tmp = process.env.TMPDIR;
+    process.env.TMPDIR = dir;
+    try {
+      const proc = spawnWithFifo('printf', ['192.0.2.1 : [0], 64 bytes, 0.1 ms (0.1 avg, 0%% loss)\nsecond line\n']);
+      assert.deepEqual(readdirSync(dir), [], 'the FIFO and its directory are gone once both ends are open');
+      await once(proc.child as unknown as EventEmitter, 'close');
+      assert.equal(proc.readOutput(), '192.0.2.1 : [0], 64 bytes, 0.1 ms (0.1 avg, 0% loss)\nsecond line\n');
+      assert.equal(proc.readOutput(), '', 'all of it was read at once');
+      proc.closeOutput();
+    } finally {
+      if (tmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = tmp;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
