@@ -1,7 +1,9 @@
 // npm run bench:failover — how fast uplinkd fails over and back, and whether
 // it raises false alarms under load. A program, not a test: it measures,
-// prints a report with the raw numbers, and writes the figures into README.md
-// between <!-- bench:failover:start --> and <!-- bench:failover:end -->.
+// prints a report with the raw numbers, saves them in
+// bench/results/failover.json and writes the figures into README.md between
+// <!-- bench:failover:start --> and <!-- bench:failover:end -->
+// (bench/failover-report.ts renders both).
 //
 // In a lab of its own (always removed, also on Ctrl-C), with `uplinkd run` in
 // the router on the default probe settings (targets 192.0.2.10):
@@ -16,60 +18,36 @@
 // Run as root, from the checkout (the script builds first; the daemon runs
 // from dist/ through bin/uplinkd). For a quick look: BENCH_TRIALS=2
 // BENCH_SATURATION_S=10; BENCH_DAEMON_LOG=FILE keeps uplinkd's debug log.
+// BENCH_FAILOVER_SETUPS=router (or host) runs one setup (1+2, or 3) and keeps
+// the other's last results, each dated: the whole takes about 13 minutes.
 
 import { readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/load.js';
 import type { Check } from '../src/config/types.js';
 import { labDown, labExec, labFail, labHeal, labUp, type LabState } from '../src/lab/lab.js';
 import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
-import { failbackMs, failoverMs, monotonicMs, percentile, startStream } from '../src/lab/measure.js';
+import { failbackMs, failoverMs, monotonicMs, startStream } from '../src/lab/measure.js';
 import type { StatusEvent } from '../src/api/status.js';
-import { say, writeReadmeSection } from './lib.js';
+import {
+  fmt, MODES, PERCENTILES, readmeSection, SETUPS, summarize, summaryLine,
+  type FailoverData, type Mode, type Saturation, type Setup, type SetupResult, type Trial,
+} from './failover-report.js';
+import { loadResult, machine, saveResult, say, writeReadmeSection, type Machine, type PartResult } from './lib.js';
 
-/** Overridable for a quick look (the README section states the counts used). */
-const TRIALS = Number(process.env.BENCH_TRIALS ?? 12);
-const MODES = ['link', 'upstream'] as const;
-type Mode = (typeof MODES)[number];
+/**
+ * Trials per fault mode and setup. 30, so that p95 (nearest rank) is the
+ * 29th of 30 and not the maximum, which it is below 20. Overridable for a
+ * quick look (the report states the count used).
+ */
+const TRIALS = Number(process.env.BENCH_TRIALS ?? 30);
 const STREAM_EVERY_MS = 10;
 const STREAM_TIMEOUT_MS = 1000;
 const SATURATION_S = Number(process.env.BENCH_SATURATION_S ?? 60);
 /** How long to keep the stream going once a new state is reached: longer than the timeout, so a late failure is seen. */
 const HOLD_MS = STREAM_TIMEOUT_MS + 300;
 const STATE_WITHIN_MS = 10_000;
-
-
-/** Whose connections: the LAN's through the router, or a multihomed host's own. */
-type Setup = 'router' | 'host';
-
-interface Trial {
-  setup: Setup;
-  mode: Mode;
-  /** How long the stream ran before the fault (random). */
-  offsetMs: number;
-  failoverMs?: number;
-  /** Fault until uplinkd's `down` event (its own clock, ms resolution). */
-  detectMs?: number;
-  /** Connections started after the fault, and how many of them failed. */
-  opened: number;
-  failed: number;
-  failbackMs?: number;
-  /** Heal until uplinkd's `up` event. */
-  rejoinMs?: number;
-  /** Connections started after the heal that failed (there should be none). */
-  failedAfterHeal: number;
-}
-
-interface Saturation {
-  downEvents: StatusEvent[];
-  maxLatencyMs: number;
-  maxLoss: number;
-  /** iperf3's own figures, Mbit/s: LAN side to internet, and back. */
-  upMbps?: number;
-  downMbps?: number;
-  iperfError?: string;
-}
+const RUN_SETUPS = (process.env.BENCH_FAILOVER_SETUPS ?? SETUPS.join(',')).split(',').map((s) => s.trim()) as Setup[];
 
 // ------------------------------------------------------------ the measurements
 
@@ -138,7 +116,7 @@ async function runSaturation(lab: LabState, daemon: LabDaemon, signal: AbortSign
   ], { timeoutMs: (SATURATION_S + 30) * 1000 });
   let finished = false;
   iperf.then(() => (finished = true), () => (finished = true));
-  const result: Saturation = { downEvents: [], maxLatencyMs: 0, maxLoss: 0 };
+  const result: Saturation = { seconds: SATURATION_S, downEvents: [], maxLatencyMs: 0, maxLoss: 0 };
   while (!finished) {
     signal.throwIfAborted();
     const status = await daemon.status();
@@ -164,67 +142,24 @@ async function runSaturation(lab: LabState, daemon: LabDaemon, signal: AbortSign
 
 // ------------------------------------------------------------ the report
 
-interface Machine {
-  cpus: number;
-  model: string;
-  kernel: string;
-  date: string;
-}
-
-function machine(): Machine {
-  return {
-    cpus: os.availableParallelism(), // what nproc prints
-    model: os.cpus()[0]?.model.trim() ?? 'unknown CPU',
-    kernel: os.release(), // what uname -r prints
-    date: new Date().toISOString().slice(0, 10),
-  };
-}
-
-const fmt = (v: number | undefined) => (v === undefined ? '—' : `${Math.round(v)}`);
-
-interface Summary {
-  n: number;
-  missing: number;
-  p50: number;
-  p95: number;
-  min: number;
-  max: number;
-}
-
-function summarize(values: (number | undefined)[]): Summary | undefined {
-  const measured = values.filter((v): v is number => v !== undefined);
-  if (measured.length === 0) return undefined;
-  return {
-    n: measured.length, missing: values.length - measured.length,
-    p50: percentile(measured, 50), p95: percentile(measured, 95), min: Math.min(...measured), max: Math.max(...measured),
-  };
-}
-
-function summaryLine(label: string, s: Summary | undefined): string {
-  if (!s) return `${label.padEnd(22)} no measurement`;
-  const missing = s.missing ? `  (${s.missing} trial(s) without a result)` : '';
-  return `${label.padEnd(22)} n=${String(s.n).padEnd(3)} p50 ${fmt(s.p50).padStart(5)} ms  p95 ${fmt(s.p95).padStart(5)} ms  ` +
-    `min ${fmt(s.min).padStart(5)} ms  max ${fmt(s.max).padStart(5)} ms${missing}`;
-}
-
 function describeCheck(check: Check): string {
   return `${check.method} to ${check.targets.join(', ')} every ${check.intervalMs} ms, timeout ${check.timeoutMs} ms, ` +
     `down after ${check.downAfter} bad rounds, up after ${check.upAfter} good rounds`;
 }
 
-function printReport(m: Machine, check: Check, trials: Trial[], sat: Saturation, kernelUpdateMs: number[]): void {
+function printReport(m: Machine, probes: string, trials: Trial[], sat: Saturation | undefined, kernelUpdateMs: number[]): void {
   say();
   say('== uplinkd failover benchmark ==');
-  say(`machine: ${m.cpus} CPUs (nproc), ${m.model}, Linux ${m.kernel} (uname -r), ${m.date}`);
-  say(`probes:  ${describeCheck(check)} (the config loader's defaults, targets set to 192.0.2.10)`);
+  say(`machine: ${m.nproc} CPUs (nproc), ${m.model}, Linux ${m.kernel} (uname -r), ${m.date.slice(0, 16).replace('T', ' ')} UTC`);
+  say(`probes:  ${probes} (the config loader's defaults, targets set to 192.0.2.10)`);
   say(`method:  from the LAN host (router setup), or the multihomed host itself (host setup), a new TCP connection (HTTP GET to the whoami server, which reports the`);
   say(`         source address it saw) every ${STREAM_EVERY_MS} ms regardless of outstanding ones, ${STREAM_TIMEOUT_MS} ms timeout.`);
   say(`         failover = fault -> start of the first connection after which every new connection succeeded;`);
   say(`         failback = heal -> start of the first connection the far end saw from isp1's address.`);
   say(`         All times on CLOCK_MONOTONIC, shared by every process; fault and heal stamped just before the lab`);
   say(`         command that causes them. detect/rejoin = fault/heal -> uplinkd's down/up event (wall clock, ms).`);
-  say(`         ${TRIALS} trials per fault mode, interleaved, fault on isp1 at a random 200-700 ms into the stream.`);
-  say(`         Percentiles are nearest-rank (always a measured value).`);
+  say(`         ${TRIALS} trials per fault mode and setup (${RUN_SETUPS.join(', ')}), interleaved, fault on isp1 at a random 200-700 ms into the stream.`);
+  say(`         ${PERCENTILES}`);
   say();
   say('trial  setup   mode      offset  failover  detect  failed/opened  failback  rejoin  failed-after-heal');
   trials.forEach((t, i) => say(
@@ -235,53 +170,27 @@ function printReport(m: Machine, check: Check, trials: Trial[], sat: Saturation,
   say();
   const router = trials.filter((t) => t.setup === 'router');
   const of = (list: Trial[], mode: Mode, pick: (t: Trial) => number | undefined) => summarize(list.filter((t) => t.mode === mode).map(pick));
-  for (const mode of MODES) say(summaryLine(`failover, ${mode}`, of(router, mode, (t) => t.failoverMs)));
-  for (const mode of MODES) say(summaryLine(`detect, ${mode}`, of(router, mode, (t) => t.detectMs)));
-  for (const mode of MODES) say(summaryLine(`failback, ${mode}`, of(router, mode, (t) => t.failbackMs)));
-  for (const mode of MODES) say(summaryLine(`rejoin, ${mode}`, of(router, mode, (t) => t.rejoinMs)));
-  say(summaryLine('failback, all', summarize(router.map((t) => t.failbackMs))));
+  if (router.length) {
+    for (const mode of MODES) say(summaryLine(`failover, ${mode}`, of(router, mode, (t) => t.failoverMs)));
+    for (const mode of MODES) say(summaryLine(`detect, ${mode}`, of(router, mode, (t) => t.detectMs)));
+    for (const mode of MODES) say(summaryLine(`failback, ${mode}`, of(router, mode, (t) => t.failbackMs)));
+    for (const mode of MODES) say(summaryLine(`rejoin, ${mode}`, of(router, mode, (t) => t.rejoinMs)));
+    say(summaryLine('failback, all', summarize(router.map((t) => t.failbackMs))));
+  }
   const host = trials.filter((t) => t.setup === 'host');
-  for (const mode of MODES) say(summaryLine(`host failover, ${mode}`, of(host, mode, (t) => t.failoverMs)));
-  say(summaryLine('host failback, all', summarize(host.map((t) => t.failbackMs))));
+  if (host.length) {
+    for (const mode of MODES) say(summaryLine(`host failover, ${mode}`, of(host, mode, (t) => t.failoverMs)));
+    say(summaryLine('host failback, all', summarize(host.map((t) => t.failbackMs))));
+  }
   if (kernelUpdateMs.length) say(summaryLine('kernel update', summarize(kernelUpdateMs)) + '  (daemon log: transition -> kernel updated)');
-  say();
-  say(`saturation: ${SATURATION_S} s of iperf3 -P 4 --bidir bound to isp2's address, through its 10 mbit tbf`);
-  say(`  throughput: ${sat.iperfError ?? `${sat.upMbps?.toFixed(1)} Mbit/s up, ${sat.downMbps?.toFixed(1)} Mbit/s down`}`);
-  say(`  false failovers (down events): ${sat.downEvents.length}${sat.downEvents.map((e) => `\n    ${e.at} ${e.uplink} ${e.reason}`).join('')}`);
-  say(`  isp2 probes: max latency ${sat.maxLatencyMs.toFixed(1)} ms, max loss ${(sat.maxLoss * 100).toFixed(0)}% (over the last window of probes)`);
+  if (sat) {
+    say();
+    say(`saturation: ${sat.seconds} s of iperf3 -P 4 --bidir bound to isp2's address, through its 10 mbit tbf`);
+    say(`  throughput: ${sat.iperfError ?? `${sat.upMbps?.toFixed(1)} Mbit/s up, ${sat.downMbps?.toFixed(1)} Mbit/s down`}`);
+    say(`  false failovers (down events): ${sat.downEvents.length}${sat.downEvents.map((e) => `\n    ${e.at} ${e.uplink} ${e.reason}`).join('')}`);
+    say(`  isp2 probes: max latency ${sat.maxLatencyMs.toFixed(1)} ms, max loss ${(sat.maxLoss * 100).toFixed(0)}% (over the last window of probes)`);
+  }
 }
-
-/** The README's section: the figures, the method in two sentences, the machine, and others' documented defaults. */
-function readmeSection(m: Machine, check: Check, trials: Trial[], sat: Saturation): string {
-  const row = (label: string, values: (number | undefined)[]) => {
-    const s = summarize(values);
-    return s ? `| ${label} | ${values.length} | ${fmt(s.p50)} ms | ${fmt(s.p95)} ms | ${fmt(s.max)} ms |` : `| ${label} | ${values.length} | — | — | — |`;
-  };
-  const byMode = (mode: Mode, setup: Setup = 'router') => trials.filter((t) => t.mode === mode && t.setup === setup).map((t) => t.failoverMs);
-  return [
-    `Measured by \`npm run bench:failover\` on ${m.date}: ${m.cpus} CPUs (${m.model}), Linux ${m.kernel}, in the lab,`,
-    `with the default probe settings (${describeCheck(check)}).`,
-    '',
-    '| failover after a fault on isp1 | trials | p50 | p95 | max |',
-    '| --- | --- | --- | --- | --- |',
-    row('`link` (carrier lost)', byMode('link')),
-    row('`upstream` (beyond the gateway)', byMode('upstream')),
-    ...MODES.map((mode) => row(`failback after \`${mode}\` (heal → first connection via isp1)`, trials.filter((t) => t.mode === mode && t.setup === 'router').map((t) => t.failbackMs))),
-    ...MODES.map((mode) => row(`host mode, its own connections: \`${mode}\``, byMode(mode, 'host'))),
-    '',
-    `False failovers: ${sat.downEvents.length} \`down\` events during ${SATURATION_S} s of iperf3 saturation (\`-P 4 --bidir\`) of the 10 mbit isp2` +
-      ` (probe latency up to ${sat.maxLatencyMs.toFixed(0)} ms, loss up to ${(sat.maxLoss * 100).toFixed(0)}%).`,
-    '',
-    `Method: the LAN host (in host mode, the multihomed host itself) opens a new TCP connection to a server beyond the ISPs every ${STREAM_EVERY_MS} ms, whatever the earlier ones are doing,` +
-      ` each stamped with its start on the monotonic clock shared with the process that injects the fault at a random moment.` +
-      ` Failover is the time from the fault to the start of the first connection after which every new connection succeeded,` +
-      ` failback the time from the heal to the first new connection the far end saw from isp1's address (percentiles nearest-rank).`,
-    '',
-    'For comparison, the documented default detection times of other tools (their defaults, not measured here):' +
-      ' mwan3 about 60 s, pfSense (dpinger) about 14 s, FortiGate SD-WAN about 2.5 s.',
-  ].join('\n');
-}
-
 
 /** "kernel updated" debug lines of the daemon: how long each transition's kernel change took. */
 function kernelUpdateTimes(logs: string): number[] {
@@ -297,6 +206,22 @@ function kernelUpdateTimes(logs: string): number[] {
   return times;
 }
 
+/**
+ * bench/results/failover.json: this run's setups, and the last results of a
+ * setup not run this time (each setup carries its own date).
+ */
+function saveSetups(m: Machine, durationS: number, fresh: Partial<Record<Setup, SetupResult>>): FailoverData {
+  const before = loadResult<Partial<FailoverData>>('failover')?.data.setups ?? {};
+  const data: FailoverData = { setups: {} };
+  for (const setup of SETUPS) {
+    const s = fresh[setup] ?? before[setup];
+    if (s) data.setups[setup] = s;
+  }
+  const result: PartResult<FailoverData> = { part: 'failover', machine: m, durationS, data };
+  saveResult(result);
+  return data;
+}
+
 // ------------------------------------------------------------ main
 
 async function main(): Promise<number> {
@@ -310,68 +235,95 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   const stopIfInterrupted = () => interrupt.signal.throwIfAborted();
 
+  const unknown = RUN_SETUPS.filter((s) => !(SETUPS as readonly string[]).includes(s));
+  if (unknown.length || RUN_SETUPS.length === 0) {
+    say(`BENCH_FAILOVER_SETUPS: ${unknown.join(', ') || '(empty)'}; choose from ${SETUPS.join(', ')}`);
+    return 2;
+  }
   const m = machine();
-  const minutes = Math.ceil((2 * TRIALS * MODES.length * 6 + SATURATION_S + 40) / 60);
-  say(`bench:failover: lab ${name}, ${TRIALS} trials per fault mode, then ${SATURATION_S} s of saturation (about ${minutes} minutes)`);
+  const started = Date.now();
+  const minutes = Math.ceil((RUN_SETUPS.length * TRIALS * MODES.length * 5.5 + (RUN_SETUPS.includes('router') ? SATURATION_S : 0) + 40) / 60);
+  say(`bench:failover: lab ${name}, ${RUN_SETUPS.join(' and ')} setup, ${TRIALS} trials per fault mode` +
+    `${RUN_SETUPS.includes('router') ? `, then ${SATURATION_S} s of saturation` : ''} (about ${minutes} minutes)`);
   let lab: LabState | undefined;
   let daemon: LabDaemon | undefined;
   let routerLogs = '';
+  const fresh: Partial<Record<Setup, SetupResult>> = {};
+  const trials: Trial[] = [];
+  let sat: Saturation | undefined;
+  let probes = '';
   try {
-    lab = await labUp({ name, uplinks: 2, capacities: ['20mbit', '10mbit'] });
-    const parsed = parseConfig(readFileSync(lab.configPath, 'utf8'), lab.configPath);
-    if (!parsed.ok) throw new Error(`the lab's config is invalid: ${parsed.errors.map((e) => e.message).join('; ')}`);
-    const check = parsed.config.uplinks[0].check!;
-    say(`probes: ${describeCheck(check)}`);
-
-    // debug: the daemon then logs how long each transition's kernel update took.
-    daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
-    if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('uplinks not up after start');
-
-    const trials: Trial[] = [];
-    for (let i = 0; i < TRIALS; i++) {
-      for (const mode of MODES) {
-        stopIfInterrupted();
-        const t = await runTrial(lab, daemon, mode, interrupt.signal);
-        trials.push(t);
-        say(`  ${String(trials.length).padStart(2)}/${TRIALS * MODES.length} ${mode.padEnd(8)} failover ${fmt(t.failoverMs).padStart(5)} ms` +
-          `  failback ${fmt(t.failbackMs).padStart(5)} ms  (${t.failed}/${t.opened} failed during the outage)`);
-        await sleep(300, undefined, { signal: interrupt.signal });
+    /** TRIALS per fault mode, interleaved, on a lab just brought up and its daemon. */
+    const runTrials = async (setup: Setup): Promise<Trial[]> => {
+      const mine: Trial[] = [];
+      for (let i = 0; i < TRIALS; i++) {
+        for (const mode of MODES) {
+          stopIfInterrupted();
+          const t = await runTrial(lab!, daemon!, mode, interrupt.signal);
+          mine.push(t);
+          trials.push(t);
+          say(`  ${setup === 'host' ? 'host ' : ''}${String(mine.length).padStart(2)}/${TRIALS * MODES.length} ${mode.padEnd(8)} failover ${fmt(t.failoverMs).padStart(5)} ms` +
+            `  failback ${fmt(t.failbackMs).padStart(5)} ms  (${t.failed}/${t.opened} failed during the outage)`);
+          await sleep(300, undefined, { signal: interrupt.signal });
+        }
       }
+      return mine;
+    };
+    const setupResult = (setupMachine: Machine, setupStarted: number, mine: Trial[]): SetupResult => ({
+      machine: setupMachine, durationS: (Date.now() - setupStarted) / 1000, trialsPerMode: TRIALS, probes,
+      streamEveryMs: STREAM_EVERY_MS, streamTimeoutMs: STREAM_TIMEOUT_MS, trials: mine,
+    });
+
+    if (RUN_SETUPS.includes('router')) {
+      const setupMachine = machine();
+      const setupStarted = Date.now();
+      lab = await labUp({ name, uplinks: 2, capacities: ['20mbit', '10mbit'] });
+      const parsed = parseConfig(readFileSync(lab.configPath, 'utf8'), lab.configPath);
+      if (!parsed.ok) throw new Error(`the lab's config is invalid: ${parsed.errors.map((e) => e.message).join('; ')}`);
+      probes = describeCheck(parsed.config.uplinks[0].check!);
+      say(`probes: ${probes}`);
+
+      // debug: the daemon then logs how long each transition's kernel update took.
+      daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+      if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('uplinks not up after start');
+      const mine = await runTrials('router');
+
+      stopIfInterrupted();
+      say(`saturating isp2 for ${SATURATION_S} s ...`);
+      sat = await runSaturation(lab, daemon, interrupt.signal);
+      stopIfInterrupted();
+      routerLogs = daemon.logs();
+      await daemon.stop();
+      daemon = undefined;
+      await uplinkdInRouter(lab, ['flush', '-c', lab.configPath]);
+      await labDown(name);
+      lab = undefined;
+      fresh.router = { ...setupResult(setupMachine, setupStarted, mine), saturation: sat, kernelUpdateMs: kernelUpdateTimes(routerLogs) };
     }
 
-    stopIfInterrupted();
-    say(`saturating isp2 for ${SATURATION_S} s ...`);
-    const sat = await runSaturation(lab, daemon, interrupt.signal);
-    stopIfInterrupted();
-    routerLogs = daemon.logs();
-    await daemon.stop();
-    daemon = undefined;
-    await uplinkdInRouter(lab, ['flush', '-c', lab.configPath]);
-    await labDown(name);
-    lab = undefined;
-
-    say('the same trials on a multihomed host (lab up --host), its own connections ...');
-    lab = await labUp({ name, uplinks: 2, capacities: ['20mbit', '10mbit'], host: true });
-    daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
-    if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('host: uplinks not up after start');
-    for (let i = 0; i < TRIALS; i++) {
-      for (const mode of MODES) {
-        stopIfInterrupted();
-        const t = await runTrial(lab, daemon, mode, interrupt.signal);
-        trials.push(t);
-        say(`  host ${String(i * MODES.length + MODES.indexOf(mode) + 1).padStart(2)}/${TRIALS * MODES.length} ${mode.padEnd(8)} failover ${fmt(t.failoverMs).padStart(5)} ms` +
-          `  failback ${fmt(t.failbackMs).padStart(5)} ms  (${t.failed}/${t.opened} failed during the outage)`);
-        await sleep(300, undefined, { signal: interrupt.signal });
+    if (RUN_SETUPS.includes('host')) {
+      say('the same trials on a multihomed host (lab up --host), its own connections ...');
+      const setupMachine = machine();
+      const setupStarted = Date.now();
+      lab = await labUp({ name, uplinks: 2, capacities: ['20mbit', '10mbit'], host: true });
+      if (!probes) {
+        const parsed = parseConfig(readFileSync(lab.configPath, 'utf8'), lab.configPath);
+        if (!parsed.ok) throw new Error(`the lab's config is invalid: ${parsed.errors.map((e) => e.message).join('; ')}`);
+        probes = describeCheck(parsed.config.uplinks[0].check!);
       }
+      daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+      if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('host: uplinks not up after start');
+      fresh.host = setupResult(setupMachine, setupStarted, await runTrials('host'));
     }
 
-    printReport(m, check, trials, sat, kernelUpdateTimes(routerLogs));
+    printReport(m, probes, trials, sat, kernelUpdateTimes(routerLogs));
     if (process.env.BENCH_DAEMON_LOG) {
       writeFileSync(process.env.BENCH_DAEMON_LOG, routerLogs);
       say(`uplinkd's debug log: ${process.env.BENCH_DAEMON_LOG}`);
     }
-    writeReadmeSection('failover', 'Failover', readmeSection(m, check, trials, sat));
-    say('\nwrote the figures into README.md (between <!-- bench:failover:start --> and <!-- bench:failover:end -->)');
+    const data = saveSetups(m, (Date.now() - started) / 1000, fresh);
+    writeReadmeSection('failover', 'Failover', readmeSection(data));
+    say('\nsaved bench/results/failover.json and wrote the figures into README.md (between <!-- bench:failover:start --> and <!-- bench:failover:end -->)');
     return 0;
   } catch (err) {
     if (interrupt.signal.aborted) return 130;

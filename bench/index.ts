@@ -5,10 +5,15 @@
 // <!-- bench:results:start --> and <!-- bench:results:end -->) are written
 // from every part's latest results.
 //
-//   npm run bench                          all parts, in order (about 27 minutes on 2 cores)
+//   npm run bench                          all parts, in order (about an hour on 2 cores)
 //   npm run bench -- --only aggregation    one part (or a comma-separated list):
-//                                          aggregation | overhead | control | failover | selfheal | mptcp
+//                                          aggregation | overhead | connections | control | failover | selfheal | mptcp
 //   npm run bench -- --report              only rewrite the report from the saved results
+//
+// Every figure of the README's table carries the time it was measured, and
+// the table says whether all of them come from one run: a part not run this
+// time keeps its last results, and so does a piece of a part run on its own
+// (BENCH_SETS for aggregation, BENCH_FAILOVER_SETUPS for failover).
 //
 // Quick look (not for the record): BENCH_REPEATS=1 BENCH_WINDOW_S=3
 // BENCH_IDLE_S=10 BENCH_TRIALS=2 BENCH_SATURATION_S=10.
@@ -19,16 +24,18 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { renderAggregation, runAggregation, type AggregationData } from './aggregation.js';
+import { renderConnections, runConnections, type ConnectionsData } from './connections.js';
 import { renderControl, runControl, type ControlData } from './control.js';
+import { renderFailover, type FailoverData } from './failover-report.js';
 import {
   describeMachine, interrupt, loadResult, machine, metText, saveResult, say, stopEverythingRunning, table, teardownAll,
-  writeReadmeSection, type PartResult, type SummaryRow,
+  writeReadmeSection, type Machine, type PartResult, type Suite, type SummaryRow,
 } from './lib.js';
 import { renderOverhead, runOverhead, type OverheadData } from './overhead.js';
 import { renderMptcp, runMptcp, type MptcpData } from './mptcp.js';
 import { renderSelfHeal, runSelfHeal, type SelfHealData } from './selfheal.js';
 
-const PARTS = ['aggregation', 'overhead', 'control', 'failover', 'selfheal', 'mptcp'] as const;
+const PARTS = ['aggregation', 'overhead', 'connections', 'control', 'failover', 'selfheal', 'mptcp'] as const;
 type Part = (typeof PARTS)[number];
 
 const ROOT = new URL('../', import.meta.url);
@@ -36,42 +43,13 @@ const REPORT = fileURLToPath(new URL('docs/BENCHMARKS.md', ROOT));
 
 // ------------------------------------------------------------ failover: bench/failover.ts, as its own program
 
-interface FailoverFigure {
-  label: string;
-  n: number;
-  p50: number;
-  p95: number;
-  max: number;
-}
-
-interface FailoverData {
-  exitCode: number | null;
-  /** Its report as it printed it, from the `== ... ==` heading on. */
-  report: string;
-  figures: FailoverFigure[];
-  falseFailovers?: number;
-}
-
-function parseFailover(output: string): Pick<FailoverData, 'report' | 'figures' | 'falseFailovers'> {
-  const start = output.indexOf('== uplinkd failover benchmark ==');
-  const report = (start >= 0 ? output.slice(start) : output.split('\n').slice(-60).join('\n')).trimEnd();
-  const figures: FailoverFigure[] = [];
-  const line = /^(\S.*?)\s+n=(\d+)\s+p50\s+(\d+) ms\s+p95\s+(\d+) ms\s+min\s+(\d+) ms\s+max\s+(\d+) ms/;
-  for (const l of report.split('\n')) {
-    const m = line.exec(l);
-    if (m) figures.push({ label: m[1].trim(), n: Number(m[2]), p50: Number(m[3]), p95: Number(m[4]), max: Number(m[6]) });
-  }
-  const f = /false failovers \(down events\): (\d+)/.exec(report);
-  return { report, figures, ...(f ? { falseFailovers: Number(f[1]) } : {}) };
-}
-
 /**
  * bench/failover.ts runs its main at import and exports none, so it is run
- * as its own program (`npm run bench:failover`), its output passed through
- * and kept.
+ * as its own program (`npm run bench:failover`), its output passed through.
+ * It saves its results in bench/results/failover.json itself; they are read
+ * back from there.
  */
 async function runFailover(): Promise<PartResult<FailoverData>> {
-  const m = machine();
   const started = Date.now();
   say('failover: npm run bench:failover');
   const child = spawn('npm', ['run', '--silent', 'bench:failover'], { cwd: fileURLToPath(ROOT), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -90,39 +68,11 @@ async function runFailover(): Promise<PartResult<FailoverData>> {
   });
   interrupt.signal.removeEventListener('abort', onAbort);
   interrupt.signal.throwIfAborted();
-  return { part: 'failover', machine: m, durationS: (Date.now() - started) / 1000, data: { exitCode, ...parseFailover(output) } };
-}
-
-function renderFailover(result: PartResult<FailoverData>): { markdown: string; rows: SummaryRow[] } {
-  const { data } = result;
-  const rows: SummaryRow[] = [];
-  const fig = (label: string) => data.figures.find((f) => f.label === label);
-  for (const [label, text] of [
-    ['failover, link', 'failover after carrier loss (`link`)'],
-    ['failover, upstream', 'failover after a fault beyond the gateway (`upstream`)'],
-    ['failback, all', 'failback (heal → new connections use the uplink again)'],
-    ['host failover, link', "host mode, the machine's own connections: failover after carrier loss"],
-    ['host failover, upstream', "host mode, the machine's own connections: failover after a fault beyond the gateway"],
-  ] as const) {
-    const f = fig(label);
-    rows.push({ measurement: `${text}, p50 / p95 of ${f?.n ?? 0} trials`, value: f ? `${f.p50} ms / ${f.p95} ms` : 'not measured', target: '—' });
+  const result = loadResult<FailoverData>('failover');
+  if (exitCode !== 0 || !result || Date.parse(result.machine.date) < started) {
+    throw new Error(`npm run bench:failover exited ${exitCode}: ${output.trim().split('\n').slice(-5).join(' / ')}`);
   }
-  if (data.falseFailovers !== undefined) {
-    rows.push({ measurement: 'false failovers while saturating an uplink', value: String(data.falseFailovers), target: '0', met: data.falseFailovers === 0 });
-  }
-  const markdown = [
-    `Measured ${describeMachine(result.machine)} by \`npm run bench:failover\` (bench/failover.ts), run as part of the suite;`,
-    `took ${Math.round(result.durationS)} s${data.exitCode === 0 ? '' : `, and **exited ${data.exitCode}**`}. Its method is in its own`,
-    'report below; in short: a new connection from the LAN every 10 ms, a fault injected at a random moment, failover = fault until',
-    'every new connection succeeds, failback = heal until new connections use the healed uplink again. Its figures are also in the',
-    'README\'s "Failover" section, which it writes itself.',
-    '',
-    '```',
-    data.report,
-    '```',
-    '',
-  ].join('\n');
-  return { markdown, rows };
+  return result;
 }
 
 // ------------------------------------------------------------ the report
@@ -138,6 +88,10 @@ function renderPart(part: Part): (Rendered & { result: PartResult<unknown> }) | 
     case 'overhead': {
       const r = loadResult<OverheadData>(part);
       return r && { ...renderOverhead(r), result: r };
+    }
+    case 'connections': {
+      const r = loadResult<ConnectionsData>(part);
+      return r && { ...renderConnections(r), result: r };
     }
     case 'control': {
       const r = loadResult<ControlData>(part);
@@ -159,19 +113,51 @@ function renderPart(part: Part): (Rendered & { result: PartResult<unknown> }) | 
 }
 
 const TITLES: Record<Part, string> = {
-  aggregation: '1. Aggregation: unequal uplinks, goodput ÷ sum of the uplinks',
+  aggregation: '1. Aggregation: unequal uplinks, what the LAN host receives ÷ the sum of the uplinks\' rates',
   overhead: '2. Data-plane overhead',
-  control: '3. Control plane',
-  failover: '4. Failover and failback',
-  selfheal: '5. Self-healing: restoring what another program removed',
-  mptcp: '6. MPTCP: one download over every uplink',
+  connections: '3. New connections per second through the router',
+  control: '4. Control plane',
+  failover: '5. Failover and failback',
+  selfheal: '6. Self-healing: restoring what another program removed',
+  mptcp: '7. MPTCP: one download over every uplink',
 };
+
+const utc = (iso: string): string => `${iso.slice(0, 16).replace('T', ' ')} UTC`;
+
+/**
+ * The summary table, each figure with the time (and, if not the latest run's, the machine) it was measured on. "earlier
+ * run": measured before the latest `npm run bench` started, i.e. that run did
+ * not measure it (a part it did not run, or a piece of a part kept from before).
+ */
+function summary(rendered: { part: Part; r: ReturnType<typeof renderPart> }[]): { heading: string; table: string } {
+  const results = rendered.flatMap(({ r }) => (r ? [r.result] : []));
+  const suites = results.flatMap((r) => (r.suite ? [r.suite] : [])).sort((a, b) => a.started.localeCompare(b.started));
+  const latest: Suite | undefined = suites[suites.length - 1];
+  const rows = rendered.flatMap(({ r }) => (r?.rows ?? []).map((row) => ({ ...row, m: row.measured ?? r!.result.machine })));
+  const earlier = (m: Machine) => latest !== undefined && m.date < latest.started;
+  const oneRun = latest !== undefined && rendered.every(({ r }) => r?.result.suite?.started === latest.started) && !rows.some((row) => earlier(row.m));
+  // The machine of the latest run (or of the newest figure): figures measured elsewhere name theirs.
+  const newest = [...rows].sort((a, b) => a.m.date.localeCompare(b.m.date)).pop()?.m;
+  const home = results.find((r) => latest && r.suite?.started === latest.started)?.machine ?? newest;
+  const describe = (m: Machine) => `${m.nproc} CPUs (nproc), ${m.model}, Linux ${m.kernel}`;
+  const where = home ? ` On ${describe(home)}, in the namespace lab (all lab nodes share the machine's CPUs).` : '';
+  const heading = !latest ? `Not from one \`npm run bench\`: each figure gives the time it was measured.${where}`
+    : oneRun ? `Every figure below is from one \`npm run bench\`, started ${utc(latest.started)}.${where}`
+    : `**Not all from one run.** The latest \`npm run bench\` started ${utc(latest.started)} and ran ${latest.parts.join(', ')}; ` +
+      `figures marked *earlier run* were not measured by it.${where}`;
+  const body = table(['measurement', 'value', 'target', 'met?', 'measured'],
+    rows.map((r) => {
+      const notes = [earlier(r.m) ? '*earlier run*' : '', home && describe(r.m) !== describe(home) ? `on ${r.m.model}, Linux ${r.m.kernel}` : ''].filter(Boolean);
+      return [r.measurement, r.value, r.target, metText(r.met), `${utc(r.m.date)}${notes.length ? ` (${notes.join(', ')})` : ''}`];
+    }));
+  return { heading, table: body };
+}
 
 function writeReport(): void {
   const rendered = PARTS.map((p) => ({ part: p, r: renderPart(p) }));
-  const rows = rendered.flatMap(({ r }) => r?.rows ?? []);
   const machines = [...new Set(rendered.flatMap(({ r }) => (r ? [`${r.result.machine.nproc} CPUs, ${r.result.machine.model}, Linux ${r.result.machine.kernel}`] : [])))];
   const total = rendered.reduce((a, { r }) => a + (r?.result.durationS ?? 0), 0);
+  const { heading, table: summaryTable } = summary(rendered);
   const doc = [
     '# uplinkd benchmarks',
     '',
@@ -184,19 +170,20 @@ function writeReport(): void {
     '',
     '## Summary',
     '',
-    table(['measurement', 'value', 'target', 'met?'], rows.map((r) => [r.measurement, r.value, r.target, metText(r.met)])),
+    heading,
+    '',
+    summaryTable,
     '',
     ...rendered.flatMap(({ part, r }) => [`## ${TITLES[part]}`, '', r ? r.markdown : `Not run yet (\`npm run bench -- --only ${part}\`).`, '']),
   ].join('\n');
   mkdirSync(fileURLToPath(new URL('docs/', ROOT)), { recursive: true });
   writeFileSync(REPORT, doc.trimEnd() + '\n');
 
-  const first = rendered.find(({ r }) => r)?.r?.result.machine;
   const readme = [
-    first ? `Measured by \`npm run bench\` on ${describeMachine(first).replace(/, load average.*$/, '')}, in the namespace lab` : 'Not measured yet.',
-    '(all lab nodes share the machine\'s CPUs). Method, raw numbers and every run: [docs/BENCHMARKS.md](docs/BENCHMARKS.md).',
+    heading,
+    'Method, raw numbers and every run: [docs/BENCHMARKS.md](docs/BENCHMARKS.md).',
     '',
-    table(['measurement', 'value', 'target', 'met?'], rows.map((r) => [r.measurement, r.value, r.target, metText(r.met)])),
+    summaryTable,
   ].join('\n');
   writeReadmeSection('results', 'Benchmarks', readme);
 }
@@ -207,6 +194,7 @@ async function runPart(part: Part): Promise<PartResult<unknown>> {
   switch (part) {
     case 'aggregation': return runAggregation();
     case 'overhead': return runOverhead();
+    case 'connections': return runConnections();
     case 'control': return runControl();
     case 'failover': return runFailover();
     case 'selfheal': return runSelfHeal();
@@ -251,6 +239,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const started = Date.now();
+  const suite: Suite = { started: new Date(started).toISOString(), parts: PARTS.filter((p) => chosen.includes(p)) };
   say(`uplinkd benchmarks: ${chosen.join(', ')}; ${describeMachine(machine())}`);
   let failed = 0;
   try {
@@ -260,7 +249,7 @@ async function main(): Promise<number> {
       say(`\n== ${part} ==`);
       try {
         const result = await runPart(part);
-        const file = saveResult(result);
+        const file = saveResult({ ...result, suite });
         say(`${part}: done in ${Math.round((Date.now() - t) / 1000)} s, raw results in ${file}`);
         writeReport();
       } catch (err) {

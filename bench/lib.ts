@@ -7,14 +7,16 @@
 // written out here.
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { setMaxListeners } from 'node:events';
 import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { labDown, labExec, labUp, type LabOptions, type LabState } from '../src/lab/lab.js';
 import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { must, run, type RunResult } from '../src/lab/run.js';
+import type { CounterReading } from './counters.js';
 
 export const say = (line = ''): void => void process.stdout.write(line + '\n');
 
@@ -358,6 +360,112 @@ export function startHelper(ns: string, argv: string[]): Helper {
   };
 }
 
+/** CPU time of one interval, in seconds summed over all CPUs. */
+export interface CpuUse {
+  seconds: number;
+  /** The machine's user, nice, system, irq and softirq time (/proc/stat). */
+  busyS: number;
+  idleS: number;
+  /** Time the hypervisor ran something else while this VM wanted the CPU (/proc/stat steal). */
+  stealS: number;
+  /** CPU time of the processes outside the given namespaces (the kernel's threads and this program aside). */
+  elsewhereS: number;
+  /** The biggest of them, "name[pid] N%" (of one core). */
+  elsewhereTop: string[];
+  /** busyS − elsewhereS: what the namespaces' programs and the kernel's work for them took. */
+  oursS: number;
+}
+
+const USER_HZ = 100; // the unit of /proc/stat and /proc/<pid>/stat: what getconf CLK_TCK prints on Linux
+
+function machineTicks(): { busy: number; idle: number; steal: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (proc(5))
+  return { busy: f[0] + f[1] + f[2] + f[5] + f[6], idle: f[3] + f[4], steal: f[7] ?? 0 };
+}
+
+/**
+ * Where the machine's CPU went while a part measured: a measurement limited
+ * by the CPU (connections per second) is only comparable between systems
+ * when it can be told apart from what other programs took (the CPU time of
+ * every process outside the given namespaces, from /proc/<pid>/stat) and from
+ * what the hypervisor did not give (steal).
+ */
+export function cpuUse(namespaces: string[]): { stop(): CpuUse } {
+  const ours = new Set(namespaces.map((ns) => `net:[${statSync(`/run/netns/${ns}`).ino}]`));
+  const sample = (): Map<number, { ticks: number; name: string }> => {
+    const out = new Map<number, { ticks: number; name: string }>();
+    for (const entry of readdirSync('/proc')) {
+      const pid = Number(entry);
+      if (!Number.isInteger(pid) || pid === process.pid) continue;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const close = stat.lastIndexOf(')');
+        const fields = stat.slice(close + 2).split(' ');
+        // After "pid (comm)": state ppid ...; utime and stime are fields 14 and 15 of the line (proc(5)).
+        const ppid = Number(fields[1]);
+        if (pid === 2 || ppid === 2) continue; // kthreadd and its kernel threads
+        if (ours.has(readlinkSync(`/proc/${pid}/ns/net`))) continue;
+        out.set(pid, { ticks: Number(fields[11]) + Number(fields[12]), name: stat.slice(stat.indexOf('(') + 1, close) });
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return out;
+  };
+  const started = performance.now();
+  const machine0 = machineTicks();
+  const before = sample();
+  return {
+    stop() {
+      const after = sample();
+      const machine1 = machineTicks();
+      const seconds = (performance.now() - started) / 1000;
+      const used: { name: string; s: number }[] = [];
+      for (const [pid, now] of after) {
+        const s = (now.ticks - (before.get(pid)?.ticks ?? 0)) / USER_HZ;
+        if (s > 0) used.push({ name: `${now.name}[${pid}]`, s });
+      }
+      used.sort((a, b) => b.s - a.s);
+      const elsewhereS = used.reduce((a, u) => a + u.s, 0);
+      const busyS = (machine1.busy - machine0.busy) / USER_HZ;
+      return {
+        seconds, busyS, idleS: (machine1.idle - machine0.idle) / USER_HZ, stealS: (machine1.steal - machine0.steal) / USER_HZ,
+        elsewhereS, elsewhereTop: used.slice(0, 3).map((u) => `${u.name} ${Math.round((u.s / seconds) * 100)}%`),
+        oursS: Math.max(0, busyS - elsewhereS),
+      };
+    },
+  };
+}
+
+/** bench/counters.ts running in a namespace: interface byte counters read at given instants. */
+export interface Counters {
+  /** One reading at each instant (CLOCK_MONOTONIC ms, see src/lab/measure.ts), in order. */
+  read(at: number[]): Promise<CounterReading[]>;
+  stop(): Promise<void>;
+}
+
+export async function startCounters(ns: string, ifaces: string[]): Promise<Counters> {
+  const helper = startHelper(ns, [...benchProgram('counters'), '--ifaces', ifaces.join(',')]);
+  const ready = await helper.nextLine().catch((err: Error) => err.message);
+  if (ready !== 'ready') {
+    helper.kill();
+    throw new Error(`counters in ${ns}: ${ready}`);
+  }
+  return {
+    async read(at) {
+      for (const t of [...at].sort((a, b) => a - b)) helper.write(JSON.stringify({ at: t }));
+      const out: CounterReading[] = [];
+      for (let i = 0; i < at.length; i++) out.push(JSON.parse(await helper.nextLine()) as CounterReading);
+      return out;
+    },
+    async stop() {
+      helper.kill();
+      await helper.exited;
+    },
+  };
+}
+
 /** Interface byte counters of a namespace: ifname -> {rx, tx} bytes. */
 export async function linkBytes(ns: string): Promise<Record<string, { rx: number; tx: number }>> {
   const out = await must(['ip', '-n', ns, '-s', '-j', 'link', 'show']);
@@ -377,6 +485,14 @@ export interface PartResult<T> {
   machine: Machine;
   durationS: number;
   data: T;
+  /** The `npm run bench` invocation that ran it (absent when a part's program was run on its own). */
+  suite?: Suite;
+}
+
+/** One `npm run bench` invocation: when it started and which parts it ran. */
+export interface Suite {
+  started: string;
+  parts: string[];
 }
 
 export function saveResult<T>(result: PartResult<T>): string {
@@ -399,6 +515,8 @@ export interface SummaryRow {
   target: string;
   /** undefined: no target, or not measured. */
   met?: boolean;
+  /** Where and when this figure was measured, when not its part's own (a part may keep pieces of an earlier run). */
+  measured?: Machine;
 }
 
 export function table(header: string[], rows: (string | number)[][]): string {
