@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { labClient, labDown, labExec, labUp, labWhoami, type LabState } from '../../src/lab/lab.js';
 import {
-  connections, labConfig, mustUplinkd, pastePlan, shareOf, shareTolerance, uniqueLabName, writeConfig,
+  assertShares, binomialRange, connections, labConfig, mustUplinkd, pastePlan, uniqueLabName, writeConfig,
 } from './harness.js';
 
 let lab: LabState;
@@ -25,25 +25,27 @@ async function apply(yaml: string): Promise<string> {
   return path;
 }
 
-test('weights 3:1 give 75/25 over 1600 new LAN connections, each NATed to its uplink address', async () => {
+test('weights 3:1 give 75/25 over 5000 new LAN connections, each NATed to its uplink address', async () => {
   await apply(labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 3 : 1}\n` }));
-  const r = await connections(lab, 'lan', 1600);
-  assert.equal(r.ok, 1600, JSON.stringify(r.errors));
+  const n = 5000;
+  const r = await connections(lab, 'lan', n);
+  assert.equal(r.ok, n, JSON.stringify(r.errors));
   assert.deepEqual(Object.keys(r.seen).sort(), [isp1, isp2].sort(), 'the far end sees only the uplinks\' own addresses');
-  const share = shareOf(r, isp1);
-  // ±5.3 points: 2:1 (0.667) or 4:1 (0.8) would fail.
-  const tolerance = shareTolerance(0.75, r.ok);
-  console.log(`# weights 3:1 over 1600 connections: isp1 ${r.seen[isp1]}, isp2 ${r.seen[isp2]} (isp1 share ${share.toFixed(3)}, allowed 0.75 ± ${tolerance.toFixed(3)})`);
-  assert.ok(Math.abs(share - 0.75) <= tolerance, `isp1 share ${share.toFixed(3)} (seen ${JSON.stringify(r.seen)})`);
+  // isp1 3750 ± 150: 5000 connections, so that 4:1 (or 2:1) fails 999 times in 1000.
+  const [lo, hi] = binomialRange(n, 0.75);
+  console.log(`# weights 3:1 over ${n} connections: isp1 ${r.seen[isp1]}, isp2 ${r.seen[isp2]} (isp1 allowed ${lo}..${hi})`);
+  assertShares(r, { [isp1]: 0.75, [isp2]: 0.25 }, {
+    unlike: [{ [isp1]: 2 / 3, [isp2]: 1 / 3 }, { [isp1]: 0.8, [isp2]: 0.2 }, { [isp1]: 0.5, [isp2]: 0.5 }],
+  });
 });
 
 test('hash: one client and server pair always takes the same uplink, many pairs spread', async () => {
   await apply(labConfig(lab, { top: 'balance: hash\n' }));
   const one = await connections(lab, 'lan', 50);
   assert.equal(Object.keys(one.seen).length, 1, JSON.stringify(one.seen));
+  // One connection from each of 64 sources: each pair's hash is as good as a coin toss.
   const many = await connections(lab, 'lan', 64, ['--sources', lab.lanSources.join(',')]);
-  assert.equal(many.ok, 64);
-  assert.ok(shareOf(many, isp1) > 0.2 && shareOf(many, isp1) < 0.8, JSON.stringify(many.seen));
+  assertShares(many, { [isp1]: 0.5, [isp2]: 0.5 }, { what: '64 pairs', unlike: [{ [isp1]: 1 }, { [isp2]: 1 }] });
 });
 
 test('tier 2 is unused while tier 1 is up, and takes over when the plan with tier 1 down is installed', async () => {
@@ -75,8 +77,7 @@ test('sticky: one source keeps its uplink across 50 connections, many sources sp
   assert.equal(one.ok, 50);
   assert.equal(Object.keys(one.seen).length, 1, JSON.stringify(one.seen));
   const many = await connections(lab, 'lan', 64, ['--sources', lab.lanSources.join(',')]);
-  assert.equal(many.ok, 64);
-  assert.ok(shareOf(many, isp1) > 0.2 && shareOf(many, isp1) < 0.8, JSON.stringify(many.seen));
+  assertShares(many, { [isp1]: 0.5, [isp2]: 0.5 }, { what: '64 sources', unlike: [{ [isp1]: 1 }, { [isp2]: 1 }] });
   // And each of those sources stays where it first went.
   const again = await connections(lab, 'lan', 64, ['--sources', lab.lanSources.join(',')]);
   for (const [source, seen] of Object.entries(again.bySource)) {
@@ -87,8 +88,7 @@ test('sticky: one source keeps its uplink across 50 connections, many sources sp
 test("the router's own connections are balanced; bound to an uplink address they use that uplink", async () => {
   await apply(labConfig(lab));
   const unbound = await connections(lab, 'router', 200);
-  assert.equal(unbound.ok, 200);
-  assert.ok(shareOf(unbound, isp1) > 0.35 && shareOf(unbound, isp1) < 0.65, JSON.stringify(unbound.seen));
+  assertShares(unbound, { [isp1]: 0.5, [isp2]: 0.5 }, { what: "the router's unbound connections", unlike: [{ [isp1]: 1 }, { [isp2]: 1 }] });
   for (const address of [isp1, isp2]) {
     const bound = await connections(lab, 'router', 50, ['--sources', address]);
     assert.deepEqual(bound.seen, { [address]: 50 });

@@ -1,15 +1,21 @@
 // `uplinkd run` in the lab: failover per fault mode, failback, no false
 // alarm under saturation, all down, survival of other uplinks' transfers,
-// renumbering, reloads, crash and restart, hooks and status.
+// renumbering, reloads, crash and restart, hooks and status, and pins'
+// fallbacks and tiers as the daemon moves them.
 
 import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
-import { labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabState } from '../../src/lab/lab.js';
-import type { Status } from '../../src/api/status.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { waitForStates } from '../../src/lab/lab-daemon.js';
 import {
-  connections, daemonStatus, labConfig, mustUplinkd, shareTolerance, startDaemon, timeUntilAllSucceed, uniqueLabName, waitFor, writeConfig,
+  labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabFault, type LabState,
+} from '../../src/lab/lab.js';
+import { failoverMs, monotonicMs, startStream } from '../../src/lab/measure.js';
+import type { Status, StatusEvent } from '../../src/api/status.js';
+import {
+  assertShares, connections, daemonStatus, isRunning, labConfig, mustUplinkd, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig,
   type RunningDaemon,
 } from './harness.js';
 
@@ -34,22 +40,77 @@ afterEach(async () => {
   await mustUplinkd(lab, 'flush');
 });
 
-function config(extra = '', name = 'run.yaml'): string {
-  return writeConfig(lab, name, labConfig(lab, { uplink: () => check, top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n${extra}` }));
+function config(extra = '', name = 'run.yaml', uplinkExtra: (k: number) => string = () => ''): string {
+  return writeConfig(lab, name, labConfig(lab, {
+    uplink: (_, k) => check + uplinkExtra(k), top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n${extra}`,
+  }));
 }
 
 async function stateOf(path: string, uplink: string): Promise<string> {
   return (await daemonStatus(lab, path)).uplinks.find((u) => u.name === uplink)!.state;
 }
 
+interface Failover {
+  /** The README's failover time ("Failover"): fault until every new connection succeeds through `live`; undefined if never. */
+  ms?: number;
+  /** The daemon's `down` event for the uplink. */
+  down?: StatusEvent;
+  /** Fault until that event, by the daemon's clock (ms resolution). */
+  detectMs?: number;
+}
+
+/**
+ * Faults `uplink` the way `npm run bench:failover` does: a new connection from
+ * the LAN every 10 ms (1 s timeout) around the fault, failover = the start of
+ * the first connection after which every one succeeded through `live`.
+ */
+async function failoverAfter(l: LabState, d: RunningDaemon, uplink: string, mode: LabFault, live: string): Promise<Failover> {
+  const stream = startStream({ ns: l.ns.lan, url: whoamiUrl(l), everyMs: 10, timeoutMs: 1000, durationMs: 30_000 });
+  try {
+    await stream.started;
+    const faultWall = Date.now();
+    const faultAt = monotonicMs();
+    await labFail(l.name, uplink, mode);
+    const status = await waitForStates(d, { [uplink]: 'down' }, 10_000);
+    // Longer than a connection's timeout, so one that fails late is seen.
+    await sleep(1300);
+    const samples = await stream.stop();
+    const down = status?.events.find((e) => e.uplink === uplink && e.event === 'down');
+    return {
+      ms: failoverMs(samples, faultAt, Infinity, (s) => s.ok && s.seen === live),
+      down, detectMs: down && Date.parse(down.at) - faultWall,
+    };
+  } finally {
+    await stream.stop().catch(() => {});
+  }
+}
+
+/**
+ * Failover bounds the README's "Failover" figures support: carrier loss takes
+ * tens of ms there (p95 55 ms), an upstream fault about 650-700 ms, so these
+ * leave about five and two times that for a busy 2-core machine. Carrier loss
+ * must be seen from the kernel's link event: probes alone wait for three
+ * rounds to time out, about 600 ms (the down reason tells the two apart
+ * too). Loss has no benchmark figure: at 60% each way a probe's round trip is
+ * lost 84% of the time, so three lost rounds in a row come about as fast as
+ * under `upstream`, or a few rounds later.
+ */
+const FAILOVER = {
+  link: { withinMs: 300, reason: /^carrier lost on wan1$/ },
+  upstream: { withinMs: 1500, reason: /^\d+\/\d+ rounds bad: / },
+  'loss:60%': { withinMs: 2500, reason: /^\d+\/\d+ rounds bad: / },
+} as const;
+
 for (const mode of ['upstream', 'link', 'loss:60%'] as const) {
-  test(`failover on ${mode} fault: new connections move to the live uplink, and come back after healing`, async () => {
+  test(`failover on ${mode} fault within ${FAILOVER[mode].withinMs} ms: new connections move to the live uplink, and come back after healing`, async () => {
     const path = config();
     daemon = await startDaemon(lab, path);
-    const faultAt = Date.now();
-    await labFail(lab.name, 'isp1', mode);
-    const failover = await timeUntilAllSucceed(lab, faultAt, { expectVia: [isp2], withinMs: 8000 });
-    assert.ok(failover !== undefined, `no failover within 8 s; status: ${JSON.stringify((await daemonStatus(lab, path)).uplinks)}`);
+    const failover = await failoverAfter(lab, daemon, 'isp1', mode, isp2);
+    console.log(`# ${mode}: failover ${failover.ms} ms, down event ${failover.detectMs} ms after the fault (${failover.down?.reason})`);
+    assert.ok(failover.down, `isp1 not down within 10 s; status: ${JSON.stringify((await daemonStatus(lab, path)).uplinks)}`);
+    assert.match(failover.down.reason, FAILOVER[mode].reason);
+    assert.ok(failover.ms !== undefined && failover.ms <= FAILOVER[mode].withinMs,
+      `failover took ${failover.ms} ms, more than ${FAILOVER[mode].withinMs} ms`);
     assert.equal(await stateOf(path, 'isp1'), 'down');
     const after = await connections(lab, 'lan', 100);
     assert.deepEqual(after.seen, { [isp2]: 100 });
@@ -58,9 +119,8 @@ for (const mode of ['upstream', 'link', 'loss:60%'] as const) {
     assert.ok(await waitFor(async () => (await stateOf(path, 'isp1')) === 'up', 8000), 'isp1 back up');
     const failback = Date.now() - healedAt;
     const back = await connections(lab, 'lan', 200);
-    assert.equal(back.ok, 200);
-    assert.ok((back.seen[isp1] ?? 0) > 50, `isp1 rejoined: ${JSON.stringify(back.seen)}`);
-    console.log(`# ${mode}: failover ${failover} ms, failback (to state up) ${failback} ms`);
+    assertShares(back, { [isp1]: 0.5, [isp2]: 0.5 }, { what: 'after healing', unlike: [{ [isp2]: 1 }] });
+    console.log(`# ${mode}: failback (to state up) ${failback} ms`);
   });
 }
 
@@ -106,14 +166,26 @@ test('a long transfer on isp2 survives isp1 going down, and only isp1\'s connect
     labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(port), '-B', source, '-t', '6', '-J', '--connect-timeout', '2000'], { timeoutMs: 20_000 });
   const survivor = iperf(viaIsp2, lab.iperfPort);
   const doomed = iperf(viaIsp1, doomedPort);
-  const tcpOf = async (mark: number) =>
-    (await labExec(lab.name, 'router', ['conntrack', '-L', '-p', 'tcp', '-m', `0x${mark.toString(16)}/0xff00`])).stdout.trim();
-  assert.ok(await waitFor(async () => (await tcpOf(0x100)) !== '' && (await tcpOf(0x200)) !== '', 3000), 'both transfers run, one per uplink');
-  await new Promise((r) => setTimeout(r, 1000));
+  // An uplink's TCP conntrack entries, by the kernel's id of each entry: an
+  // entry deleted and made again by the connection's next packet has a new id.
+  const tcpOf = async (mark: number) => {
+    const out = (await labExec(lab.name, 'router', ['conntrack', '-L', '-p', 'tcp', '-m', `0x${mark.toString(16)}/0xff00`, '-o', 'id'])).stdout;
+    return out.split('\n').filter((line) => line.startsWith('tcp'));
+  };
+  const idOf = (entry: string) => / id=(\d+)/.exec(entry)?.[1];
+  assert.ok(await waitFor(async () => (await tcpOf(0x100)).length > 0 && (await tcpOf(0x200)).length > 0, 3000), 'both transfers run, one per uplink');
+  await sleep(1000);
+  const isp2Before = await tcpOf(0x200);
   await labFail(lab.name, 'isp1', 'upstream');
   assert.ok(await waitFor(async () => (await stateOf(path, 'isp1')) === 'down', 5000));
   // No TCP connection of isp1 is left (its probes' ICMP entries are, rightly: they still leave by isp1).
-  assert.equal(await tcpOf(0x100), '', 'isp1\'s connections are flushed');
+  assert.ok(await waitFor(async () => (await tcpOf(0x100)).length === 0, 2000), `isp1's connections are flushed: ${(await tcpOf(0x100)).join('\n')}`);
+  // isp2's are the same entries as before, not ones made again after a wider flush.
+  // (New ones may join: the doomed transfer's next packets fall back to isp2.)
+  const isp2After = (await tcpOf(0x200)).map(idOf);
+  for (const entry of isp2Before) {
+    assert.ok(isp2After.includes(idOf(entry)), `isp2's conntrack entry is gone or made again: ${entry}\nnow: ${(await tcpOf(0x200)).join('\n')}`);
+  }
   const r = await survivor;
   assert.equal(r.code, 0, `the transfer on isp2 must survive: ${r.stderr}`);
   const bytes = JSON.parse(r.stdout).intervals.map((i: { sum: { bytes: number } }) => i.sum.bytes);
@@ -158,7 +230,8 @@ test('a bad config on SIGHUP changes nothing; a good one is taken', async () => 
   daemon.signal('SIGHUP');
   assert.ok(await waitFor(async () => (await daemonStatus(lab, path)).uplinks[1].weight === 3, 3000));
   const r = await connections(lab, 'lan', 1600);
-  assert.ok(Math.abs((r.seen[isp2] ?? 0) / r.ok - 0.75) <= shareTolerance(0.75, r.ok), JSON.stringify(r.seen));
+  // Wrong: the old weights kept, or the weight given to the other uplink.
+  assertShares(r, { [isp1]: 0.25, [isp2]: 0.75 }, { what: 'isp2 weight 3', unlike: [{ [isp1]: 0.5, [isp2]: 0.5 }, { [isp1]: 0.75, [isp2]: 0.25 }] });
   assert.ok((await daemonStatus(lab, path)).events.some((e) => e.event === 'reload'));
 });
 
@@ -196,15 +269,18 @@ test('SIGTERM stops tracking and leaves the kernel state in place', async () => 
   assert.deepEqual(probers, [], 'no prober left running');
 });
 
-test('hooks run with the event in their environment', async () => {
+test('hooks run with the event in their environment; one that hangs is killed after 10 s, and says so in the log', async () => {
   const out = join(lab.stateDir, 'hook.log');
   const hook = join(lab.stateDir, 'hook.sh');
   writeFileSync(hook, `#!/bin/sh\necho "$UPLINKD_EVENT|$UPLINKD_UPLINK|$UPLINKD_INTERFACE|$UPLINKD_ADDRESS|$UPLINKD_REASON" >> ${out}\n`);
   chmodSync(hook, 0o755);
+  // The hanging hook notes its pid and event, then becomes the sleep (exec: the same process).
   const slow = join(lab.stateDir, 'slow.sh');
-  writeFileSync(slow, '#!/bin/sh\nsleep 30\n');
+  const slowPids = join(lab.stateDir, 'slow.pids');
+  writeFileSync(slow, `#!/bin/sh\necho "$$ $UPLINKD_EVENT $UPLINKD_UPLINK" >> ${slowPids}\nexec sleep 30\n`);
   chmodSync(slow, 0o755);
   writeFileSync(out, '');
+  writeFileSync(slowPids, '');
   const path = config(`hooks: [${slow}, ${hook}]\n`);
   daemon = await startDaemon(lab, path);
   await labFail(lab.name, 'isp1', 'upstream');
@@ -213,9 +289,21 @@ test('hooks run with the event in their environment', async () => {
   const [event, uplink, iface, address, reason] = line.split('|');
   assert.deepEqual([event, uplink, iface, address], ['down', 'isp1', 'wan1', isp1]);
   assert.match(reason, /rounds bad/);
+  const hungPid = async () => readFileSync(slowPids, 'utf8').split('\n').find((l) => l.endsWith(' down isp1'))?.split(' ')[0];
+  assert.ok(await waitFor(async () => (await hungPid()) !== undefined, 2000), `the hanging hook ran for the down event: ${readFileSync(slowPids, 'utf8')}`);
+  const pid = (await hungPid())!;
+  const hungAt = Date.now();
   // A hook that hangs does not stall tracking: failback still happens.
   await labHeal(lab.name, 'isp1');
   assert.ok(await waitFor(async () => readFileSync(out, 'utf8').includes('up|isp1'), 5000));
+  assert.ok(isRunning(pid), 'the hanging hook is still running before its 10 s are up');
+  // Killed at 10 s: gone soon after, and logged with the hook and the event it ran for.
+  assert.ok(await waitFor(async () => !isRunning(pid), 13_000 - (Date.now() - hungAt), 100), `hook pid ${pid} still running ${Date.now() - hungAt} ms after it started`);
+  const goneAfterMs = Date.now() - hungAt;
+  assert.ok(goneAfterMs >= 9000, `killed ${goneAfterMs} ms after it started, before its 10 s`);
+  const killed = daemon.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { hook?: string; event?: string; msg?: string })
+    .filter((entry) => entry.hook === slow && entry.event === 'down');
+  assert.deepEqual(killed.map((entry) => entry.msg), [`hook ${slow} ran past 10 s; killed`], daemon.logs());
 });
 
 test('status --json matches the schema; status exits 3 when no daemon runs', async () => {
@@ -265,11 +353,13 @@ test('a point-to-point uplink (gateway: none, peer-addressed) balances, tracks a
     assert.match(plan, /ip route replace default dev wan2 src 198\.18\.0\.1 table 202/);
     daemon = await startDaemon(p2p, path);
     const r = await connections(p2p, 'lan', 200);
-    assert.equal(r.ok, 200);
-    assert.ok((r.seen[b] ?? 0) > 50 && (r.seen[a] ?? 0) > 50, JSON.stringify(r.seen));
-    // Its default probe target is the peer; carrier loss takes it down at once.
-    await labFail(p2p.name, 'isp2', 'link');
-    assert.ok(await waitFor(async () => (await daemonStatus(p2p, path)).uplinks[1].state === 'down', 2000));
+    assertShares(r, { [a]: 0.5, [b]: 0.5 }, { unlike: [{ [a]: 1 }, { [b]: 1 }] });
+    // Its default probe target is the peer; carrier loss takes it down at once,
+    // from the link event and not after three bad probe rounds (see FAILOVER).
+    const failover = await failoverAfter(p2p, daemon, 'isp2', 'link', a);
+    console.log(`# point-to-point link: failover ${failover.ms} ms, down event ${failover.detectMs} ms after the fault (${failover.down?.reason})`);
+    assert.match(failover.down?.reason ?? 'no down event', /^carrier lost on wan2$/);
+    assert.ok(failover.ms !== undefined && failover.ms <= FAILOVER.link.withinMs, `failover took ${failover.ms} ms, more than ${FAILOVER.link.withinMs} ms`);
     assert.deepEqual((await connections(p2p, 'lan', 50)).seen, { [a]: 50 });
     await labHeal(p2p.name, 'isp2');
     assert.ok(await waitFor(async () => (await daemonStatus(p2p, path)).uplinks[1].state === 'up', 5000));
@@ -320,6 +410,38 @@ test('a daemon restarted after a crash adopts the state and corrects what the ol
   assert.deepEqual((await connections(lab, 'lan', 20)).seen, { [isp2]: 20 });
   daemon = await startDaemon(lab, path);
   const r = await connections(lab, 'lan', 200);
-  assert.equal(r.ok, 200);
-  assert.ok((r.seen[isp1] ?? 0) > 50, `isp1 is used again: ${JSON.stringify(r.seen)}`);
+  assertShares(r, { [isp1]: 0.5, [isp2]: 0.5 }, { what: 'isp1 is used again', unlike: [{ [isp2]: 1 }] });
+});
+
+test('pins with their uplink taken down by the daemon: fallback block refuses at once, fallback any balances; both come back', async () => {
+  const path = config('rules:\n  - {name: strict, dst: 192.0.2.40, via: isp2, fallback: block}\n  - {name: lenient, dst: 192.0.2.50, via: isp2}\n');
+  daemon = await startDaemon(lab, path);
+  const to = (host: string) => ['--url', `http://${host}:${lab.whoamiPort}/`];
+  const bothOnIsp2 = async (when: string) => {
+    for (const host of ['192.0.2.40', '192.0.2.50']) assert.deepEqual((await connections(lab, 'lan', 40, to(host))).seen, { [isp2]: 40 }, `${host} ${when}`);
+  };
+  await bothOnIsp2('with isp2 up');
+  await labFail(lab.name, 'isp2', 'upstream');
+  assert.ok(await waitFor(async () => (await stateOf(path, 'isp2')) === 'down', 5000), 'isp2 down');
+  const strict = await connections(lab, 'lan', 5, [...to('192.0.2.40'), '--concurrency', '1']);
+  assert.equal(strict.ok, 0, `fallback block: ${JSON.stringify(strict.seen)}`);
+  assert.ok(strict.elapsedMs < 1000 && !strict.errors.ETIMEDOUT, `refused in ${strict.elapsedMs} ms: ${JSON.stringify(strict.errors)}`);
+  // Default balancing, with isp1 the only uplink up.
+  assert.deepEqual((await connections(lab, 'lan', 40, to('192.0.2.50'))).seen, { [isp1]: 40 }, 'fallback any');
+  await labHeal(lab.name, 'isp2');
+  assert.ok(await waitFor(async () => (await stateOf(path, 'isp2')) === 'up', 5000), 'isp2 back up');
+  await bothOnIsp2('after isp2 healed');
+});
+
+test('tier 2 is unused while tier 1 is up, takes over when the daemon takes tier 1 down, and hands back when it heals', async () => {
+  const path = config('', 'tiers.yaml', (k) => (k === 2 ? '    tier: 2\n' : ''));
+  daemon = await startDaemon(lab, path);
+  assert.deepEqual((await connections(lab, 'lan', 100)).seen, { [isp1]: 100 }, 'tier 1 up');
+  const failover = await failoverAfter(lab, daemon, 'isp1', 'upstream', isp2);
+  console.log(`# tier takeover: failover ${failover.ms} ms`);
+  assert.ok(failover.ms !== undefined && failover.ms <= FAILOVER.upstream.withinMs, `tier 2 took over after ${failover.ms} ms`);
+  assert.deepEqual((await connections(lab, 'lan', 100)).seen, { [isp2]: 100 }, 'tier 1 down');
+  await labHeal(lab.name, 'isp1');
+  assert.ok(await waitFor(async () => (await stateOf(path, 'isp1')) === 'up', 5000), 'isp1 back up');
+  assert.deepEqual((await connections(lab, 'lan', 100)).seen, { [isp1]: 100 }, 'tier 1 healed');
 });

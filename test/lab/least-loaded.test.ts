@@ -1,13 +1,20 @@
 // balance: least-loaded in the lab: 20/10/10 mbit uplinks shaped by tbf.
+//
+// The config gives each uplink 90% of its link's rate as its capacity, as an
+// operator would after measuring: one TCP download then fills its uplink
+// (at 95% of the link it is past 100% of the capacity, well over the 90% at
+// which an uplink counts as full), so whether the loop sees it full does not
+// hang on a few percent of throughput.
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
 import {
-  connections, daemonStatus, labConfig, mustUplinkd, startDaemon, uniqueLabName, writeConfig, type RunningDaemon,
+  connections, daemonStatus, labConfig, mustUplinkd, startDaemon, uniqueLabName, waitFor, writeConfig, type RunningDaemon,
 } from './harness.js';
 
 const capacities = ['20mbit', '10mbit', '10mbit'];
+const configured = ['18mbit', '9mbit', '9mbit'];
 const MARK_OF = { 0x100: 'isp1', 0x200: 'isp2', 0x300: 'isp3' } as Record<number, string>;
 
 let lab: LabState;
@@ -22,7 +29,7 @@ before(async () => {
     assert.equal(r.code, 0, r.stderr);
   }
   config = writeConfig(lab, 'll.yaml', labConfig(lab, {
-    uplink: (_, k) => `    capacity: { up: ${capacities[k - 1]}, down: ${capacities[k - 1]} }\n    check: { targets: [192.0.2.10] }\n`,
+    uplink: (_, k) => `    capacity: { up: ${configured[k - 1]}, down: ${configured[k - 1]} }\n    check: { targets: [192.0.2.10] }\n`,
     top: `balance: least-loaded\napi: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
   }));
 });
@@ -44,31 +51,52 @@ function download(serverPort: number, clientPort: number, seconds: number) {
   return labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(serverPort), '-R', '-t', String(seconds), '--cport', String(clientPort)]);
 }
 
-test('three long downloads started 1.5 s apart land on three different uplinks', async () => {
-  daemon = await startDaemon(lab, config);
-  const ports = [41001, 41002, 41003];
-  const running = [];
-  const landed: (string | undefined)[] = [];
-  for (let i = 0; i < 3; i++) {
-    running.push(download(5202 + i, ports[i], 8 - 1.5 * i));
-    await new Promise((r) => setTimeout(r, 1500));
-    landed.push(await uplinkOfClientPort(ports[i]));
-  }
-  const results = await Promise.all(running);
-  for (const r of results) assert.equal(r.code, 0, r.stderr);
-  assert.equal(new Set(landed).size, 3, `downloads landed on ${landed.join(', ')}`);
-});
+/** The shares of new connections the daemon has installed, by uplink. */
+async function sharesNow(): Promise<Record<string, number>> {
+  return Object.fromEntries((await daemonStatus(lab, config)).uplinks.map((u) => [u.name, u.share]));
+}
 
-test('connections that start together are dealt by share, before any of them has a rate', async () => {
-  daemon = await startDaemon(lab, config);
-  // Idle, the shares are the capacities, 20:10:10, once the loop has run.
+/** Idle, the shares are the capacities, 2:1:1, once the loop has run. */
+async function waitForIdleShares(): Promise<void> {
   const idleShares = [0.506, 0.247, 0.247]; // 45, 22 and 22 of the 89 slots
   for (let tries = 0; ; tries++) {
-    const shares = (await daemonStatus(lab, config)).uplinks.map((u) => u.share);
+    const shares = Object.values(await sharesNow());
     if (JSON.stringify(shares) === JSON.stringify(idleShares)) break;
     assert.ok(tries < 50, `idle shares ${shares.join('/')}, want ${idleShares.join('/')}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+test('three long downloads started one after another land on three different uplinks: the loop steers new connections off each full one', async () => {
+  daemon = await startDaemon(lab, config);
+  await waitForIdleShares();
+  const ports = [41001, 41002, 41003];
+  const running: ReturnType<typeof download>[] = [];
+  try {
+    const landed: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = await sharesNow();
+      running.push(download(5202 + i, ports[i], 14 - 3 * i));
+      let uplink: string | undefined;
+      assert.ok(await waitFor(async () => (uplink = await uplinkOfClientPort(ports[i])) !== undefined, 3000), `download ${i + 1} has an uplink`);
+      landed.push(uplink!);
+      // Dealt by the shares installed when it started: never onto an uplink the loop had found full.
+      assert.ok(before[uplink!] > 0, `download ${i + 1} landed on ${uplink}, whose share was 0: ${JSON.stringify(before)}`);
+      if (i === 2) break; // all three full: the shares fall back to the capacities
+      // The loop sees the download fill its uplink and gives that uplink no new connections.
+      assert.ok(await waitFor(async () => (await sharesNow())[uplink!] === 0, 4000),
+        `download ${i + 1} fills ${uplink}, but its share stays ${JSON.stringify(await sharesNow())}`);
+    }
+    assert.equal(new Set(landed).size, 3, `downloads landed on ${landed.join(', ')}`);
+    for (const r of await Promise.all(running)) assert.equal(r.code, 0, r.stderr);
+  } finally {
+    await Promise.allSettled(running); // the next test uses the same iperf3 servers
+  }
+});
+
+test('connections that start together are dealt by share, before any of them has a rate', async () => {
+  daemon = await startDaemon(lab, config);
+  await waitForIdleShares();
   // Twelve at once, where a random draw would often leave an uplink with
   // none or pile six on it.
   const r = await connections(lab, 'lan', 12, ['--concurrency', '12']);

@@ -1,6 +1,9 @@
-// Every file in test/configs/broken must fail with the errors its
-// `# expect: LINE:COL: SUBSTRING` lines name; every file in test/configs/valid
-// must load.
+// Every file in test/configs/broken must fail with exactly the errors its
+// `# expect: LINE:COL: MESSAGE` lines name: the same messages, in the same
+// order (sorted by position, as `uplinkd check` prints them), and no other.
+// An extra error is a failure too: a config meant to show one mistake that
+// also trips another check hides whether the first one is still caught.
+// Every file in test/configs/valid must load.
 
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -24,16 +27,15 @@ describe('broken configs', () => {
       const file = join(configs, 'broken', name);
       const text = readFileSync(file, 'utf8');
       assert.match(text.split('\n')[0], /^# expect: /, 'the first line must be an `# expect:` comment');
-      const expected = [...text.matchAll(/^# expect: (\d+:\d+): (.+)$/gm)];
+      const expected = [...text.matchAll(/^# expect: (\d+:\d+: .+)$/gm)].map((m) => m[1]);
 
       const result = loadConfigFile(file);
       assert.equal(result.ok, false, 'the config was accepted');
       if (result.ok) return;
       const output = result.errors.map(formatDiagnostic);
-      for (const [line, position, substring] of expected) {
-        const found = output.some((error) => error.startsWith(`${file}:${position}: `) && error.includes(substring));
-        assert.ok(found, `missing "${line}" in:\n${output.join('\n')}`);
-      }
+      for (const error of output) assert.ok(error.startsWith(`${file}:`), `not located in the file: ${error}`);
+      // `LINE:COL: message`, as the file declares it.
+      assert.deepEqual(output.map((error) => error.slice(file.length + 1)), expected);
     });
   }
 });
