@@ -2,7 +2,7 @@
 // take, and what the daemon costs while idle.
 //  1. verdict -> kernel updated: `uplinkd run` at debug log level logs, after
 //     each health transition, `{"ms": ..., "kernelMs": ..., "msg": "kernel
-//     updated"}` (src/daemon.ts onTransition). Upstream faults (beyond the
+//     updated"}` (src/daemon/daemon.ts onTransition). Upstream faults (beyond the
 //     gateway, so the probes decide, default probe settings) are put on and
 //     taken off isp1 and isp2 in turn.
 //  2. `uplinkd plan`, `apply` (from nothing) and a second `apply` (nothing to

@@ -8,7 +8,7 @@ import { requestStatus } from './api/socket.js';
 import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult } from './config/load.js';
 import { DEFAULT_SOCKET } from './config/schema.js';
 import type { Config } from './config/types.js';
-import { Daemon } from './daemon.js';
+import { Daemon } from './daemon/daemon.js';
 import { runDoctor } from './doctor/index.js';
 import { applyState, flushOwned } from './kernel/apply.js';
 import { cgroupFacts, ruleCgroups } from './kernel/cgroups.js';

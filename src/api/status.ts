@@ -1,7 +1,7 @@
 // The daemon's view, as the `status --json` schema in the README, and as the aligned
 // table `uplinkd status` prints.
 
-import type { UplinkState } from '../health.js';
+import type { UplinkState } from '../daemon/health.js';
 
 export interface UplinkStatus {
   name: string;

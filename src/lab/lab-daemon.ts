@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { requestStatus } from '../api/socket.js';
 import { loadConfigFile } from '../config/load.js';
-import type { UplinkState } from '../health.js';
+import type { UplinkState } from '../daemon/health.js';
 import type { Status } from '../api/status.js';
 import { labExec, type LabState } from './lab.js';
 import type { RunResult } from './run.js';

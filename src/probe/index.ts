@@ -2,7 +2,7 @@
 // that (as dpinger does). A prober sends a round of probes every interval,
 // one per target, from the uplink's own address, and reports each round once
 // every target has answered or its timeout has passed. Whether the uplink is
-// up or down is decided elsewhere (health.ts), from these rounds.
+// up or down is decided elsewhere (daemon/health.ts), from these rounds.
 //
 // Why a probe leaves through its uplink even while that uplink is down:
 // uplinkd installs `ip rule from <uplink address> lookup <uplink table>`, so a

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   DEADBAND, MIN_CAPACITY_BPS, RateEstimator, SAMPLE_MS, effectiveCapacity, leastLoadedWeights, sharesMoved, type UplinkLoad,
-} from '../../src/balance.js';
+} from '../../src/daemon/balance.js';
 
 const mbit = 1_000_000;
 

@@ -1,4 +1,4 @@
-// HealthTracker (src/health.ts) as tables: probe rounds in, verdicts and
+// HealthTracker (src/daemon/health.ts) as tables: probe rounds in, verdicts and
 // state transitions out. Each row is one round, written as the targets'
 // results ("a=0.5 b=-": a answered in 0.5 ms, b did not), or an event the
 // daemon feeds without a probe (carrier lost, carrier back).
@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Check } from '../../src/config/types.js';
-import { HealthTracker, type UplinkState } from '../../src/health.js';
+import { HealthTracker, type UplinkState } from '../../src/daemon/health.js';
 import type { ProbeRound } from '../../src/probe/index.js';
 
 function checkOf(overrides: Partial<Check> = {}): Check {

@@ -2,8 +2,8 @@
 // probe round becomes a good or bad verdict, and a state machine with
 // hysteresis turns verdicts into up and down. Pure: rounds in, transitions out.
 
-import type { Check } from './config/types.js';
-import type { ProbeRound } from './probe/index.js';
+import type { Check } from '../config/types.js';
+import type { ProbeRound } from '../probe/index.js';
 
 export type UplinkState = 'pending' | 'up' | 'down';
 

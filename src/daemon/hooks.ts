@@ -3,8 +3,8 @@
 // and one that fails or outlives HOOK_TIMEOUT_MS is logged (and killed).
 
 import { spawn } from 'node:child_process';
-import type { Logger } from './log.js';
-import type { StatusEvent } from './api/status.js';
+import type { Logger } from '../log.js';
+import type { StatusEvent } from '../api/status.js';
 
 export const HOOK_TIMEOUT_MS = 10_000;
 
