@@ -2,107 +2,81 @@
 // with the uplinks' health and the kernel's own events. Every kernel change
 // goes through one queue, so changes never interleave; a health verdict
 // changes map elements only, never chains.
+//
+// This class wires the parts together and owns what they share (the config
+// and the kernel facts): tracking.ts turns probes and carrier into verdicts,
+// converging.ts keeps the kernel at the plan and restores drift, steering.ts
+// samples rates and steers least-loaded, events.ts records events and runs
+// the hooks.
 
-import { randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type http from 'node:http';
 import { serveHttp } from '../api/http.js';
-import { createMetrics } from '../api/metrics.js';
+import { createMetrics, type Metrics } from '../api/metrics.js';
 import { serveControlSocket } from '../api/socket.js';
 import { formatDiagnostic, loadConfigFile } from '../config/load.js';
 import { diagnose } from '../doctor/index.js';
-import type { Config, Uplink } from '../config/types.js';
-import { HealthTracker, type Transition } from './health.js';
-import { runHooks, type HookEvent } from './hooks.js';
-import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
+import type { Config } from '../config/types.js';
+import type { Transition } from './health.js';
 import { cgroupFacts, ruleCgroups, watchCgroups } from '../kernel/cgroups.js';
-import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from '../kernel/converge.js';
-import { readFacts, readInterfaceCounters } from '../kernel/facts.js';
+import { readFacts } from '../kernel/facts.js';
 import { startedRecently, systemRunner, type Runner } from '../kernel/runner.js';
-import { countConnections, deleteConnections, deleteUnansweredTcp, flushDynamicSet } from '../kernel/update.js';
+import { countConnections, deleteConnections, flushDynamicSet } from '../kernel/update.js';
 import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.js';
 import type { Logger } from '../log.js';
-import { ROTATION_SLOTS } from '../ownership.js';
 import { plan } from '../plan/plan.js';
-import type { DesiredState, Health, InterfaceFacts, KernelFacts } from '../plan/state.js';
-import { createProber, type ProbeRound, type ProbeSubject, type Prober } from '../probe/index.js';
-import type { SelfHealingStatus, Status, StatusEvent, UplinkStatus } from '../api/status.js';
-
-const MAX_EVENTS = 100;
-/** The safety net under the event-driven drift checks: a missed event is caught within this long. */
-const DRIFT_CHECK_EVERY_MS = 5000;
-
-interface Tracked {
-  uplink: Uplink;
-  tracker: HealthTracker;
-  since: Date;
-  prober?: Prober;
-  /** What the prober was started with; a change restarts it. */
-  proberKey?: string;
-  /**
-   * Rounds started before this (Date.now()) were sent from an address the
-   * uplink no longer has (a DHCP renew): they say nothing about the uplink.
-   */
-  ignoreRoundsBefore: number;
-  address?: string;
-  carrier?: boolean;
-  rates: RateEstimator;
-}
+import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
+import type { Status, UplinkStatus } from '../api/status.js';
+import { Converging } from './converging.js';
+import { Events } from './events.js';
+import { Steering } from './steering.js';
+import { ifaceOf, Tracking, type Tracked } from './tracking.js';
 
 export class Daemon {
   private config: Config;
   private facts: KernelFacts = { interfaces: [], mainDefaultRoutes: [] };
-  private tracked = new Map<string, Tracked>();
-  private installed?: Installed;
-  private events: StatusEvent[] = [];
-  private kernelQueue: Promise<void> = Promise.resolve();
+  private readonly tracking: Tracking;
+  private readonly events: Events;
+  private readonly converging: Converging;
+  private readonly steering: Steering;
   private watchers: KernelWatcher[] = [];
-  private driftTimer?: NodeJS.Timeout;
-  /** A drift check is queued or running: further triggers join it. */
-  private driftCheckQueued = false;
-  /** A restore waits out the back-off: further triggers wait with it. */
-  private restoreTimer?: NodeJS.Timeout;
-  private readonly backoff = new RestoreBackoff();
-  private healing: Omit<SelfHealingStatus, 'backoff_ms'> = { restores: 0, by_cause: {}, last: null };
   private servers: (net.Server | http.Server)[] = [];
-  private sampler?: NodeJS.Timeout;
-  private metrics = createMetrics(() => this.status());
+  private readonly metrics: Metrics;
   private stopping = false;
-  /** The last kernel operation's error, until one succeeds again. */
-  private kernelError?: string;
-  /** least-loaded: the weights the loop steers with; undefined until it first moves them. */
-  private loadWeights?: Record<string, number>;
-  private steering = false;
-  /** least-loaded: uplinks judged full last time (hysteresis). */
-  private fullUplinks = new Set<string>();
-  /** least-loaded: where this instance's rotation begins (see PlanInput.rotationStart). */
-  private readonly rotationStart = randomInt(ROTATION_SLOTS);
 
   constructor(private readonly configPath: string, config: Config, private readonly log: Logger, private readonly runner: Runner = systemRunner) {
     this.config = config;
+    this.metrics = createMetrics(() => this.status());
+    this.tracking = new Tracking(log, (t, transition) => this.onTransition(t, transition));
+    this.events = new Events(log, () => this.config.hooks, (name) => {
+      const t = this.tracking.get(name);
+      return t && { interface: t.uplink.interface, address: t.address ?? ifaceOf(this.facts, t)?.addresses[0]?.address };
+    });
+    this.converging = new Converging(runner, log, () => this.desired(), () => this.tracking.noteUnusable(this.planned()), this.metrics, this.events);
+    this.steering = new Steering(log, () => this.config, this.tracking, () => this.planned(), (why) => this.converging.converge(why));
   }
 
   async start(): Promise<void> {
     this.facts = await readFacts(this.runner);
-    this.track(this.config);
-    this.noteCarrierAndAddresses(false);
-    await this.converge('start');
-    if (this.kernelError) throw new Error(`installing the first state failed: ${this.kernelError}`);
+    this.tracking.track(this.config);
+    this.tracking.noteCarrierAndAddresses(this.facts);
+    await this.converging.converge('start');
+    if (this.converging.kernelError) throw new Error(`installing the first state failed: ${this.converging.kernelError}`);
     // What `uplinkd doctor` reports, logged once after the first install (so the
     // rp_filter and rules uplinkd sets itself are in place and not reported).
     // Not awaited: it runs about ten commands and must not hold up readiness.
     void diagnose({ config: this.config, runner: this.runner }).then((findings) => {
       for (const f of findings) this.log.warn({ event: 'doctor', check: f.id, fix: f.fix }, `doctor: ${f.message}`);
     }, () => {});
-    this.syncProbers();
+    this.tracking.syncProbers(this.facts, this.converging.installed?.state.uplinks);
     const log = (m: string) => this.log.warn(m);
     this.watchers.push(
       watchKernel((what) => void this.onKernelChange(what), { log }),
-      watchNftTable(this.config.kernel.nftTable, startedRecently, (what) => this.checkDrift(`nft: ${what}`), { log }),
+      watchNftTable(this.config.kernel.nftTable, startedRecently, (what) => this.converging.checkDrift(`nft: ${what}`), { log }),
       watchCgroups(() => ruleCgroups(this.config), () => this.facts.cgroups, (what) => void this.onKernelChange(what)),
     );
-    this.driftTimer = setInterval(() => this.checkDrift('periodic check'), DRIFT_CHECK_EVERY_MS);
-    this.startSampler();
+    this.converging.startDriftChecks();
+    this.steering.start();
     const status = () => this.status();
     this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
     if (this.config.api.http !== 'off') this.servers.push(await serveHttp(this.config.api.http, status, this.metrics.registry, this.log));
@@ -114,12 +88,11 @@ export class Daemon {
   async stop(): Promise<void> {
     this.stopping = true;
     for (const w of this.watchers) w.stop();
-    clearInterval(this.driftTimer);
-    clearTimeout(this.restoreTimer);
-    if (this.sampler) clearInterval(this.sampler);
-    await Promise.all([...this.tracked.values()].map((t) => t.prober?.stop()));
+    this.converging.stop();
+    this.steering.stop();
+    await this.tracking.stop();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
-    await this.kernelQueue;
+    await this.converging.idle();
     this.log.info({ event: 'stop' }, 'stopped tracking; kernel state left in place (`uplinkd flush` removes it)');
   }
 
@@ -135,72 +108,24 @@ export class Daemon {
     for (const w of result.warnings) this.log.warn(formatDiagnostic(w));
     const previous = this.config;
     this.config = result.config;
-    this.track(result.config);
-    this.noteCarrierAndAddresses(false);
-    await this.converge('reload');
-    this.syncProbers();
-    this.startSampler();
-    this.record({ event: 'reload', reason: `config ${this.configPath} reloaded (${previous.uplinks.length} -> ${this.config.uplinks.length} uplinks)` });
+    this.tracking.track(result.config);
+    this.tracking.noteCarrierAndAddresses(this.facts);
+    await this.converging.converge('reload');
+    this.tracking.syncProbers(this.facts, this.converging.installed?.state.uplinks);
+    this.steering.start();
+    this.events.record({ event: 'reload', reason: `config ${this.configPath} reloaded (${previous.uplinks.length} -> ${this.config.uplinks.length} uplinks)` });
   }
 
-  // ------------------------------------------------------------ tracking
-
-  /** Trackers for the config's uplinks; an uplink whose check is unchanged keeps its state. */
-  private track(config: Config): void {
-    const next = new Map<string, Tracked>();
-    for (const uplink of config.uplinks) {
-      const old = this.tracked.get(uplink.name);
-      const sameCheck = old && JSON.stringify(old.uplink.check) === JSON.stringify(uplink.check) && old.uplink.interface === uplink.interface;
-      if (old && sameCheck) {
-        next.set(uplink.name, { ...old, uplink });
-        continue;
-      }
-      void old?.prober?.stop();
-      next.set(uplink.name, { uplink, tracker: new HealthTracker(uplink.check), since: new Date(), rates: new RateEstimator(), ignoreRoundsBefore: 0 });
-    }
-    for (const [name, old] of this.tracked) if (!next.has(name)) void old.prober?.stop();
-    this.tracked = next;
+  /** The installed plan's uplinks (none before the first install). */
+  private planned(): UplinkSummary[] {
+    return this.converging.installed?.state.uplinks ?? [];
   }
 
-  private iface(t: Tracked): InterfaceFacts | undefined {
-    return this.facts.interfaces.find((i) => i.name === t.uplink.interface);
-  }
-
-  /** Starts, restarts or stops each prober to match the uplink's current address. */
-  private syncProbers(): void {
-    for (const t of this.tracked.values()) {
-      const address = this.iface(t)?.addresses[0]?.address;
-      const subject: ProbeSubject | undefined = t.uplink.check && address
-        ? { uplink: t.uplink.name, device: t.uplink.interface, address, gateway: this.gatewayOf(t) }
-        : undefined;
-      const key = subject ? JSON.stringify(subject) : undefined;
-      if (key === t.proberKey) continue;
-      if (t.prober && subject) {
-        t.prober.update(subject);
-        t.ignoreRoundsBefore = Date.now();
-      } else {
-        void t.prober?.stop();
-        t.prober = undefined;
-        if (subject) {
-          t.prober = createProber(subject, t.uplink.check!, { log: (m) => this.log.warn({ uplink: t.uplink.name }, m) });
-          t.prober.start((round) => this.onRound(t.uplink.name, round));
-        }
-      }
-      t.proberKey = key;
-    }
-  }
-
-  /** The default probe target: the gateway, or the peer of a point-to-point link. */
-  private gatewayOf(t: Tracked): string | undefined {
-    return this.installed?.state.uplinks.find((u) => u.name === t.uplink.name)?.gateway ?? this.iface(t)?.addresses[0]?.peer;
-  }
-
-  private onRound(name: string, round: ProbeRound): void {
-    const t = this.tracked.get(name);
-    if (!t || this.stopping || round.startedAt < t.ignoreRoundsBefore) return;
-    const { verdict, transition } = t.tracker.feed(round);
-    this.log.trace({ uplink: name, good: verdict.good, latency: verdict.latencyMs, loss: verdict.loss }, verdict.reason);
-    if (transition) this.onTransition(t, transition);
+  private desired(): DesiredState {
+    const weights = this.steering.weights();
+    // Cgroups are read again at every plan: nft cannot load one that went away since (a service stopped).
+    this.facts = { ...this.facts, cgroups: cgroupFacts(ruleCgroups(this.config)) };
+    return plan({ config: this.config, facts: this.facts, health: this.tracking.health(), weights, rotationStart: this.steering.rotationStart });
   }
 
   private onTransition(t: Tracked, transition: Transition): void {
@@ -208,16 +133,16 @@ export class Daemon {
     t.since = new Date();
     this.metrics.countTransition(t.uplink.name, transition.to);
     const event = transition.to === 'down' ? 'down' : 'up';
-    this.record({ event, uplink: t.uplink.name, reason: transition.reason });
+    this.events.record({ event, uplink: t.uplink.name, reason: transition.reason });
     if (transition.from === 'pending' && transition.to === 'up') return; // pending already counted as up
     // Timed to the moment the new state is in the kernel (and, for `down`, the
     // connections are flushed), not to the read-back that follows.
-    void this.converge(`${t.uplink.name} ${event}`, async (slotStartedAt) => {
+    void this.converging.converge(`${t.uplink.name} ${event}`, async (slotStartedAt) => {
       if (event === 'down') {
         const index = this.config.uplinks.indexOf(t.uplink);
-        const mark = this.installed!.state.uplinks[index].mark;
+        const mark = this.converging.installed!.state.uplinks[index].mark;
         if (this.config.stickyMs !== undefined && this.config.lan.length > 0) {
-          await flushDynamicSet(this.runner, this.installed!.state.nft, `sticky_${t.uplink.name}`);
+          await flushDynamicSet(this.runner, this.converging.installed!.state.nft, `sticky_${t.uplink.name}`);
         }
         if (this.config.conntrack.flushOnDown) {
           const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
@@ -229,103 +154,6 @@ export class Daemon {
     });
   }
 
-  // ------------------------------------------------------------ kernel
-
-  private health(): Record<string, Health> {
-    return Object.fromEntries([...this.tracked].map(([name, t]) => [name, t.tracker.state === 'down' ? 'down' : 'up']));
-  }
-
-  private desired(): DesiredState {
-    const weights = this.config.balance === 'least-loaded' ? this.loadWeights : undefined;
-    // Cgroups are read again at every plan: nft cannot load one that went away since (a service stopped).
-    this.facts = { ...this.facts, cgroups: cgroupFacts(ruleCgroups(this.config)) };
-    return plan({ config: this.config, facts: this.facts, health: this.health(), weights, rotationStart: this.rotationStart });
-  }
-
-  /**
-   * Runs `work` in the kernel queue, so kernel changes never interleave.
-   * A failure is logged and kept for the watchdog until work succeeds again;
-   * the returned promise never rejects.
-   */
-  private enqueue(why: string, work: () => Promise<void>): Promise<void> {
-    const run = async () => {
-      await work();
-      this.kernelError = undefined;
-    };
-    this.kernelQueue = this.kernelQueue.then(run, run).catch((err) => {
-      this.kernelError = err instanceof Error ? err.message : String(err);
-      this.log.error({ why }, `kernel update failed (${why}): ${this.kernelError}`);
-    });
-    return this.kernelQueue;
-  }
-
-  /**
-   * Brings the kernel to the plan for the current config, facts and health
-   * (kernel/converge.ts decides how). `after` runs in the same queue slot,
-   * once the new state is in (e.g. flushing a down uplink's connections once
-   * new ones no longer go there).
-   */
-  private converge(why: string, after?: (slotStartedAt: number) => Promise<void>): Promise<void> {
-    return this.enqueue(why, async () => {
-      const slotStartedAt = performance.now();
-      await this.install(why, { then: after && (() => after(slotStartedAt)) });
-    });
-  }
-
-  /** Plans and installs, in the caller's queue slot; returns how many changes it made. */
-  private async install(why: string, opts: ConvergeOptions): Promise<number> {
-    const result = await converge(this.installed, this.desired(), this.runner, opts);
-    this.installed = result.installed;
-    this.noteUnusable();
-    if (result.changes.length) this.log.info({ event: 'apply', why, changes: result.changes.length }, `${why}: ${result.changes.length} kernel changes`);
-    for (const c of result.changes) this.log.debug({ event: 'change' }, `[#] ${c.args.join(' ')}`);
-    if (result.fellBack) this.noteRestore([{ kind: 'update-failed', detail: `element update failed (${result.fellBack}); replaced the table` }], why, 0);
-    return result.changes.length;
-  }
-
-  // ------------------------------------------------------------ self-healing
-
-  /**
-   * Looks for drift (kernel/converge.ts findDrift) soon, and restores what
-   * someone else removed or changed. Triggers while a check is queued join
-   * it; while a restore waits out the back-off, they wait with it.
-   */
-  private checkDrift(trigger: string): void {
-    if (this.stopping || this.driftCheckQueued || this.restoreTimer) return;
-    this.driftCheckQueued = true;
-    const foundAt = performance.now();
-    void this.enqueue(`drift check (${trigger})`, async () => {
-      this.driftCheckQueued = false;
-      if (!this.installed || this.stopping) return;
-      const drift = await findDrift(this.installed, this.runner);
-      if (drift.length === 0) return;
-      const delay = this.backoff.delayMs(Date.now());
-      if (delay > 0) {
-        this.log.warn({ event: 'backoff', drift: drift.map((d) => d.kind), delayMs: Math.round(delay) },
-          `kernel state changed again (${describeDrift(drift)}); restoring in ${Math.round(delay)} ms (backing off)`);
-        this.restoreTimer = setTimeout(() => {
-          this.restoreTimer = undefined;
-          this.checkDrift(trigger);
-        }, delay);
-        return;
-      }
-      const changes = await this.install(`restore (${trigger})`, { drift, then: async () => void (await deleteUnansweredTcp(this.runner)) });
-      this.backoff.restored(Date.now());
-      this.noteRestore(drift, trigger, performance.now() - foundAt, changes);
-    });
-  }
-
-  private noteRestore(drift: { kind: string; detail: string }[], trigger: string, ms: number, changes?: number): void {
-    const cause = drift.map((d) => d.kind).join('+');
-    for (const d of drift) {
-      this.healing.by_cause[d.kind] = (this.healing.by_cause[d.kind] ?? 0) + 1;
-      this.metrics.countRestore(d.kind);
-    }
-    this.healing.restores++;
-    this.healing.last = { at: new Date().toISOString(), cause, detail: describeDrift(drift), trigger, restore_ms: Math.round(ms * 10) / 10 };
-    this.record({ event: 'restore', reason: `${describeDrift(drift)}; restored in ${Math.round(ms)} ms${changes ? ` (${changes} changes)` : ''}, noticed by ${trigger}` });
-  }
-
   private async onKernelChange(what: string): Promise<void> {
     if (this.stopping) return;
     try {
@@ -335,96 +163,14 @@ export class Daemon {
       return;
     }
     this.log.trace({ what }, 'kernel event');
-    this.noteCarrierAndAddresses(true);
-    await this.converge(`kernel event (${what})`);
-    this.syncProbers();
+    this.tracking.noteCarrierAndAddresses(this.facts, (t, address) =>
+      this.events.record({ event: 'address', uplink: t.uplink.name, reason: `${t.uplink.interface} address ${t.address ?? 'none'} -> ${address ?? 'none'}`, address }));
+    await this.converging.converge(`kernel event (${what})`);
+    this.tracking.syncProbers(this.facts, this.converging.installed?.state.uplinks);
     // A route or rule event may be someone deleting ours; an address flush
     // takes the routes that use it along.
-    this.checkDrift(`kernel event (${what})`);
+    this.converging.checkDrift(`kernel event (${what})`);
   }
-
-  /** Carrier loss takes an uplink down at once; an address change is an event. */
-  private noteCarrierAndAddresses(announce: boolean): void {
-    for (const t of this.tracked.values()) {
-      const iface = this.iface(t);
-      const carrier = iface?.carrier ?? false;
-      if (carrier !== t.carrier) {
-        if (!carrier) {
-          const transition = t.tracker.forceDown(iface ? `carrier lost on ${t.uplink.interface}` : `${t.uplink.interface} is gone`);
-          if (transition) this.onTransition(t, transition);
-        } else if (!t.uplink.check && t.carrier === false) {
-          const transition = t.tracker.forceUp(`carrier back on ${t.uplink.interface}`);
-          if (transition) this.onTransition(t, transition);
-        }
-        t.carrier = carrier;
-      }
-      const address = iface?.addresses[0]?.address;
-      if (address !== t.address) {
-        if (announce) this.record({ event: 'address', uplink: t.uplink.name, reason: `${t.uplink.interface} address ${t.address ?? 'none'} -> ${address ?? 'none'}`, address });
-        t.address = address;
-      }
-    }
-  }
-
-  /**
-   * An uplink the plan cannot use (its DHCP lease expired, so no address or
-   * no default route; its interface gone) carries nothing: it is down, with
-   * the plan's reason, so status, hooks and flush_on_down say so. Once it is
-   * usable again its probes bring it back; without probes it is up at once.
-   */
-  private noteUnusable(): void {
-    for (const u of this.installed?.state.uplinks ?? []) {
-      const t = this.tracked.get(u.name);
-      if (!t) continue;
-      const transition = u.unusable
-        ? t.tracker.forceDown(`unusable: ${u.unusable}`)
-        : !t.uplink.check && t.carrier && t.tracker.state === 'down' ? t.tracker.forceUp(`${t.uplink.interface} usable again`) : undefined;
-      if (transition) this.onTransition(t, transition);
-    }
-  }
-
-  /**
-   * least-loaded needs fresh rates many times a second; otherwise the rates
-   * only feed status and metrics, and once a second spares the CPU.
-   */
-  private startSampler(): void {
-    if (this.sampler) clearInterval(this.sampler);
-    this.sampler = setInterval(() => this.sampleRates(), this.config.balance === 'least-loaded' ? SAMPLE_MS : STATUS_SAMPLE_MS);
-  }
-
-  /** Reads each uplink's byte counters; with least-loaded, steers the balance map. */
-  private sampleRates(): void {
-    const atMs = performance.now();
-    const counters = readInterfaceCounters();
-    for (const t of this.tracked.values()) {
-      const c = counters.get(t.uplink.interface);
-      if (c) t.rates.update({ ...c, atMs });
-    }
-    if (this.config.balance === 'least-loaded') this.steer();
-  }
-
-  /** The least-loaded loop (see balance.ts): new weights only when a share moved past the deadband. */
-  private steer(): void {
-    const carriers = (this.installed?.state.uplinks ?? []).filter((u) => !u.unusable && u.health === 'up');
-    if (carriers.length === 0) return;
-    const loads = carriers.map((u) => {
-      const t = this.tracked.get(u.name)!;
-      return { rxBps: t.rates.rxBps, txBps: t.rates.txBps, peakRxBps: t.rates.peakRxBps, peakTxBps: t.rates.peakTxBps, capacity: t.uplink.capacity };
-    });
-    const { weights, full } = leastLoadedWeights(loads, carriers.map((u) => this.fullUplinks.has(u.name)));
-    this.fullUplinks = new Set(carriers.filter((_, i) => full[i]).map((u) => u.name));
-    const total = weights.reduce((a, b) => a + b, 0) || 1;
-    const next = weights.map((w) => w / total);
-    const installed = carriers.map((u) => u.share);
-    if (!sharesMoved(installed, next) || this.steering) return;
-    this.loadWeights = Object.fromEntries(carriers.map((u, i) => [u.name, weights[i]]));
-    this.log.debug({ event: 'steer', shares: Object.fromEntries(carriers.map((u, i) => [u.name, Math.round(next[i] * 1000) / 1000])) },
-      'least-loaded: new shares');
-    this.steering = true;
-    void this.converge('least-loaded').finally(() => (this.steering = false));
-  }
-
-  // ------------------------------------------------------------ reporting
 
   /**
    * For the service manager's watchdog (src/service/notify.ts): healthy while
@@ -432,30 +178,17 @@ export class Daemon {
    * shown by the watchdog timer firing at all.
    */
   serviceHealth(): { healthy: boolean; summary: string } {
-    const states = [...this.tracked.values()].map((t) => t.tracker.state);
+    const states = [...this.tracking.all()].map((t) => t.tracker.state);
     const up = states.filter((s) => s === 'up').length;
-    const summary = `${up}/${states.length} uplinks up` + (this.kernelError ? `; kernel: ${this.kernelError}` : '');
-    return { healthy: this.kernelError === undefined, summary };
-  }
-
-  private record(e: { event: StatusEvent['event']; uplink?: string; reason: string; address?: string }): void {
-    const t = e.uplink ? this.tracked.get(e.uplink) : undefined;
-    const entry: StatusEvent = { at: new Date().toISOString(), uplink: e.uplink ?? null, event: e.event, reason: e.reason };
-    this.events.unshift(entry);
-    this.events.length = Math.min(this.events.length, MAX_EVENTS);
-    const level = e.event === 'down' ? 'warn' : 'info';
-    this.log[level]({ event: e.event, uplink: e.uplink, reason: e.reason }, `${e.uplink ? `${e.uplink} ` : ''}${e.event}: ${e.reason}`);
-    const hook: HookEvent = {
-      event: e.event, uplink: e.uplink, interface: t?.uplink.interface,
-      address: e.address ?? t?.address ?? (t && this.iface(t)?.addresses[0]?.address), reason: e.reason,
-    };
-    runHooks(this.config.hooks, hook, this.log);
+    const kernelError = this.converging.kernelError;
+    const summary = `${up}/${states.length} uplinks up` + (kernelError ? `; kernel: ${kernelError}` : '');
+    return { healthy: kernelError === undefined, summary };
   }
 
   async status(): Promise<Status> {
     const connections = await countConnections(this.runner, this.config.kernel.markMask).catch(() => new Map<number, number>());
-    const uplinks = [...this.tracked.values()].map((t): UplinkStatus => {
-      const planned = this.installed?.state.uplinks.find((u) => u.name === t.uplink.name);
+    const uplinks = [...this.tracking.all()].map((t): UplinkStatus => {
+      const planned = this.converging.installed?.state.uplinks.find((u) => u.name === t.uplink.name);
       return {
         name: t.uplink.name,
         interface: t.uplink.interface,
@@ -473,10 +206,6 @@ export class Daemon {
         connections: planned ? connections.get(planned.mark) ?? 0 : 0,
       };
     });
-    return { uplinks, events: this.events, self_healing: { ...this.healing, backoff_ms: this.backoff.currentGapMs(Date.now()) } };
+    return { uplinks, events: this.events.recent, self_healing: this.converging.selfHealing() };
   }
-}
-
-function describeDrift(drift: { detail: string }[]): string {
-  return drift.map((d) => d.detail).join('; ');
 }

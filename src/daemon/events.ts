@@ -1,0 +1,41 @@
+// Events: what `uplinkd status` lists under events (newest first, the last
+// MAX_EVENTS), each also logged once and handed to the operator's hooks
+// (hooks.ts), so the log, the status and the hooks always tell the same story.
+
+import type { StatusEvent } from '../api/status.js';
+import type { Logger } from '../log.js';
+import { runHooks, type HookEvent } from './hooks.js';
+
+const MAX_EVENTS = 100;
+
+export interface EventRecord { event: StatusEvent['event']; uplink?: string; reason: string; address?: string }
+
+/** What a hook is told about an uplink besides the event: its interface and current address. */
+export type UplinkOf = (name: string) => { interface: string; address?: string } | undefined;
+
+export class Events {
+  private readonly events: StatusEvent[] = [];
+
+  constructor(
+    private readonly log: Logger,
+    /** Read at each event, so a reload's hooks take effect at once. */
+    private readonly hooks: () => string[],
+    private readonly uplinkOf: UplinkOf,
+  ) {}
+
+  /** Newest first; the status JSON's `events`. */
+  get recent(): StatusEvent[] {
+    return this.events;
+  }
+
+  record(e: EventRecord): void {
+    const u = e.uplink ? this.uplinkOf(e.uplink) : undefined;
+    const entry: StatusEvent = { at: new Date().toISOString(), uplink: e.uplink ?? null, event: e.event, reason: e.reason };
+    this.events.unshift(entry);
+    this.events.length = Math.min(this.events.length, MAX_EVENTS);
+    const level = e.event === 'down' ? 'warn' : 'info';
+    this.log[level]({ event: e.event, uplink: e.uplink, reason: e.reason }, `${e.uplink ? `${e.uplink} ` : ''}${e.event}: ${e.reason}`);
+    const hook: HookEvent = { event: e.event, uplink: e.uplink, interface: u?.interface, address: e.address ?? u?.address, reason: e.reason };
+    runHooks(this.hooks(), hook, this.log);
+  }
+}
