@@ -76,7 +76,7 @@ function osReason(err: unknown): string {
 export function parseConfig(text: string, file: string, facts: ConfigFacts = {}): ConfigResult {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
-  const report = new Report(file, doc, lines);
+  const report = new Diagnostics(file, doc, lines);
 
   for (const problem of doc.warnings) report.atOffset('warning', problem.pos[0], yamlMessage(problem, text));
   // After a syntax error the tree is a guess; checking its values would only add noise.
@@ -149,7 +149,7 @@ function itemsOf(value: unknown, path: Path): [unknown, Path][] {
  * skipping any that are themselves invalid (zod has reported those), so that
  * they run however broken the rest of the file is.
  */
-function checkRelations(raw: unknown, report: Report, facts: ConfigFacts): void {
+function checkRelations(raw: unknown, report: Diagnostics, facts: ConfigFacts): void {
   const top = asMapping(raw);
   if (!top) return;
   const uplinks = asMapping(top.uplinks) ?? {};
@@ -176,7 +176,7 @@ function checkRelations(raw: unknown, report: Report, facts: ConfigFacts): void 
 }
 
 /** Each interface belongs to one uplink or to the LAN: two owners would fight over its routes and its address. */
-function checkInterfaces(top: Mapping, uplinks: Mapping, report: Report, facts: ConfigFacts): void {
+function checkInterfaces(top: Mapping, uplinks: Mapping, report: Diagnostics, facts: ConfigFacts): void {
   const owner = new Map<string, string>();
   for (const [name, body] of Object.entries(uplinks)) {
     const uplink = asMapping(body) ?? {};
@@ -208,7 +208,7 @@ function checkInterfaces(top: Mapping, uplinks: Mapping, report: Report, facts: 
   }
 }
 
-function checkRules(top: Mapping, uplinks: Mapping, report: Report): void {
+function checkRules(top: Mapping, uplinks: Mapping, report: Diagnostics): void {
   const firstUse = new Map<string, number>();
   (Array.isArray(top.rules) ? top.rules : []).forEach((body, index) => {
     const rule = asMapping(body);
@@ -253,7 +253,7 @@ const PROCESS_KEYS = ['user', 'group', 'cgroup'] as const;
  * until it appears, which is right for a service not started yet and a
  * silent no-op for a typing error.
  */
-function checkProcessKeys(top: Mapping, report: Report, facts: ConfigFacts): void {
+function checkProcessKeys(top: Mapping, report: Diagnostics, facts: ConfigFacts): void {
   const rules = (Array.isArray(top.rules) ? top.rules : []).map(asMapping);
   const cgroups: [string, Path][] = [];
   rules.forEach((rule, index) => {
@@ -286,7 +286,7 @@ const RESERVED_TABLES: Record<number, string> = { 0: 'unspec', 253: 'default', 2
 const LAST_TABLE_ID = 2 ** 32 - 1;
 
 /** The owned mark field and routing tables must hold one slot per uplink. */
-function checkKernelRoom(kernel: Mapping, count: number, report: Report): void {
+function checkKernelRoom(kernel: Mapping, count: number, report: Diagnostics): void {
   if (count === 0) return;
 
   const mask = kernel.mark_mask === undefined ? ok(DEFAULT_OWNERSHIP.markMask) : parseMarkMask(kernel.mark_mask);
@@ -322,7 +322,7 @@ function checkKernelRoom(kernel: Mapping, count: number, report: Report): void {
 }
 
 /** The parts of a health check that depend on its method. */
-function checkProbe(check: Mapping, path: Path, report: Report): void {
+function checkProbe(check: Mapping, path: Path, report: Diagnostics): void {
   const method = check.method ?? 'icmp';
   if (!isOneOf(method, PROBE_METHODS)) return;
   const targets = itemsOf(check.targets, [...path, 'targets']);
@@ -354,7 +354,8 @@ const isOneOf = <T extends string>(value: unknown, options: readonly T[]): value
 
 // --- positions -------------------------------------------------------------
 
-class Report {
+/** Collects a config file's errors and warnings, each at its line and column in the YAML. */
+class Diagnostics {
   private readonly errors: Diagnostic[] = [];
   private readonly warnings: Diagnostic[] = [];
 

@@ -19,7 +19,7 @@ import {
 } from './net.js';
 import { parseCgroupPath, parseGroup, parseUser } from './process-keys.js';
 import { didYouMean } from './suggest.js';
-import type { Check, Config, KernelOwnership, ProbeMethod, Rule, Uplink } from './types.js';
+import type { Check, Config, KernelOwnership, PinRule, ProbeMethod, Uplink } from './types.js';
 import { describeValue, fail, ok, parseDuration, parsePercent, parseRate, type Parsed } from './units.js';
 
 /** The control socket when the config does not name one (and for `status` without a config). */
@@ -321,7 +321,7 @@ export const ConfigSchema = strictObject({
     balance: config.balance,
     ...optionalFields({ stickyMs: config.sticky }),
     rules: config.rules.map(
-      (rule, index): Rule => ({
+      (rule, index): PinRule => ({
         name: rule.name ?? defaultRuleName(index),
         src: rule.src,
         dst: rule.dst,

@@ -41,7 +41,8 @@ export interface Uplink {
 /** An inclusive range of ports. */
 export interface PortRange { from: number; to: number }
 
-export interface Rule {
+/** One entry of the config's `rules`: matching traffic is pinned to an uplink (`via`). */
+export interface PinRule {
   name: string;
   /** IPv4 prefixes in CIDR form (a bare address is normalised to /32). */
   src: string[];
@@ -89,7 +90,7 @@ export interface Config {
   uplinks: Uplink[];
   balance: BalanceMode;
   stickyMs?: number;
-  rules: Rule[];
+  rules: PinRule[];
   mptcp: MptcpMode;
   conntrack: { flushOnDown: boolean };
   hooks: string[];

@@ -7,9 +7,9 @@
 import type { KernelOwnership } from '../config/types.js';
 import { FALLBACK_METRIC, HOST_SOURCE_LABEL, MAX_UPLINKS, RULE_RANGE } from '../ownership.js';
 import { addressArgs, nftTransaction, routeArgs, ruleArgs, tableComment } from '../plan/render.js';
-import type { DesiredState, LocalAddress, Route, Rule } from '../plan/state.js';
+import type { DesiredState, IpRule, LocalAddress, Route } from '../plan/state.js';
 import { applyMptcp, flushMptcp } from './mptcp.js';
-import { mustRun, procSysctl, type Runner } from './runner.js';
+import { mustRun, procSysctl, type Change, type Runner } from './runner.js';
 
 // rtnetlink numbers as `ip -N` prints them.
 const RTN_UNICAST = '1';
@@ -17,8 +17,6 @@ const RTN_UNREACHABLE = '7';
 const RT_SCOPE_LINK = '253';
 const FR_ACT_UNREACHABLE = '7';
 const RT_TABLE_MAIN = 254;
-
-export interface Change { what: string; args: string[] }
 
 export interface RouteJson {
   type?: string; dst: string; gateway?: string; dev?: string; prefsrc?: string; scope?: string; metric?: number; table?: string;
@@ -47,7 +45,7 @@ function ruleKey(r: { priority: number; from: string; mark: string; target: stri
   return [r.priority, r.from, r.mark, r.target, r.suppress ?? '-'].join(' ');
 }
 
-const desiredRuleKey = (r: Rule) => ruleKey({
+const desiredRuleKey = (r: IpRule) => ruleKey({
   priority: r.priority,
   from: r.from ? r.from.replace(/\/32$/, '') : 'all',
   mark: r.fwmark ? `${r.fwmark.value}/${r.fwmark.mask}` : '-',
@@ -140,7 +138,7 @@ export interface ApplyResult {
  * stale in the owned tables and priority range. Empty lists mean in step.
  */
 export async function routingDiff(state: DesiredState, runner: Runner): Promise<{
-  missingRoutes: Route[]; staleRoutes: RouteJson[]; missingRules: Rule[]; staleRules: RuleJson[];
+  missingRoutes: Route[]; staleRoutes: RouteJson[]; missingRules: IpRule[]; staleRules: RuleJson[];
   missingAddresses: LocalAddress[]; staleAddresses: string[][];
 }> {
   const [inRange, rules, addresses] = await Promise.all([

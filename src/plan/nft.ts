@@ -10,7 +10,7 @@ import { balanceBuckets, hex } from '../ownership.js';
 import { compilePinStages, stageDeclaration, stageElements, stageIsOwnOnly, stageKeyExpression, type PinStage } from './pins.js';
 import { canCarry, rotationOrder, splitBuckets, type PlanContext, type ResolvedUplink } from './resolve.js';
 import type { NftChain, NftSet, NftTable } from './state.js';
-import type { Rule } from '../config/types.js';
+import type { PinRule } from '../config/types.js';
 
 /**
  * The table, built in the order a new connection meets it: the hooks, the
@@ -46,7 +46,7 @@ interface TableContext extends PlanContext {
   /** A bucket map's elements for these shares; `empty` when there are none. */
   elements(shares: BucketShare[], empty?: string): string[];
   targets: Map<string, PinTarget>;
-  targetOf(rule: Rule): string;
+  targetOf(rule: PinRule): string;
   stages: PinStage[];
   /** The pick chain forwarded connections go to: without process rules, when there are any. */
   forwardedPick: string;
@@ -287,9 +287,9 @@ function sourceNat({ config, uplinks, routerMode, mask, keep }: TableContext): P
 
 interface PinTarget { name: string; via: string[]; fallback: 'any' | 'block'; rules: string[] }
 
-const targetKey = (rule: Rule) => `${rule.via}|${rule.fallback}`;
+const targetKey = (rule: PinRule) => `${rule.via}|${rule.fallback}`;
 
-function pinTargets(rules: Rule[]): Map<string, PinTarget> {
+function pinTargets(rules: PinRule[]): Map<string, PinTarget> {
   const targets = new Map<string, PinTarget>();
   for (const rule of rules) {
     if (rule.via === 'main') continue;

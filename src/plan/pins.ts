@@ -24,7 +24,7 @@
 // because nft keeps the id and not the path: a recreated cgroup (new id) must
 // change the element's text for the update to load it again.
 
-import type { Rule } from '../config/types.js';
+import type { PinRule } from '../config/types.js';
 import { cgroupLevel } from '../kernel/cgroups.js';
 import { addressRangeText, mergeRanges, overlaps, prefixRange, type Range } from './ipv4.js';
 import type { CgroupFacts } from './state.js';
@@ -38,7 +38,7 @@ interface FieldSpec {
   ranged: boolean;
   /** Read from the local socket: only the machine's own connections have one. */
   own?: boolean;
-  values(rule: Rule): FieldValue[];
+  values(rule: PinRule): FieldValue[];
 }
 
 /**
@@ -81,7 +81,7 @@ function cgroupField(level: number): FieldSpec {
 }
 
 /** FIELDS, and a cgroup field for each depth the rules' cgroups lie at. */
-function fieldsFor(rules: Rule[]): FieldSpec[] {
+function fieldsFor(rules: PinRule[]): FieldSpec[] {
   const levels = [...new Set(rules.flatMap((r) => r.cgroup.map(cgroupLevel)))].sort((a, b) => a - b);
   return [...FIELDS, ...levels.map(cgroupField)];
 }
@@ -94,7 +94,7 @@ export interface PinStage {
   /** The fields this stage keys on, in key order; empty = matches every connection. */
   fields: FieldSpec[];
   /** In file order; a rule split by cgroup depth has one entry in each of its stages. */
-  entries: { rule: Rule; elements: Element[] }[];
+  entries: { rule: PinRule; elements: Element[] }[];
 }
 
 function valuesOverlap(a: FieldValue, b: FieldValue): boolean {
@@ -113,14 +113,14 @@ function cartesian(lists: FieldValue[][]): Element[] {
  * A rule's values per field; a rule whose cgroups lie at more than one depth
  * becomes one part per depth (each part keeps the rule's other fields).
  */
-function ruleParts(rule: Rule, fields: FieldSpec[]): FieldValue[][][] {
+function ruleParts(rule: PinRule, fields: FieldSpec[]): FieldValue[][][] {
   const perField = fields.map((f) => f.values(rule));
   const cgroupFields = fields.flatMap((f, i) => (f.type === 'cgroupsv2' && perField[i].length > 0 ? [i] : []));
   if (cgroupFields.length <= 1) return [perField];
   return cgroupFields.map((keep) => perField.map((values, i) => (cgroupFields.includes(i) && i !== keep ? [] : values)));
 }
 
-export function compilePinStages(rules: Rule[]): PinStage[] {
+export function compilePinStages(rules: PinRule[]): PinStage[] {
   const allFields = fieldsFor(rules);
   const stages: PinStage[] = [];
   for (const rule of rules) {
@@ -171,7 +171,7 @@ export interface StageElements {
 }
 
 /** A stage's elements as nft text, each going to `target(rule)`; elements naming a cgroup that does not exist are left out. */
-export function stageElements(stage: PinStage, cgroups: readonly CgroupFacts[], target: (rule: Rule) => string): StageElements {
+export function stageElements(stage: PinStage, cgroups: readonly CgroupFacts[], target: (rule: PinRule) => string): StageElements {
   const absent = new Map<string, { rule: string; cgroup: string }>();
   const elements = stage.entries.flatMap(({ rule, elements }) => elements.flatMap((element) => {
     const keys: string[] = [];

@@ -10,7 +10,7 @@ import { mptcpState } from './mptcp.js';
 import { buildNftTable } from './nft.js';
 import { resolve, type PlanContext, type PlanInput, type ResolvedUplink } from './resolve.js';
 import type {
-  DesiredState, LocalAddress, Route, Rule, Sysctl, UplinkSummary,
+  DesiredState, IpRule, LocalAddress, Route, Sysctl, UplinkSummary,
 } from './state.js';
 
 export function plan(input: PlanInput): DesiredState {
@@ -101,10 +101,10 @@ function uplinkRoutes(u: ResolvedUplink, localSource: string | undefined): Route
   return routes;
 }
 
-function rules({ config, marks, uplinks, localSource }: PlanContext): Rule[] {
+function rules({ config, marks, uplinks, localSource }: PlanContext): IpRule[] {
   const own = config.kernel;
   const at = (offset: number, index = 0) => rulePriority(own, offset, index);
-  const out: Rule[] = [
+  const out: IpRule[] = [
     { priority: at(RULE_OFFSET.localRoutesFirst), lookup: 'main', suppressPrefixLength: 0,
       why: 'local routes first: LAN, connected, VPN and static routes of the main table win; its default routes do not' },
     { priority: at(RULE_OFFSET.bypassToMain), fwmark: { value: marks.bypass, mask: marks.mask }, lookup: 'main',

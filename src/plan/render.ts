@@ -4,7 +4,7 @@
 
 import { createHash } from 'node:crypto';
 import { MPTCP_ENDPOINT_IDS, hex } from '../ownership.js';
-import type { DesiredState, LocalAddress, MptcpEndpoint, MptcpState, NftSet, NftTable, Route, Rule } from './state.js';
+import type { DesiredState, IpRule, LocalAddress, MptcpEndpoint, MptcpState, NftSet, NftTable, Route } from './state.js';
 
 export function addressArgs(a: LocalAddress, verb: 'replace' | 'del' = 'replace'): string[] {
   return ['address', verb, a.cidr, 'dev', a.dev, 'label', a.label, 'scope', a.scope];
@@ -23,7 +23,7 @@ export function routeArgs(route: Route, verb: 'replace' | 'del' = 'replace'): st
   return args;
 }
 
-export function ruleArgs(rule: Rule): string[] {
+export function ruleArgs(rule: IpRule): string[] {
   const args = ['rule', 'add', 'priority', String(rule.priority)];
   if (rule.from) args.push('from', rule.from);
   if (rule.fwmark) args.push('fwmark', `${hex(rule.fwmark.value)}/${hex(rule.fwmark.mask)}`);

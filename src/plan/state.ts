@@ -59,7 +59,8 @@ export interface Route {
   why: string;
 }
 
-export interface Rule {
+/** One `ip rule` (a pinning rule from the config is config/types.ts PinRule). */
+export interface IpRule {
   priority: number;
   /** An address, or '0.0.0.0/32' for "a socket with no source address yet". */
   from?: string;
@@ -137,7 +138,7 @@ export interface DesiredState {
    * reload) is stale too, and emptied.
    */
   tableRange: { from: number; to: number };
-  rules: Rule[];
+  rules: IpRule[];
   /** The owned priority range, inclusive. */
   ruleRange: { from: number; to: number };
   nft: NftTable;

@@ -36,7 +36,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Check } from '../config/types.js';
 import { systemTimers, type Timers } from './clock.js';
-import type { ProbeDriver, ProbeSubject, Report, TargetResult } from './types.js';
+import type { FileResult, ProbeDriver, ProbeSubject, TargetResult } from './types.js';
 
 const FIRST_RESTART_DELAY_MS = 250;
 const MAX_RESTART_DELAY_MS = 5000;
@@ -178,7 +178,7 @@ export class FpingDriver implements ProbeDriver {
 
   constructor(
     private readonly check: Check,
-    private readonly report: Report,
+    private readonly report: FileResult,
     private readonly log: (msg: string) => void,
     private readonly spawnProcess: SpawnFping = spawnFping,
     private readonly timers: Timers = systemTimers,

@@ -22,7 +22,7 @@ import { FpingDriver, spawnFping } from './icmp.js';
 import { oneShotDriver, type Probe } from './oneshot.js';
 import { RoundScheduler } from './scheduler.js';
 import { tcpProbe } from './tcp.js';
-import type { ProbeDriver, Prober, ProbeSubject, Report } from './types.js';
+import type { FileResult, ProbeDriver, Prober, ProbeSubject } from './types.js';
 
 export type { ProbeRound, ProbeSubject, Prober, TargetResult } from './types.js';
 export { probeTargets } from './targets.js';
@@ -33,7 +33,7 @@ const IN_PROCESS: Record<Exclude<ProbeMethod, 'icmp'>, Probe> = { tcp: tcpProbe,
 export function createProber(subject: ProbeSubject, check: Check, opts: { log?: (msg: string) => void; clock?: RoundClock } = {}): Prober {
   const log = opts.log ?? (() => {});
   const clock = opts.clock ?? sharedClock;
-  const driver = (report: Report): ProbeDriver =>
+  const driver = (report: FileResult): ProbeDriver =>
     check.method === 'icmp'
       ? new FpingDriver(check, report, log, spawnFping, clock.timers)
       : oneShotDriver(IN_PROCESS[check.method], check, report, () => clock.timers.now());

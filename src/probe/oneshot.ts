@@ -4,7 +4,7 @@
 // round clock), so no attempt needs a timer of its own.
 
 import type { Check } from '../config/types.js';
-import type { ProbeDriver, ProbeSubject, Report, TargetResult } from './types.js';
+import type { FileResult, ProbeDriver, ProbeSubject, TargetResult } from './types.js';
 
 /**
  * One attempt at one target, sent from `from.address`. Resolves once the
@@ -13,7 +13,7 @@ import type { ProbeDriver, ProbeSubject, Report, TargetResult } from './types.js
  */
 export type Probe = (target: string, from: ProbeSubject, check: Check, signal: AbortSignal) => Promise<void>;
 
-export function oneShotDriver(probe: Probe, check: Check, report: Report, now: () => number = () => performance.now()): ProbeDriver {
+export function oneShotDriver(probe: Probe, check: Check, report: FileResult, now: () => number = () => performance.now()): ProbeDriver {
   /** Open rounds: aborting one makes its attempts still running give up. */
   const rounds = new Map<number, AbortController>();
   const inFlight = new Set<Promise<void>>();

@@ -12,7 +12,7 @@ import type { Check } from '../config/types.js';
 import { sharedClock, type ClockMember, type RoundClock } from './clock.js';
 import { RoundBook } from './rounds.js';
 import { probeTargets } from './targets.js';
-import type { ProbeDriver, ProbeRound, ProbeSubject, Prober, Report, TargetResult } from './types.js';
+import type { FileResult, ProbeDriver, ProbeRound, ProbeSubject, Prober, TargetResult } from './types.js';
 
 /** The error of a target that did not answer before its round's timeout passed. */
 export const TIMED_OUT = 'timeout';
@@ -31,7 +31,7 @@ export class RoundScheduler implements Prober, ClockMember {
   constructor(
     private subject: ProbeSubject,
     private readonly check: Check,
-    makeDriver: (report: Report) => ProbeDriver,
+    makeDriver: (report: FileResult) => ProbeDriver,
     private readonly clock: RoundClock = sharedClock,
   ) {
     this.driver = makeDriver((seq, result) => this.report(seq, result));
@@ -111,7 +111,7 @@ export class RoundScheduler implements Prober, ClockMember {
     this.driver.roundOpened(seq, targets, subject);
   }
 
-  private report(seq: number, result: TargetResult): ReturnType<Report> {
+  private report(seq: number, result: TargetResult): ReturnType<FileResult> {
     if (this.state !== 'running') return 'late';
     if (seq >= this.nextSeq) return 'early';
     return this.book!.record(seq, result) ? 'filed' : 'late';

@@ -44,7 +44,7 @@ export interface Prober {
  * round is already closed (or already has this target's result), or 'early'
  * when it has not begun: either way the result belongs to no round.
  */
-export type Report = (seq: number, result: TargetResult) => 'filed' | 'late' | 'early';
+export type FileResult = (seq: number, result: TargetResult) => 'filed' | 'late' | 'early';
 
 /** How one probe method sends a round's probes; the scheduler does the rest. */
 export interface ProbeDriver {

@@ -19,7 +19,7 @@ import { probeTargets, type ProbeRound, type ProbeSubject } from '../../src/prob
 import { oneShotDriver, probeOnce, type Probe } from '../../src/probe/oneshot.js';
 import { RoundBook } from '../../src/probe/rounds.js';
 import { RoundScheduler } from '../../src/probe/scheduler.js';
-import type { ProbeDriver, Report } from '../../src/probe/types.js';
+import type { FileResult, ProbeDriver } from '../../src/probe/types.js';
 
 const subject: ProbeSubject = { uplink: 'isp1', device: 'wan1', address: '198.51.100.2', gateway: '198.51.100.1' };
 
@@ -190,7 +190,7 @@ class FakeDriver implements ProbeDriver {
   closed: number[] = [];
   collected = 0;
   stopped = false;
-  report!: Report;
+  report!: FileResult;
   roundOpened(seq: number, targets: string[], subject: ProbeSubject): void {
     this.opened.push({ seq, targets, subject });
   }
