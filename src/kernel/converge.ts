@@ -10,9 +10,9 @@
 // of it. See README "Self-healing".
 
 import type { DesiredState, NftTable } from '../plan/state.js';
-import { applyState, routingDiff, sysctlDiff, type Change, type NftMode } from './apply.js';
+import { applyState, routingDiff, sysctlDiff, type NftMode } from './apply.js';
 import { applyMptcp, mptcpDrift } from './mptcp.js';
-import { type Runner } from './runner.js';
+import { type Change, type Runner } from './runner.js';
 import { elementUpdateScript, runNftScript, sameStructure } from './update.js';
 
 /** What uplinkd's nft table held right after uplinkd last changed it, as `nft -j` lists it. */

@@ -12,8 +12,7 @@
 import { MPTCP_ENDPOINT_IDS } from '../ownership.js';
 import { mptcpEndpointArgs, mptcpLimitsArgs } from '../plan/render.js';
 import type { MptcpEndpoint, MptcpState } from '../plan/state.js';
-import type { Change } from './apply.js';
-import { mustRun, type Runner } from './runner.js';
+import { mustRun, type Change, type Runner } from './runner.js';
 
 /** An endpoint as the kernel lists it. */
 export interface Endpoint {

@@ -6,6 +6,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 export interface CommandResult { code: number; stdout: string; stderr: string }
 
+/**
+ * One kernel change, as the command that made it (the daemon logs it as
+ * `[#] args`). Here, beside the runner, so kernel/apply.ts and kernel/mptcp.ts
+ * share it without importing each other.
+ */
+export interface Change { what: string; args: string[] }
+
 export interface Runner {
   run(command: string, args: string[], input?: string): Promise<CommandResult>;
   /**
