@@ -45,6 +45,7 @@
 // BENCH_SETS=1 (or 2) runs one capacity set; the other's results, if measured
 // the same way, are kept from the last run, each set dated.
 
+import { networkOf } from '../src/config/ipv4.js';
 import { labExec, type LabState } from '../src/lab/lab.js';
 import { monotonicMs } from '../src/lab/measure.js';
 import { parseRate } from '../src/lab/topology.js';
@@ -197,12 +198,6 @@ async function classicBase(lab: LabState): Promise<void> {
     await labMust(lab, 'router', ['ip', 'route', 'add', 'default', 'via', u.gateway, 'dev', u.routerIf, 'table', table]);
     await labMust(lab, 'router', ['ip', 'rule', 'add', 'priority', String(CLASSIC_RULE_PRIORITY + i + 1), 'from', u.address, 'table', table]);
   }
-}
-
-function networkOf(address: string, prefixLen: number): string {
-  const n = address.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-  const net = n - (n % 2 ** (32 - prefixLen));
-  return `${[24, 16, 8, 0].map((s) => Math.floor(net / 2 ** s) % 256).join('.')}/${prefixLen}`;
 }
 
 /** LARTC's load balancing: one multipath default route in main, weights ∝ capacity, L4 hash. */
