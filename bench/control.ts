@@ -19,7 +19,8 @@ import { performance } from 'node:perf_hooks';
 import { labFail, labHeal, type LabState } from '../src/lab/lab.js';
 import { waitForStates } from '../src/lab/lab-daemon.js';
 import { percentile } from '../src/lab/measure.js';
-import { must, run } from '../src/lab/run.js';
+import { runCommand } from '../src/kernel/runner.js';
+import { must } from '../src/lab/run.js';
 import {
   addScratch, describeMachine, fmtSpread, labName, machine, ms, pause, pinRules, removeScratch, say, spread,
   startDaemon, stopDaemon, stopIfInterrupted, table, UPLINKD, uplinkdYaml, withLab, type PartResult, type Spread, type SummaryRow,
@@ -134,7 +135,7 @@ function scratchUplink(k: number): { address: string; prefixLen: number; gateway
 
 async function timed(argv: string[]): Promise<{ ms: number; stdout: string }> {
   const t = performance.now();
-  const r = await run(argv);
+  const r = await runCommand(argv);
   const elapsed = performance.now() - t;
   if (r.code !== 0) throw new Error(`${argv.join(' ')}: exit ${r.code}: ${r.stderr.trim().slice(0, 300)}`);
   return { ms: elapsed, stdout: r.stdout };
@@ -178,8 +179,8 @@ async function measureCommands(): Promise<CommandTimes> {
       say(`  run ${i + 1}/${COMMAND_RUNS}: node -e 0 ${ms(times.nodeStartup[i])}, check ${ms(times.check[i])}, plan ${ms(planned.ms)},` +
         ` apply ${ms(times.applyFull[i])}, apply again ${ms(again.ms)} (${times.applyAgainSaid || 'printed nothing'})`);
     }
-    await run([...exec, UPLINKD, 'flush', '-c', config]);
-    await run(['rm', '-f', config]);
+    await runCommand([...exec, UPLINKD, 'flush', '-c', config]);
+    await runCommand(['rm', '-f', config]);
     return times;
   } finally {
     await removeScratch(ns);

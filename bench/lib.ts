@@ -15,7 +15,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { labDown, labExec, labUp, type LabOptions, type LabState } from '../src/lab/lab.js';
 import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
-import { must, run, type RunResult } from '../src/lab/run.js';
+import { runCommand, type CommandResult } from '../src/kernel/runner.js';
+import { must } from '../src/lab/run.js';
 import type { CounterReading } from './counters.js';
 
 export const say = (line = ''): void => void process.stdout.write(line + '\n');
@@ -126,7 +127,7 @@ export async function addScratch(ns: string): Promise<void> {
 
 export async function removeScratch(ns: string): Promise<void> {
   await killNamespaceProcesses([ns]);
-  await run(['ip', 'netns', 'delete', ns]);
+  await runCommand(['ip', 'netns', 'delete', ns]);
   scratchNamespaces.delete(ns);
 }
 
@@ -144,7 +145,7 @@ export async function stopEverythingRunning(): Promise<void> {
 
 async function killNamespaceProcesses(namespaces: string[]): Promise<void> {
   for (const ns of namespaces) {
-    const r = await run(['ip', 'netns', 'pids', ns]);
+    const r = await runCommand(['ip', 'netns', 'pids', ns]);
     for (const pid of r.stdout.split('\n').filter(Boolean).map(Number)) {
       try {
         process.kill(pid, 'SIGTERM');
@@ -286,7 +287,7 @@ export interface IperfJson {
 
 /** iperf3 -c ... -J in a node of the lab. */
 export async function iperf(lab: LabState, node: string, args: string[], seconds: number): Promise<IperfRun> {
-  const r: RunResult = await labExec(lab.name, node, ['iperf3', '-c', lab.server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
+  const r: CommandResult = await labExec(lab.name, node, ['iperf3', '-c', lab.server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
   try {
     const json = JSON.parse(r.stdout) as IperfJson;
     if (json.error) return { json, error: json.error };

@@ -10,17 +10,17 @@ import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { requestStatus } from '../api/socket.js';
+import type { CommandResult } from '../kernel/runner.js';
 import { loadConfigFile } from '../config/load.js';
 import type { UplinkState } from '../health.js';
 import type { Status } from '../api/status.js';
 import { labExec, type LabState } from './lab.js';
-import type { RunResult } from './run.js';
 
 /** The checkout's CLI launcher; the same path from dist/lab and src/lab. */
 export const UPLINKD_BIN = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
 
 /** `uplinkd ARGS` in the lab's router, as an operator would run it there. */
-export function uplinkdInRouter(lab: LabState, args: string[]): Promise<RunResult> {
+export function uplinkdInRouter(lab: LabState, args: string[]): Promise<CommandResult> {
   return labExec(lab.name, 'router', [UPLINKD_BIN, ...args]);
 }
 

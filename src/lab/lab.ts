@@ -23,7 +23,8 @@ import {
   clientArgv, clientDir, clientMounts, DHCPCD_DB_DIR, dnsmasqArgv, installedLease, LEASE_WITHIN_MS, leaseApplied,
   MOUNT_HOLDER_ARGV, serverLeaseFile,
 } from './dhcp.js';
-import { inNamespace, ip, labProgram, must, nft, run, type RunOptions, type RunResult } from './run.js';
+import { runCommand, type CommandOptions, type CommandResult } from '../kernel/runner.js';
+import { inNamespace, ip, labProgram, must, nft } from './run.js';
 import {
   HOST_SOURCE,
   INTERNET, LAN, MAX_LAB_UPLINKS, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround, uplinkWiring,
@@ -760,16 +761,14 @@ function findUplink(state: LabState, uplink: string): { u: LabUplink; k: number 
 
 // ---------------------------------------------------------------- using the lab
 
-export type LabExecOptions = RunOptions;
-
 /** Runs argv inside a node of the lab: lan, router, inet, isp1..N. Resolves whatever the exit code. */
-export async function labExec(name: string, node: LabNode | string, argv: string[], opts: LabExecOptions = {}): Promise<RunResult> {
+export async function labExec(name: string, node: LabNode | string, argv: string[], opts: CommandOptions = {}): Promise<CommandResult> {
   const ns = namespaceOfNode(loadLab(name), node);
-  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
+  return runCommand(['ip', 'netns', 'exec', ns, ...argv], opts);
 }
 
 /** Runs the lab's traffic client (see client.ts) in a node and returns its tally. */
-export async function labClient(name: string, node: LabNode | string, args: string[], opts: LabExecOptions = {}): Promise<ClientResult> {
+export async function labClient(name: string, node: LabNode | string, args: string[], opts: CommandOptions = {}): Promise<ClientResult> {
   const r = await labExec(name, node, [...labProgram('client'), ...args], opts);
   if (r.code !== 0) throw new Error(`client ${args.join(' ')} in ${node} exited ${r.code}: ${r.stderr.trim()}`);
   return JSON.parse(r.stdout) as ClientResult;

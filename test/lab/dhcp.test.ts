@@ -14,7 +14,7 @@ import { after, before, test } from 'node:test';
 import {
   labClient, labDhcpLeases, labDhcpStart, labDhcpStop, labDown, labExec, labRenumber, labUp, loadLab, type LabState,
 } from '../../src/lab/lab.js';
-import { run } from '../../src/lab/run.js';
+import { runCommand } from '../../src/kernel/runner.js';
 import {
   connections, daemonStatus, isRunning, labConfig, namespacesOf, processesWithEnv, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig,
   type RunningDaemon,
@@ -91,7 +91,7 @@ function assertHostUnchanged(when: string): void {
 async function labProcesses(): Promise<{ pid: number; comm: string }[]> {
   const found: { pid: number; comm: string }[] = [];
   for (const ns of await namespacesOf(lab.name)) {
-    const { stdout } = await run(['ip', 'netns', 'pids', ns]);
+    const { stdout } = await runCommand(['ip', 'netns', 'pids', ns]);
     for (const pid of stdout.split('\n').filter(Boolean).map(Number)) {
       try {
         if (isRunning(pid)) found.push({ pid, comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim() });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { isAlive, labClient, labExec, labHeal, loadLab, type LabState } from '../../src/lab/lab.js';
 import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
-import { run } from '../../src/lab/run.js';
+import { runCommand } from '../../src/kernel/runner.js';
 import { HOST_SOURCE, labNamespacePattern } from '../../src/lab/topology.js';
 import type { Status } from '../../src/api/status.js';
 
@@ -239,7 +239,7 @@ export async function timeUntilAllSucceed(lab: LabState, faultAt: number,
 
 /** The namespaces of lab `name` that exist now. */
 export async function namespacesOf(name: string): Promise<string[]> {
-  const { stdout } = await run(['ip', 'netns', 'list']);
+  const { stdout } = await runCommand(['ip', 'netns', 'list']);
   return stdout.split('\n').map((l) => l.split(' ')[0]).filter((ns) => labNamespacePattern(name).test(ns));
 }
 

@@ -8,8 +8,8 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
 import { cgroup2MountPoint, nftCgroupPath } from '../../src/kernel/cgroups.js';
+import { runCommand } from '../../src/kernel/runner.js';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
-import { run } from '../../src/lab/run.js';
 import { kernelSnapshot, labConfig, mustUplinkd, uniqueLabName, uplinkd, writeConfig } from './harness.js';
 
 let lab: LabState;
@@ -142,7 +142,7 @@ test('every golden plan is nft input this kernel accepts', async () => {
         }
       }
       const argv = cgroups.length > 0 ? ['nsenter', `--net=/run/netns/${lab.ns.router}`, 'nft', '--check', '-f', '-'] : undefined;
-      const r = argv ? await run(argv, { input: nft }) : await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
+      const r = argv ? await runCommand(argv, { input: nft }) : await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
       assert.equal(r.code, 0, `${file}: ${r.stderr}`);
     }
   } finally {
