@@ -19,6 +19,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, r
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientResult } from './client.js';
+import { labUpConfig } from './lab-config.js';
 import {
   clientArgv, clientDir, clientMounts, DHCPCD_DB_DIR, dnsmasqArgv, installedLease, LEASE_WITHIN_MS, leaseApplied,
   MOUNT_HOLDER_ARGV, serverLeaseFile,
@@ -125,7 +126,7 @@ export async function labUp(opts: LabOptions): Promise<LabState> {
     for (let k = 1; k <= state.uplinks.length; k++) await wireUplink(state, k);
     await limitCapacities(state);
     await startDhcp(state);
-    writeFileSync(state.configPath, uplinkdConfig(state));
+    writeFileSync(state.configPath, labUpConfig(state));
     await startServers(state);
     saveState(state);
     return state;
@@ -346,33 +347,6 @@ async function limitCapacities(state: LabState): Promise<void> {
     await must(['tc', '-n', state.ns.router, 'qdisc', 'replace', 'dev', u.routerIf, 'root', ...tbf(u.capacity)]);
     await must(['tc', '-n', u.ispNs, 'qdisc', 'replace', 'dev', 'eth0', 'root', ...tbf(u.capacity)]);
   }
-}
-
-/** An uplinkd config for this topology; tests write their own as they need. */
-function uplinkdConfig(state: LabState): string {
-  const uplinks = state.uplinks.map((u) =>
-    [
-      `  ${u.name}:`,
-      `    interface: ${u.routerIf}`,
-      `    gateway: ${u.pointToPoint ? 'none' : 'auto'}`,
-      `    weight: 1`,
-      ...(u.capacity ? [`    capacity: {up: ${u.capacity}, down: ${u.capacity}}`] : []),
-      `    check:`,
-      `      targets: [${state.server}]`,
-    ].join('\n'),
-  );
-  return [
-    `# uplinkd config for lab ${state.name}, written by \`uplinkd lab up\`.`,
-    `# Run uplinkd in the router: uplinkd lab --name ${state.name} exec router -- uplinkd run -c ${state.configPath}`,
-    ...(state.host ? [] : [`lan: [${state.lanIf}]`]),
-    `uplinks:`,
-    ...uplinks,
-    `api:`,
-    `  socket: ${join(state.stateDir, 'uplinkd.sock')}`,
-    `  http: off`,
-    ...(state.host ? [`kernel:`, `  host_source: ${HOST_SOURCE}`] : []),
-    '',
-  ].join('\n');
 }
 
 // ---------------------------------------------------------------- servers

@@ -15,10 +15,9 @@ import {
   labClient, labDhcpLeases, labDhcpStart, labDhcpStop, labDown, labExec, labRenumber, labUp, loadLab, type LabState,
 } from '../../src/lab/lab.js';
 import { runCommand } from '../../src/kernel/runner.js';
-import {
-  connections, daemonStatus, isRunning, labConfig, namespacesOf, processesWithEnv, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig,
-  type RunningDaemon,
-} from './harness.js';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
+import { connections, daemonStatus, isRunning, namespacesOf, processesWithEnv, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 const METRIC_ISP2 = 102;
 /** Where a DHCP client or server would leave traces on the host. */
@@ -26,7 +25,7 @@ const WATCHED_DIRS = ['/etc', '/var/lib/dhcp', '/var/lib/dhcpcd', '/run/dhcpcd',
 const WATCHED_FILES = ['/etc/resolv.conf', '/etc/hostname'];
 
 let lab: LabState;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 let hostBefore: HostSnapshot;
 
 before(async () => {
@@ -145,7 +144,7 @@ let fresh: string;
 
 test('uplinkd with gateway: auto uses the lease: the far end sees the leased address', async () => {
   const check = '    check: { targets: [192.0.2.10], max_loss: 20% }\n';
-  path = writeConfig(lab, 'dhcp.yaml', labConfig(lab, {
+  path = writeLabConfig(lab, 'dhcp.yaml', labConfig(lab, {
     uplink: (name) => (name === 'isp2' ? '    gateway: auto\n' : '') + check,
     top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
   }));
