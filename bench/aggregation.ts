@@ -45,14 +45,17 @@
 // BENCH_SETS=1 (or 2) runs one capacity set; the other's results, if measured
 // the same way, are kept from the last run, each set dated.
 
+import { networkOf } from '../src/config/ipv4.js';
 import { labExec, type LabState } from '../src/lab/lab.js';
+import type { LabConfigOptions } from '../src/lab/lab-config.js';
+import { startDaemon, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { monotonicMs } from '../src/lab/measure.js';
 import { parseRate } from '../src/lab/topology.js';
 import type { LoadResult } from './http-load.js';
 import {
   benchProgram, describeMachine, fmtSpread, forgetConnections, iperf, iperfServers, labMust, labName, loadResult,
-  machine, pause, say, spread, startCounters, startDaemon, startHelper, stopDaemon, stopIfInterrupted, table, uplinkdYaml, withLab,
-  type Counters, type Daemon, type Machine, type PartResult, type Spread, type SummaryRow,
+  BENCH_START, machine, pause, say, spread, startCounters, startHelper, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig,
+  type Counters, type Machine, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
 const REPEATS = Math.max(1, Number(process.env.BENCH_REPEATS ?? 3));
@@ -197,12 +200,6 @@ async function classicBase(lab: LabState): Promise<void> {
     await labMust(lab, 'router', ['ip', 'route', 'add', 'default', 'via', u.gateway, 'dev', u.routerIf, 'table', table]);
     await labMust(lab, 'router', ['ip', 'rule', 'add', 'priority', String(CLASSIC_RULE_PRIORITY + i + 1), 'from', u.address, 'table', table]);
   }
-}
-
-function networkOf(address: string, prefixLen: number): string {
-  const n = address.split('.').reduce((a, o) => a * 256 + Number(o), 0);
-  const net = n - (n % 2 ** (32 - prefixLen));
-  return `${[24, 16, 8, 0].map((s) => Math.floor(net / 2 ** s) % 256).join('.')}/${prefixLen}`;
 }
 
 /** LARTC's load balancing: one multipath default route in main, weights ∝ capacity, L4 hash. */
@@ -371,7 +368,7 @@ function daemonSummary(events: string[] | undefined): string {
 
 interface RunningSystem {
   stop: () => Promise<void>;
-  daemon?: Daemon;
+  daemon?: LabDaemon;
 }
 
 async function startSystem(lab: LabState, system: SystemId, capacities: string[], defaults: string): Promise<RunningSystem> {
@@ -384,12 +381,12 @@ async function startSystem(lab: LabState, system: SystemId, capacities: string[]
     return { stop: () => classicTeardown(lab, defaults) };
   }
   const all = lab.uplinks.map((_, i) => i + 1);
-  const yaml =
-    system === 'single' ? uplinkdYaml(lab, { uplinks: [{ k: 1 }] })
-    : system === 'least-loaded' ? uplinkdYaml(lab, { uplinks: all.map((k) => ({ k, capacity: capacities[k - 1] })), balance: 'least-loaded' })
-    : uplinkdYaml(lab, { uplinks: all.map((k) => ({ k, weight: weights[k - 1] })), balance: system });
+  const config: LabConfigOptions =
+    system === 'single' ? { uplinks: [{ k: 1 }] }
+    : system === 'least-loaded' ? { uplinks: all.map((k) => ({ k, capacity: capacities[k - 1] })), balance: 'least-loaded' }
+    : { uplinks: all.map((k) => ({ k, weight: weights[k - 1] })), balance: system };
   // debug: the least-loaded loop logs each new set of shares.
-  const daemon = await startDaemon(lab, yaml, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+  const daemon = await startDaemon(lab, writeBenchConfig(lab, config), { ...BENCH_START, logLevel: 'debug' });
   return { stop: () => stopDaemon(lab, daemon), daemon };
 }
 
@@ -459,11 +456,11 @@ async function runCapacitySet(capacities: string[], index: number): Promise<Capa
             for (const mix of MIXES) {
               stopIfInterrupted();
               const sources = sourcesFor(lab, repeat);
-              const logFrom = running.daemon?.daemon.logs().length ?? 0;
+              const logFrom = running.daemon?.logs().length ?? 0;
               const { t0Wall, ...r } = await measure(lab, meter, mix, sources.flows, sources.http);
               const run: Run = {
                 repeat, system, mix: mix.id, ...r,
-                ...(running.daemon ? { daemonEvents: daemonEvents(running.daemon.daemon.logs(), logFrom, t0Wall) } : {}),
+                ...(running.daemon ? { daemonEvents: daemonEvents(running.daemon.logs(), logFrom, t0Wall) } : {}),
               };
               result.runs.push(run);
               const errors = r.flows.filter((f) => f.error).length + (r.http?.failed ?? 0);

@@ -19,11 +19,12 @@
 // started as soon as one ends.
 
 import type { LabState } from '../src/lab/lab.js';
+import { startDaemon } from '../src/lab/lab-daemon.js';
 import { monotonicMs } from '../src/lab/measure.js';
 import type { ConnLoadResult } from './conn-load.js';
 import {
   benchProgram, cpuUse, describeMachine, fmtSpread, forgetConnections, labMust, labName, machine, pause, pinRules, say,
-  spread, startDaemon, startHelper, stopDaemon, stopIfInterrupted, table, uplinkdYaml, withLab,
+  BENCH_START, spread, startHelper, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig,
   type CpuUse, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
@@ -125,7 +126,7 @@ async function startSystem(lab: LabState, system: ConnectionSystem, data: Connec
     };
   }
   const rules = system === 'rules-1000' ? pinRules(1000, lab.uplinks.map((u) => u.name)) : '  - {src: 10.255.255.1/32, via: isp2}\n';
-  const d = await startDaemon(lab, uplinkdYaml(lab, { uplinks: lab.uplinks.map((_, i) => ({ k: i + 1 })), rules }));
+  const d = await startDaemon(lab, writeBenchConfig(lab, { rules }), BENCH_START);
   if (system === 'rules-1000' && !data.pinMaps) {
     const nft = JSON.parse(await labMust(lab, 'router', ['nft', '-j', 'list', 'table', 'inet', 'uplinkd'])) as
       { nftables: { map?: { name: string; elem?: unknown[] } }[] };

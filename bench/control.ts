@@ -17,12 +17,13 @@
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { labFail, labHeal, type LabState } from '../src/lab/lab.js';
-import { waitForStates } from '../src/lab/lab-daemon.js';
+import { startDaemon, UPLINKD_BIN, waitForStates } from '../src/lab/lab-daemon.js';
 import { percentile } from '../src/lab/measure.js';
-import { must, run } from '../src/lab/run.js';
+import { runCommand } from '../src/kernel/runner.js';
+import { must } from '../src/lab/run.js';
 import {
   addScratch, describeMachine, fmtSpread, labName, machine, ms, pause, pinRules, removeScratch, say, spread,
-  startDaemon, stopDaemon, stopIfInterrupted, table, UPLINKD, uplinkdYaml, withLab, type PartResult, type Spread, type SummaryRow,
+  BENCH_START, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
 const FAULT_CYCLES = Number(process.env.BENCH_FAULT_CYCLES ?? 8);
@@ -100,21 +101,20 @@ function parseKernelUpdates(logs: string): Transition[] {
 
 async function measureTransitions(): Promise<Transition[]> {
   return withLab({ name: labName('ct'), uplinks: 2 }, async (lab) => {
-    const yaml = uplinkdYaml(lab, { uplinks: [{ k: 1 }, { k: 2 }] });
-    const d = await startDaemon(lab, yaml, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
+    const d = await startDaemon(lab, writeBenchConfig(lab, { uplinks: [{ k: 1 }, { k: 2 }] }), { ...BENCH_START, logLevel: 'debug' });
     try {
       for (let i = 0; i < FAULT_CYCLES; i++) {
         stopIfInterrupted();
         const uplink = lab.uplinks[i % 2].name;
         await labFail(lab.name, uplink, 'upstream');
-        if (!(await waitForStates(d.daemon, { [uplink]: 'down' }, 10_000))) throw new Error(`${uplink} not down after an upstream fault`);
+        if (!(await waitForStates(d, { [uplink]: 'down' }, 10_000))) throw new Error(`${uplink} not down after an upstream fault`);
         await pause(300);
         await labHeal(lab.name, uplink);
-        if (!(await waitForStates(d.daemon, { [uplink]: 'up' }, 10_000))) throw new Error(`${uplink} not up after the heal`);
+        if (!(await waitForStates(d, { [uplink]: 'up' }, 10_000))) throw new Error(`${uplink} not up after the heal`);
         await pause(300);
       }
       await pause(200);
-      const transitions = parseKernelUpdates(d.daemon.logs());
+      const transitions = parseKernelUpdates(d.logs());
       say(`  ${transitions.length} transitions: kernelMs ${transitions.map((t) => t.kernelMs.toFixed(1)).join(' ')}`);
       return transitions;
     } finally {
@@ -134,7 +134,7 @@ function scratchUplink(k: number): { address: string; prefixLen: number; gateway
 
 async function timed(argv: string[]): Promise<{ ms: number; stdout: string }> {
   const t = performance.now();
-  const r = await run(argv);
+  const r = await runCommand(argv);
   const elapsed = performance.now() - t;
   if (r.code !== 0) throw new Error(`${argv.join(' ')}: exit ${r.code}: ${r.stderr.trim().slice(0, 300)}`);
   return { ms: elapsed, stdout: r.stdout };
@@ -158,7 +158,7 @@ async function measureCommands(): Promise<CommandTimes> {
     const config = `/tmp/${ns}.yaml`;
     const uplinks = names.map((n, i) => `  ${n}: {interface: wan${i + 1}}`).join('\n');
     writeFileSync(config, `lan: [lan0]\nuplinks:\n${uplinks}\nrules:\n${pinRules(SCRATCH_RULES, names)}api: {socket: /run/${ns}.sock, http: "off"}\n`);
-    const uplinkd = (...args: string[]) => [...exec, UPLINKD, ...args, '-c', config];
+    const uplinkd = (...args: string[]) => [...exec, UPLINKD_BIN, ...args, '-c', config];
     const times: CommandTimes = {
       uplinks: SCRATCH_UPLINKS, rules: SCRATCH_RULES, nodeStartup: [], check: [], plan: [], applyFull: [], applyAgain: [],
       applyAgainSaid: '', planLines: 0,
@@ -170,7 +170,7 @@ async function measureCommands(): Promise<CommandTimes> {
       const planned = await timed(uplinkd('plan'));
       times.plan.push(planned.ms);
       times.planLines = planned.stdout.split('\n').length;
-      await timed([...exec, UPLINKD, 'flush', '-c', config]);
+      await timed([...exec, UPLINKD_BIN, 'flush', '-c', config]);
       times.applyFull.push((await timed(uplinkd('apply'))).ms);
       const again = await timed(uplinkd('apply'));
       times.applyAgain.push(again.ms);
@@ -178,8 +178,8 @@ async function measureCommands(): Promise<CommandTimes> {
       say(`  run ${i + 1}/${COMMAND_RUNS}: node -e 0 ${ms(times.nodeStartup[i])}, check ${ms(times.check[i])}, plan ${ms(planned.ms)},` +
         ` apply ${ms(times.applyFull[i])}, apply again ${ms(again.ms)} (${times.applyAgainSaid || 'printed nothing'})`);
     }
-    await run([...exec, UPLINKD, 'flush', '-c', config]);
-    await run(['rm', '-f', config]);
+    await runCommand([...exec, UPLINKD_BIN, 'flush', '-c', config]);
+    await runCommand(['rm', '-f', config]);
     return times;
   } finally {
     await removeScratch(ns);
@@ -236,9 +236,9 @@ function rssKB(pid: number): number {
 async function measureIdle(): Promise<IdleCost> {
   const targets = ['192.0.2.10', '192.0.2.11'];
   return withLab({ name: labName('ci'), uplinks: 4 }, async (lab: LabState) => {
-    const d = await startDaemon(lab, uplinkdYaml(lab, { uplinks: [1, 2, 3, 4].map((k) => ({ k, targets })) }));
+    const d = await startDaemon(lab, writeBenchConfig(lab, { uplinks: [1, 2, 3, 4].map((k) => ({ k, targets })) }), BENCH_START);
     try {
-      const pid = d.daemon.pid;
+      const pid = d.pid;
       const comm = readStat(pid)?.comm;
       if (comm !== 'node') throw new Error(`pid ${pid} is ${comm}, not the daemon's node`);
       await pause(2000); // past start-up

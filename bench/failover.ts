@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/load.js';
 import type { Check } from '../src/config/types.js';
 import { labDown, labExec, labFail, labHeal, labUp, type LabState } from '../src/lab/lab.js';
-import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
+import { startDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { failbackMs, failoverMs, monotonicMs, startStream } from '../src/lab/measure.js';
 import type { StatusEvent } from '../src/api/status.js';
 import {
@@ -284,8 +284,7 @@ async function main(): Promise<number> {
       say(`probes: ${probes}`);
 
       // debug: the daemon then logs how long each transition's kernel update took.
-      daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
-      if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('uplinks not up after start');
+      daemon = await startDaemon(lab, lab.configPath, { logLevel: 'debug', upWithinMs: STATE_WITHIN_MS });
       const mine = await runTrials('router');
 
       stopIfInterrupted();
@@ -311,8 +310,7 @@ async function main(): Promise<number> {
         if (!parsed.ok) throw new Error(`the lab's config is invalid: ${parsed.errors.map((e) => e.message).join('; ')}`);
         probes = describeCheck(parsed.config.uplinks[0].check!);
       }
-      daemon = await startLabDaemon(lab, lab.configPath, { env: { UPLINKD_LOG_LEVEL: 'debug' } });
-      if (!(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS))) throw new Error('host: uplinks not up after start');
+      daemon = await startDaemon(lab, lab.configPath, { logLevel: 'debug', upWithinMs: STATE_WITHIN_MS });
       fresh.host = setupResult(setupMachine, setupStarted, await runTrials('host'));
     }
 

@@ -1,6 +1,7 @@
 // What the benchmark programs share: the machine they ran on, the statistics
 // (median and spread of repeated measurements), labs that are always taken
-// down (also on Ctrl-C), uplinkd run in a lab's router, iperf3, the result
+// down (also on Ctrl-C), uplinkd's config and daemon in a lab's router (on
+// src/lab/lab-config.ts and src/lab/lab-daemon.ts), iperf3, the result
 // files and the Markdown helpers of the report.
 //
 // Nothing here imports from test/: the few helpers the benchmarks need are
@@ -14,8 +15,10 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { labDown, labExec, labUp, type LabOptions, type LabState } from '../src/lab/lab.js';
-import { startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
-import { must, run, type RunResult } from '../src/lab/run.js';
+import { labConfig, writeLabConfig, type LabConfigOptions } from '../src/lab/lab-config.js';
+import { uplinkdInRouter, type LabDaemon, type StartOptions } from '../src/lab/lab-daemon.js';
+import { runCommand, type CommandResult } from '../src/kernel/runner.js';
+import { must } from '../src/lab/run.js';
 import type { CounterReading } from './counters.js';
 
 export const say = (line = ''): void => void process.stdout.write(line + '\n');
@@ -126,7 +129,7 @@ export async function addScratch(ns: string): Promise<void> {
 
 export async function removeScratch(ns: string): Promise<void> {
   await killNamespaceProcesses([ns]);
-  await run(['ip', 'netns', 'delete', ns]);
+  await runCommand(['ip', 'netns', 'delete', ns]);
   scratchNamespaces.delete(ns);
 }
 
@@ -144,7 +147,7 @@ export async function stopEverythingRunning(): Promise<void> {
 
 async function killNamespaceProcesses(namespaces: string[]): Promise<void> {
   for (const ns of namespaces) {
-    const r = await run(['ip', 'netns', 'pids', ns]);
+    const r = await runCommand(['ip', 'netns', 'pids', ns]);
     for (const pid of r.stdout.split('\n').filter(Boolean).map(Number)) {
       try {
         process.kill(pid, 'SIGTERM');
@@ -166,55 +169,22 @@ export async function teardownAll(): Promise<void> {
 
 // ------------------------------------------------------------ uplinkd in the lab
 
-export const UPLINKD = fileURLToPath(new URL('../bin/uplinkd', import.meta.url));
-
-export interface UplinkSpec {
-  /** 1-based uplink of the lab. */
-  k: number;
-  weight?: number;
-  /** tc rate, both directions. */
-  capacity?: string;
-  targets?: string[];
+/**
+ * A benchmark's uplinkd config (labConfig), written into the lab's folder:
+ * every uplink probing the lab's server unless it names its own targets, the
+ * control socket bench.sock, no HTTP. Returns its path.
+ */
+export function writeBenchConfig(lab: LabState, opts: LabConfigOptions = {}, fileName = 'bench.yaml'): string {
+  return writeLabConfig(lab, fileName, labConfig(lab, { checkTargets: [lab.server], api: { socket: 'bench.sock', http: 'off' }, ...opts }));
 }
 
-/** An uplinkd config for (some of) a lab's uplinks; `rules` is YAML for the rules list, already indented. */
-export function uplinkdYaml(lab: LabState, opts: { uplinks: UplinkSpec[]; balance?: string; rules?: string }): string {
-  const lines = ['lan: [lan0]', 'uplinks:'];
-  for (const u of opts.uplinks) {
-    const up = lab.uplinks[u.k - 1];
-    lines.push(`  ${up.name}:`, `    interface: ${up.routerIf}`);
-    if (u.weight !== undefined) lines.push(`    weight: ${u.weight}`);
-    if (u.capacity) lines.push(`    capacity: {up: ${u.capacity}, down: ${u.capacity}}`);
-    lines.push(`    check: {targets: [${(u.targets ?? [lab.server]).join(', ')}]}`);
-  }
-  if (opts.balance) lines.push(`balance: ${opts.balance}`);
-  if (opts.rules) lines.push('rules:', opts.rules.trimEnd());
-  lines.push('api:', `  socket: ${lab.stateDir}/bench.sock`, '  http: "off"', '');
-  return lines.join('\n');
-}
-
-export interface Daemon {
-  daemon: LabDaemon;
-  config: string;
-}
-
-/** Writes the config and starts `uplinkd run` in the router; resolves once every uplink is up. */
-export async function startDaemon(lab: LabState, yaml: string, opts: { env?: NodeJS.ProcessEnv; file?: string } = {}): Promise<Daemon> {
-  const config = `${lab.stateDir}/${opts.file ?? 'bench.yaml'}`;
-  writeFileSync(config, yaml);
-  const daemon = await startLabDaemon(lab, config, { env: opts.env });
-  const names = Object.fromEntries([...yaml.matchAll(/^ {2}(isp\d+):$/gm)].map((m) => [m[1], 'up' as const]));
-  if (!(await waitForStates(daemon, names, 10_000, interrupt.signal))) {
-    await daemon.stop();
-    throw new Error(`uplinks not up within 10 s: ${JSON.stringify((await daemon.status())?.uplinks.map((u) => [u.name, u.state]))}`);
-  }
-  return { daemon, config };
-}
+/** How the benchmarks start uplinkd (startDaemon): every uplink up within 10 s, and Ctrl-C ends the wait. */
+export const BENCH_START: StartOptions = { upWithinMs: 10_000, signal: interrupt.signal };
 
 /** Stops the daemon, removes what it installed and forgets every connection, so the next system starts clean. */
-export async function stopDaemon(lab: LabState, d: Daemon): Promise<void> {
-  await d.daemon.stop();
-  const r = await uplinkdInRouter(lab, ['flush', '-c', d.config]);
+export async function stopDaemon(lab: LabState, daemon: LabDaemon): Promise<void> {
+  await daemon.stop();
+  const r = await uplinkdInRouter(lab, ['flush', '-c', daemon.configPath]);
   if (r.code !== 0) throw new Error(`uplinkd flush failed: ${r.stderr.trim()}`);
   await forgetConnections(lab);
 }
@@ -286,7 +256,7 @@ export interface IperfJson {
 
 /** iperf3 -c ... -J in a node of the lab. */
 export async function iperf(lab: LabState, node: string, args: string[], seconds: number): Promise<IperfRun> {
-  const r: RunResult = await labExec(lab.name, node, ['iperf3', '-c', lab.server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
+  const r: CommandResult = await labExec(lab.name, node, ['iperf3', '-c', lab.server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
   try {
     const json = JSON.parse(r.stdout) as IperfJson;
     if (json.error) return { json, error: json.error };

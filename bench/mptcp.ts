@@ -17,10 +17,10 @@
 //             included) in one window of WINDOW_S, opened SKIP_S after the
 //             download began, every counter read at the same instant.
 
+import { startDaemon } from '../src/lab/lab-daemon.js';
 import { labMeasuredDownload, labMptcpServer, type WindowedDownload } from '../src/lab/mptcp.js';
-import { HOST_SOURCE } from '../src/lab/topology.js';
 import {
-  describeMachine, fmtSpread, interrupt, labName, machine, say, spread, startDaemon, stopDaemon, table, withLab,
+  BENCH_START, describeMachine, fmtSpread, interrupt, labName, machine, say, spread, stopDaemon, table, withLab, writeBenchConfig,
   type PartResult, type SummaryRow,
 } from './lib.js';
 
@@ -78,14 +78,7 @@ export async function runMptcp(): Promise<PartResult<MptcpData>> {
   const data: MptcpData = { capacities: CAPACITIES, skipS: SKIP_S, windowS: WINDOW_S, runs: [] };
   await withLab({ name: labName('mp'), uplinks: 2, capacities: CAPACITIES, host: true }, async (lab) => {
     await labMptcpServer(lab.name);
-    const yaml = [
-      'uplinks:',
-      ...lab.uplinks.map((u) => `  ${u.name}:\n    interface: ${u.routerIf}\n    check: {targets: [${lab.server}]}`),
-      'mptcp: subflow',
-      'kernel:', `  host_source: ${HOST_SOURCE}`,
-      'api:', `  socket: ${lab.stateDir}/bench.sock`, '  http: "off"', '',
-    ].join('\n');
-    const d = await startDaemon(lab, yaml, { file: 'mptcp.yaml' });
+    const d = await startDaemon(lab, writeBenchConfig(lab, { top: 'mptcp: subflow\n' }, 'mptcp.yaml'), BENCH_START);
     try {
       const interfaces = lab.uplinks.map((u) => u.routerIf);
       const window = { interfaces, skipS: SKIP_S, windowS: WINDOW_S };

@@ -13,12 +13,11 @@
 //   udp  iperf3 UDP, 64-byte payloads, unlimited rate (-b 0), 5 s: packets
 //        per second received by the server, and the loss.
 
-import { writeFileSync } from 'node:fs';
 import type { LabState } from '../src/lab/lab.js';
-import { uplinkdInRouter } from '../src/lab/lab-daemon.js';
+import { startDaemon, uplinkdInRouter } from '../src/lab/lab-daemon.js';
 import {
   describeMachine, fmtSpread, forgetConnections, iperf, labMust, labName, machine, pause, pinRules, say, spread,
-  startDaemon, stopDaemon, stopIfInterrupted, table, uplinkdYaml, withLab, type PartResult, type Spread, type SummaryRow,
+  BENCH_START, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
 // Five: packets per second through a shared 2-core machine swing by a fifth from run to run.
@@ -69,10 +68,8 @@ async function startSystem(lab: LabState, system: OverheadSystem, data: Overhead
     };
   }
   const rules = system === 'rules-1000' ? pinRules(1000, lab.uplinks.map((u) => u.name)) : '  - {src: 10.255.255.1/32, via: isp2}\n';
-  const yaml = uplinkdYaml(lab, { uplinks: lab.uplinks.map((_, i) => ({ k: i + 1 })), rules });
   if (system === 'apply-1') {
-    const config = `${lab.stateDir}/bench-apply.yaml`;
-    writeFileSync(config, yaml);
+    const config = writeBenchConfig(lab, { rules }, 'bench-apply.yaml');
     const r = await uplinkdInRouter(lab, ['apply', '-c', config]);
     if (r.code !== 0) throw new Error(`uplinkd apply failed: ${r.stderr.trim()}`);
     return async () => {
@@ -80,7 +77,7 @@ async function startSystem(lab: LabState, system: OverheadSystem, data: Overhead
       await forgetConnections(lab);
     };
   }
-  const d = await startDaemon(lab, yaml);
+  const d = await startDaemon(lab, writeBenchConfig(lab, { rules }), BENCH_START);
   if (system === 'rules-1000' && !data.pinMaps) {
     const nft = JSON.parse(await labMust(lab, 'router', ['nft', '-j', 'list', 'table', 'inet', 'uplinkd'])) as
       { nftables: { map?: { name: string; elem?: unknown[] } }[] };

@@ -13,11 +13,12 @@
 //     last delete until new connections are good again.
 
 import { setTimeout as sleep } from 'node:timers/promises';
+import { startDaemon } from '../src/lab/lab-daemon.js';
 import { percentile, startStream, failoverMs } from '../src/lab/measure.js';
 import { cpuSeconds, deleteTableLoop, pinnedSourceRule, STREAM_TIMEOUT_MS, timeRestore, WIPE_DESCRIPTIONS, WIPES, type WipeKind } from '../src/lab/wipe.js';
 import { RestoreBackoff } from '../src/kernel/converge.js';
 import {
-  describeMachine, interrupt, labName, machine, ms, say, startDaemon, stopDaemon, table, uplinkdYaml, withLab,
+  BENCH_START, describeMachine, interrupt, labName, machine, ms, say, stopDaemon, table, withLab, writeBenchConfig,
   type PartResult, type SummaryRow,
 } from './lib.js';
 
@@ -50,8 +51,7 @@ export async function runSelfHeal(): Promise<PartResult<SelfHealData>> {
   const started = Date.now();
   const data: SelfHealData = { trials: [], loop: [] };
   await withLab({ name: labName('sh'), uplinks: 3 }, async (lab) => {
-    const yaml = uplinkdYaml(lab, { uplinks: [1, 2, 3].map((k) => ({ k })) }) + pinnedSourceRule(lab);
-    const d = await startDaemon(lab, yaml, { file: 'selfheal.yaml' });
+    const d = await startDaemon(lab, writeBenchConfig(lab, { top: pinnedSourceRule(lab) }, 'selfheal.yaml'), BENCH_START);
     try {
       const order = Array.from({ length: TRIALS }, () => [...WIPES]).flat();
       for (const [i, kind] of order.entries()) {
@@ -67,12 +67,12 @@ export async function runSelfHeal(): Promise<PartResult<SelfHealData>> {
         const stream = startStream({ ns: lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`, everyMs: 10, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 30_000 });
         try {
           await stream.started;
-          const before = (await d.daemon.status())?.self_healing?.restores ?? 0;
-          const cpuBefore = cpuSeconds(d.daemon.pid);
+          const before = (await d.status())?.self_healing?.restores ?? 0;
+          const cpuBefore = cpuSeconds(d.pid);
           const { startedAt, lastDeleteAt } = await deleteTableLoop(lab, 100, 5000);
           const seconds = (lastDeleteAt - startedAt) / 1000 + 0.1;
-          const cpu = cpuSeconds(d.daemon.pid) - cpuBefore;
-          const restores = ((await d.daemon.status())?.self_healing?.restores ?? 0) - before;
+          const cpu = cpuSeconds(d.pid) - cpuBefore;
+          const restores = ((await d.status())?.self_healing?.restores ?? 0) - before;
           await sleep(2000, undefined, { signal: interrupt.signal });
           const back = failoverMs(await stream.stop(), lastDeleteAt);
           data.loop.push({ seconds, restores, cpuShare: cpu / seconds, backAfterMs: back ?? null });

@@ -2,26 +2,11 @@
 // `ip`, `nft` or a socket passes through one of these first, so the kernel
 // layer can trust what it is given (README "Use it on a router": every name and address is checked before use).
 
+import { ipv4ToNumber, numberToIpv4, prefixMask } from './ipv4.js';
 import type { Gateway, PortRange } from './types.js';
 import { describeValue, fail, ok, type Parsed } from './units.js';
 
 const ipv6NotSupported = (text: string) => `IPv6 is not supported yet: ${text}`;
-
-/** Dotted-quad IPv4 to a 32-bit number; no leading zeros (inet_aton would read them as octal). */
-export function ipv4ToNumber(text: string): number | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  let value = 0;
-  for (const part of parts) {
-    if (!/^(0|[1-9]\d{0,2})$/.test(part) || Number(part) > 255) return undefined;
-    value = value * 256 + Number(part);
-  }
-  return value;
-}
-
-export function numberToIpv4(value: number): string {
-  return [24, 16, 8, 0].map((shift) => (value >>> shift) & 255).join('.');
-}
 
 const looksLikeIpv6 = (text: string) => text.includes(':');
 
@@ -54,7 +39,7 @@ export function parsePrefix(input: unknown): Parsed<string> {
     return fail(`${JSON.stringify(input)}: a prefix length is 0..32`);
   }
   const length = Number(lengthText);
-  const network = length === 0 ? 0 : (address & (~0 << (32 - length))) >>> 0;
+  const network = (address & prefixMask(length)) >>> 0;
   if (network !== address) {
     const meant = `${numberToIpv4(network)}/${length}`;
     return fail(`${input} has host bits set; did you mean ${meant}?`);

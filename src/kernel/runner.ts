@@ -1,7 +1,10 @@
 // The one door to external commands. Arguments are always an array: no shell
 // ever sees config text. Tests swap in a runner that records instead.
+// runCommand is the one implementation of "run a program and collect what it
+// said", for the daemon (through systemRunner), the lab, the tests and the
+// benchmarks alike.
 
-import { spawn } from 'node:child_process';
+import { spawn, type StdioOptions } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 
 export interface CommandResult { code: number; stdout: string; stderr: string }
@@ -67,24 +70,51 @@ function rememberPid(pid: number | undefined): void {
   if (pid !== undefined) startedPids.set(pid, now);
 }
 
-export const systemRunner: Runner = {
-  run(command, args, input) {
-    return new Promise((resolve, reject) => {
-      const child = spawn(command, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-      rememberPid(child.pid);
-      let stdout = '';
-      let stderr = '';
-      child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-      if (input !== undefined) {
-        // A command that exits without reading its input must not crash us.
-        child.stdin!.on('error', () => {});
-        child.stdin!.end(input);
-      }
+export interface CommandOptions {
+  /** Text written to the program's stdin; without it, stdin is /dev/null. */
+  input?: string;
+  /** Killed (SIGKILL) after this long; the result then has code 124 like timeout(1). */
+  timeoutMs?: number;
+  /** Pass the terminal through instead of capturing output. */
+  inherit?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Runs argv and resolves with its exit code (128+N after signal N) and
+ * output, whatever the code; rejects only when it cannot be started.
+ */
+export function runCommand(argv: string[], opts: CommandOptions = {}): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const stdio: StdioOptions = opts.inherit ? 'inherit' : [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
+    const child = spawn(argv[0], argv.slice(1), { stdio, env: opts.env });
+    rememberPid(child.pid);
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = opts.timeoutMs ? setTimeout(() => ((timedOut = true), child.kill('SIGKILL')), opts.timeoutMs) : undefined;
+    child.on('error', (err) => (clearTimeout(timer), reject(err)));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: timedOut ? 124 : (code ?? 128 + signalNumber(signal)), stdout, stderr });
     });
-  },
+    if (child.stdin) {
+      // A command that exits without reading its input must not crash us.
+      child.stdin.on('error', () => {});
+      child.stdin.end(opts.input);
+    }
+  });
+}
+
+function signalNumber(signal: NodeJS.Signals | null): number {
+  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+  return (signal && numbers[signal]) || 0;
+}
+
+export const systemRunner: Runner = {
+  run: (command, args, input) => runCommand([command, ...args], { input }),
 };
 
 /** Runs a command and returns its stdout, or throws CommandError. */

@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigFile } from '../config/load.js';
 import type { Check } from '../config/types.js';
 import { labClient, labDown, labExec, labFail, labHeal, labUp, loadLab, type LabState } from './lab.js';
-import { lastLines, startLabDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from './lab-daemon.js';
+import { lastLines, startDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from './lab-daemon.js';
 import { failbackMs, failoverMs, monotonicMs, startStream, type RunningStream, type StreamSample } from './measure.js';
 import { labMeasuredDownload, labMptcpServer } from './mptcp.js';
 import { must } from './run.js';
@@ -130,10 +130,7 @@ class Tour {
     say(indent(describeCheck(configPath)));
     if (this.mptcp) say(indent('mptcp: subflow: each up uplink\'s address is an MPTCP endpoint of the host'));
     const daemonStarted = Date.now();
-    this.daemon = await startLabDaemon(lab, configPath);
-    if (!(await waitForStates(this.daemon, { isp1: 'up', isp2: 'up' }, STATE_WITHIN_MS, this.signal))) {
-      throw new Error(`both uplinks were not up within ${STATE_WITHIN_MS / 1000} s`);
-    }
+    this.daemon = await startDaemon(lab, configPath, { upWithinMs: STATE_WITHIN_MS, signal: this.signal });
     say(indent(`both uplinks up ${seconds(Date.now() - daemonStarted)} after starting`));
 
     this.announce('balancing', `Opening ${CONNECTIONS} new connections from ${this.who}; the server reports the address each came from:`);

@@ -16,7 +16,7 @@
 //   covers /run. Both disappear with the namespace when the client stops.
 
 import { join } from 'node:path';
-import { toAddress } from '../plan/ipv4.js';
+import { numberToIpv4, prefixMask } from '../config/ipv4.js';
 import { ip } from './run.js';
 import type { CustomerSubnet } from './topology.js';
 
@@ -47,7 +47,7 @@ export function serverLeaseFile(stateDir: string, uplink: string): string {
 }
 
 function netmask(prefixLen: number): string {
-  return toAddress(prefixLen === 0 ? 0 : (0xffffffff << (32 - prefixLen)) >>> 0);
+  return numberToIpv4(prefixMask(prefixLen));
 }
 
 /** dnsmasq in the foreground on the ISP's eth0, leasing exactly `subnet.address` with `subnet.gateway` as router. */

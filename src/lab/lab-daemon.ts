@@ -1,5 +1,6 @@
-// `uplinkd run` inside a lab's router, as a child process, for the demo and
-// the benchmarks: started, watched through its control socket, stopped.
+// `uplinkd run` inside a lab's router, as a child process, for the demo, the
+// integration tests and the benchmarks: started, watched through its control
+// socket, stopped.
 //
 // The status is read from the control socket directly (what `uplinkd status
 // --json` does) rather than by running the CLI for every poll: a poll then
@@ -10,22 +11,24 @@ import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { requestStatus } from '../api/socket.js';
+import type { CommandResult } from '../kernel/runner.js';
 import { loadConfigFile } from '../config/load.js';
 import type { UplinkState } from '../daemon/health.js';
 import type { Status } from '../api/status.js';
 import { labExec, type LabState } from './lab.js';
-import type { RunResult } from './run.js';
 
 /** The checkout's CLI launcher; the same path from dist/lab and src/lab. */
 export const UPLINKD_BIN = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
 
 /** `uplinkd ARGS` in the lab's router, as an operator would run it there. */
-export function uplinkdInRouter(lab: LabState, args: string[]): Promise<RunResult> {
+export function uplinkdInRouter(lab: LabState, args: string[]): Promise<CommandResult> {
   return labExec(lab.name, 'router', [UPLINKD_BIN, ...args]);
 }
 
 export interface LabDaemon {
   pid: number;
+  /** The config it runs with (`uplinkd flush -c` it afterwards). */
+  configPath: string;
   /** What it logged so far: JSON lines, one per event. */
   logs(): string;
   /** Its view, or undefined if it does not answer. */
@@ -39,10 +42,19 @@ export interface LabDaemon {
 }
 
 export interface StartOptions {
-  /** Extra environment, e.g. UPLINKD_LOG_LEVEL=debug to log how long each kernel update took. */
+  /** Extra environment, e.g. NOTIFY_SOCKET for the service tests. */
   env?: NodeJS.ProcessEnv;
+  /** Its UPLINKD_LOG_LEVEL, e.g. debug to log how long each kernel update took; default this process's. */
+  logLevel?: string;
   /** How long it may take to answer on its control socket. Default 10 s. */
   readyWithinMs?: number;
+  /**
+   * How long every uplink of the config may take to come up before the start
+   * counts as failed; false: resolve as soon as it answers. Default 5 s.
+   */
+  upWithinMs?: number | false;
+  /** Ends the waiting early (rejecting), e.g. on Ctrl-C; the daemon is stopped then. */
+  signal?: AbortSignal;
   /**
    * Enter only the router's network namespace (`nsenter --net`), keeping the
    * host's mounts such as the cgroup2 hierarchy, as a service on a real
@@ -56,15 +68,20 @@ export function inRouter(lab: LabState, opts: { hostMounts?: boolean } = {}): st
   return opts.hostMounts ? ['nsenter', `--net=/run/netns/${lab.ns.router}`] : ['ip', 'netns', 'exec', lab.ns.router];
 }
 
-/** Starts `uplinkd run -c configPath` in the router and resolves once it answers on its control socket. */
-export async function startLabDaemon(lab: LabState, configPath: string, opts: StartOptions = {}): Promise<LabDaemon> {
+/**
+ * Starts `uplinkd run -c configPath` in the router and resolves once it
+ * answers on its control socket and (unless upWithinMs is false) every
+ * uplink of the config is up. A start that fails stops the daemon and
+ * rejects with its last log lines.
+ */
+export async function startDaemon(lab: LabState, configPath: string, opts: StartOptions = {}): Promise<LabDaemon> {
   const loaded = loadConfigFile(configPath);
   if (!loaded.ok) throw new Error(`${configPath} is not a valid config: ${loaded.errors.map((e) => e.message).join('; ')}`);
   const socket = loaded.config.api.socket;
   const [enter, ...args] = inRouter(lab, opts);
   const child = spawn(enter, [...args, UPLINKD_BIN, 'run', '-c', configPath], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...opts.env },
+    env: { ...process.env, ...(opts.logLevel ? { UPLINKD_LOG_LEVEL: opts.logLevel } : {}), ...opts.env },
   });
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
@@ -76,6 +93,7 @@ export async function startLabDaemon(lab: LabState, configPath: string, opts: St
   const running = () => child.exitCode === null && child.signalCode === null;
   const daemon: LabDaemon = {
     pid: child.pid ?? -1,
+    configPath,
     logs: () => output,
     status: () => requestStatus(socket, 1000),
     signal: (sig) => void child.kill(sig),
@@ -95,6 +113,18 @@ export async function startLabDaemon(lab: LabState, configPath: string, opts: St
       throw new Error(`uplinkd run did not answer on ${socket}${running() ? ' in time' : ''}; its output:\n${lastLines(output, 10)}`);
     }
     await sleep(50);
+  }
+  if (opts.upWithinMs === false) return daemon;
+  const withinMs = opts.upWithinMs ?? 5000;
+  const up = Object.fromEntries(loaded.config.uplinks.map((u) => [u.name, 'up' as const]));
+  const reached = await waitForStates(daemon, up, withinMs, opts.signal).catch(async (err: unknown) => {
+    await daemon.stop();
+    throw err;
+  });
+  if (!reached) {
+    const states = (await daemon.status())?.uplinks.map((u) => `${u.name} ${u.state}`).join(', ');
+    await daemon.stop();
+    throw new Error(`uplinks not up within ${withinMs / 1000} s (${states}); uplinkd's output:\n${lastLines(output, 10)}`);
   }
   return daemon;
 }

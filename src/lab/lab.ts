@@ -19,11 +19,13 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, r
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientResult } from './client.js';
+import { labUpConfig } from './lab-config.js';
 import {
   clientArgv, clientDir, clientMounts, DHCPCD_DB_DIR, dnsmasqArgv, installedLease, LEASE_WITHIN_MS, leaseApplied,
   MOUNT_HOLDER_ARGV, serverLeaseFile,
 } from './dhcp.js';
-import { inNamespace, ip, labProgram, must, nft, run, type RunOptions, type RunResult } from './run.js';
+import { runCommand, type CommandOptions, type CommandResult } from '../kernel/runner.js';
+import { inNamespace, ip, labProgram, must, nft } from './run.js';
 import {
   HOST_SOURCE,
   INTERNET, LAN, MAX_LAB_UPLINKS, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround, uplinkWiring,
@@ -124,7 +126,7 @@ export async function labUp(opts: LabOptions): Promise<LabState> {
     for (let k = 1; k <= state.uplinks.length; k++) await wireUplink(state, k);
     await limitCapacities(state);
     await startDhcp(state);
-    writeFileSync(state.configPath, uplinkdConfig(state));
+    writeFileSync(state.configPath, labUpConfig(state));
     await startServers(state);
     saveState(state);
     return state;
@@ -345,33 +347,6 @@ async function limitCapacities(state: LabState): Promise<void> {
     await must(['tc', '-n', state.ns.router, 'qdisc', 'replace', 'dev', u.routerIf, 'root', ...tbf(u.capacity)]);
     await must(['tc', '-n', u.ispNs, 'qdisc', 'replace', 'dev', 'eth0', 'root', ...tbf(u.capacity)]);
   }
-}
-
-/** An uplinkd config for this topology; tests write their own as they need. */
-function uplinkdConfig(state: LabState): string {
-  const uplinks = state.uplinks.map((u) =>
-    [
-      `  ${u.name}:`,
-      `    interface: ${u.routerIf}`,
-      `    gateway: ${u.pointToPoint ? 'none' : 'auto'}`,
-      `    weight: 1`,
-      ...(u.capacity ? [`    capacity: {up: ${u.capacity}, down: ${u.capacity}}`] : []),
-      `    check:`,
-      `      targets: [${state.server}]`,
-    ].join('\n'),
-  );
-  return [
-    `# uplinkd config for lab ${state.name}, written by \`uplinkd lab up\`.`,
-    `# Run uplinkd in the router: uplinkd lab --name ${state.name} exec router -- uplinkd run -c ${state.configPath}`,
-    ...(state.host ? [] : [`lan: [${state.lanIf}]`]),
-    `uplinks:`,
-    ...uplinks,
-    `api:`,
-    `  socket: ${join(state.stateDir, 'uplinkd.sock')}`,
-    `  http: off`,
-    ...(state.host ? [`kernel:`, `  host_source: ${HOST_SOURCE}`] : []),
-    '',
-  ].join('\n');
 }
 
 // ---------------------------------------------------------------- servers
@@ -760,16 +735,14 @@ function findUplink(state: LabState, uplink: string): { u: LabUplink; k: number 
 
 // ---------------------------------------------------------------- using the lab
 
-export type LabExecOptions = RunOptions;
-
 /** Runs argv inside a node of the lab: lan, router, inet, isp1..N. Resolves whatever the exit code. */
-export async function labExec(name: string, node: LabNode | string, argv: string[], opts: LabExecOptions = {}): Promise<RunResult> {
+export async function labExec(name: string, node: LabNode | string, argv: string[], opts: CommandOptions = {}): Promise<CommandResult> {
   const ns = namespaceOfNode(loadLab(name), node);
-  return run(['ip', 'netns', 'exec', ns, ...argv], opts);
+  return runCommand(['ip', 'netns', 'exec', ns, ...argv], opts);
 }
 
 /** Runs the lab's traffic client (see client.ts) in a node and returns its tally. */
-export async function labClient(name: string, node: LabNode | string, args: string[], opts: LabExecOptions = {}): Promise<ClientResult> {
+export async function labClient(name: string, node: LabNode | string, args: string[], opts: CommandOptions = {}): Promise<ClientResult> {
   const r = await labExec(name, node, [...labProgram('client'), ...args], opts);
   if (r.code !== 0) throw new Error(`client ${args.join(' ')} in ${node} exited ${r.code}: ${r.stderr.trim()}`);
   return JSON.parse(r.stdout) as ClientResult;

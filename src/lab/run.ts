@@ -1,55 +1,14 @@
 // Running programs for the lab: always an argument array, never a shell, and
 // always inside one of the lab's namespaces (`ip -n NS` or `ip netns exec NS`):
-// the lab never touches the network of the machine it runs on.
+// the lab never touches the network of the machine it runs on. Programs are
+// run by the kernel layer's runCommand; these are the lab's shorthands for it.
 
-import { spawn, type StdioOptions } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface RunOptions {
-  /** Text written to the program's stdin. */
-  input?: string;
-  /** Killed (SIGKILL) after this long; the result then has code 124 like timeout(1). */
-  timeoutMs?: number;
-  /** Pass the terminal through instead of capturing output. */
-  inherit?: boolean;
-  env?: NodeJS.ProcessEnv;
-}
-
-/** Runs argv and resolves with its exit code and output, whatever the code. */
-export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const stdio: StdioOptions = opts.inherit ? 'inherit' : [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'];
-    const child = spawn(argv[0], argv.slice(1), { stdio, env: opts.env });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.stdin?.end(opts.input);
-    const timer = opts.timeoutMs ? setTimeout(() => ((timedOut = true), child.kill('SIGKILL')), opts.timeoutMs) : undefined;
-    child.on('error', (err) => (clearTimeout(timer), reject(new Error(`${argv[0]}: ${err.message}`))));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const exit = timedOut ? 124 : (code ?? 128 + signalNumber(signal));
-      resolve({ code: exit, stdout, stderr });
-    });
-  });
-}
-
-function signalNumber(signal: NodeJS.Signals | null): number {
-  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
-  return (signal && numbers[signal]) || 0;
-}
+import { runCommand, type CommandOptions } from '../kernel/runner.js';
 
 /** Runs argv and resolves with its stdout; a non-zero exit is an error carrying the command and its stderr. */
-export async function must(argv: string[], opts: RunOptions = {}): Promise<string> {
-  const r = await run(argv, opts);
+export async function must(argv: string[], opts: CommandOptions = {}): Promise<string> {
+  const r = await runCommand(argv, opts);
   if (r.code !== 0) throw new Error(`${argv.join(' ')}: ${(r.stderr || r.stdout).trim() || `exit ${r.code}`}`);
   return r.stdout;
 }

@@ -11,7 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_OWNERSHIP, RULE_RANGE, uplinkTable } from '../ownership.js';
 import { loadLab, type LabState } from './lab.js';
 import { failoverMs, monotonicMs, startStream, type StreamSample } from './measure.js';
-import { inNamespace, must, run } from './run.js';
+import { runCommand } from '../kernel/runner.js';
+import { inNamespace, must } from './run.js';
 import { LAN, uplinkWiring } from './topology.js';
 
 export const WIPES = ['flush-ruleset', 'firewall-reload', 'rules', 'tables', 'element', 'address-flush'] as const;
@@ -172,7 +173,7 @@ export async function deleteTableLoop(lab: LabState, everyMs = 100, forMs = 5000
   const startedAt = monotonicMs();
   let lastDeleteAt = startedAt;
   for (let i = 0; i < Math.round(forMs / everyMs); i++) {
-    await run(['ip', 'netns', 'exec', lab.ns.router, 'nft', 'delete', 'table', 'inet', DEFAULT_OWNERSHIP.nftTable]);
+    await runCommand(['ip', 'netns', 'exec', lab.ns.router, 'nft', 'delete', 'table', 'inet', DEFAULT_OWNERSHIP.nftTable]);
     lastDeleteAt = monotonicMs();
     await sleep(Math.max(0, startedAt + (i + 1) * everyMs - monotonicMs()));
   }

@@ -26,7 +26,7 @@
 
 import type { PinRule } from '../config/types.js';
 import { cgroupLevel } from '../kernel/cgroups.js';
-import { addressRangeText, mergeRanges, overlaps, prefixRange, type Range } from './ipv4.js';
+import { addressRangeText, mergeRanges, overlaps, prefixRange, type Range } from '../config/ipv4.js';
 import type { CgroupFacts } from './state.js';
 
 interface FieldSpec {

@@ -5,7 +5,7 @@ import {
   FALLBACK_METRIC, HOST_SOURCE_LABEL, MAX_UPLINKS, RULE_OFFSET, RULE_RANGE,
   balanceBuckets, rulePriority, uplinkTable,
 } from '../ownership.js';
-import { networkOf } from './ipv4.js';
+import { networkOf } from '../config/ipv4.js';
 import { mptcpState } from './mptcp.js';
 import { buildNftTable } from './nft.js';
 import { resolve, type PlanContext, type PlanInput, type ResolvedUplink } from './resolve.js';

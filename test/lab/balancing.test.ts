@@ -3,10 +3,9 @@
 
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { labClient, labDown, labExec, labUp, labWhoami, type LabState } from '../../src/lab/lab.js';
-import {
-  assertShares, binomialRange, connections, labConfig, mustUplinkd, pastePlan, uniqueLabName, writeConfig,
-} from './harness.js';
+import { assertShares, binomialRange, connections, mustUplinkd, pastePlan, uniqueLabName } from './harness.js';
 
 let lab: LabState;
 let isp1: string;
@@ -20,7 +19,7 @@ after(() => labDown(lab.name));
 beforeEach(() => mustUplinkd(lab, 'flush'));
 
 async function apply(yaml: string): Promise<string> {
-  const path = writeConfig(lab, 'test.yaml', yaml);
+  const path = writeLabConfig(lab, 'test.yaml', yaml);
   await mustUplinkd(lab, 'apply', '-c', path);
   return path;
 }

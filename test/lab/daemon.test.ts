@@ -8,21 +8,19 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitForStates } from '../../src/lab/lab-daemon.js';
+import { startDaemon, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import {
   labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabFault, type LabState,
 } from '../../src/lab/lab.js';
 import { failoverMs, monotonicMs, startStream } from '../../src/lab/measure.js';
 import type { Status, StatusEvent } from '../../src/api/status.js';
-import {
-  assertShares, connections, daemonStatus, isRunning, labConfig, mustUplinkd, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig,
-  type RunningDaemon,
-} from './harness.js';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { assertShares, connections, daemonStatus, isRunning, mustUplinkd, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 let lab: LabState;
 let isp1: string;
 let isp2: string;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 
 const check = '    check: { targets: [192.0.2.10], max_loss: 20% }\n';
 
@@ -41,7 +39,7 @@ afterEach(async () => {
 });
 
 function config(extra = '', name = 'run.yaml', uplinkExtra: (k: number) => string = () => ''): string {
-  return writeConfig(lab, name, labConfig(lab, {
+  return writeLabConfig(lab, name, labConfig(lab, {
     uplink: (_, k) => check + uplinkExtra(k), top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n${extra}`,
   }));
 }
@@ -64,7 +62,7 @@ interface Failover {
  * the LAN every 10 ms (1 s timeout) around the fault, failover = the start of
  * the first connection after which every one succeeded through `live`.
  */
-async function failoverAfter(l: LabState, d: RunningDaemon, uplink: string, mode: LabFault, live: string): Promise<Failover> {
+async function failoverAfter(l: LabState, d: LabDaemon, uplink: string, mode: LabFault, live: string): Promise<Failover> {
   const stream = startStream({ ns: l.ns.lan, url: whoamiUrl(l), everyMs: 10, timeoutMs: 1000, durationMs: 30_000 });
   try {
     await stream.started;
@@ -345,7 +343,7 @@ test('a point-to-point uplink (gateway: none, peer-addressed) balances, tracks a
   const p2p = await labUp({ name: uniqueLabName('p2p'), uplinks: 2, pointToPoint: [2] });
   try {
     const [a, b] = p2p.uplinks.map((u) => u.address);
-    const path = writeConfig(p2p, 'p2p.yaml', labConfig(p2p, {
+    const path = writeLabConfig(p2p, 'p2p.yaml', labConfig(p2p, {
       uplink: (_, k) => (k === 2 ? '    gateway: none\n    check: { interval: 100ms }\n' : check),
       top: `api: { socket: ${p2p.stateDir}/uplinkd.sock, http: "off" }\n`,
     }));
@@ -371,7 +369,7 @@ test('a point-to-point uplink (gateway: none, peer-addressed) balances, tracks a
 });
 
 test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback', async () => {
-  const path = writeConfig(lab, 'http.yaml', labConfig(lab, {
+  const path = writeLabConfig(lab, 'http.yaml', labConfig(lab, {
     uplink: () => check, top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: 127.0.0.1:9271 }\n`,
   }));
   daemon = await startDaemon(lab, path);

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
+import { runCommand } from '../../src/kernel/runner.js';
 import { labDown } from '../../src/lab/lab.js';
-import { run } from '../../src/lab/run.js';
 import { labNamespacePattern } from '../../src/lab/topology.js';
 import { UPLINKD, uniqueLabName } from './harness.js';
 
@@ -15,7 +15,7 @@ const checkout = fileURLToPath(new URL('../..', import.meta.url));
 
 before(async () => {
   // The demo runs the built CLI (bin/uplinkd -> dist), daemon and lab programs included.
-  const build = await run(['npm', 'run', 'build', '--silent', '--prefix', checkout]);
+  const build = await runCommand(['npm', 'run', 'build', '--silent', '--prefix', checkout]);
   assert.equal(build.code, 0, `npm run build failed:\n${build.stdout}${build.stderr}`);
 });
 
@@ -27,7 +27,7 @@ after(async () => {
 for (const kind of ['router', 'host'] as const) {
   test(`lab demo${kind === 'host' ? ' --host' : ''}: shares, failover, failback, and nothing left behind`, { timeout: 120_000 }, async () => {
     const name = names[kind];
-    const demo = await run([UPLINKD, 'lab', 'demo', '--name', name, ...(kind === 'host' ? ['--host'] : [])], { timeoutMs: 110_000 });
+    const demo = await runCommand([UPLINKD, 'lab', 'demo', '--name', name, ...(kind === 'host' ? ['--host'] : [])], { timeoutMs: 110_000 });
     const output = demo.stdout + demo.stderr;
     assert.equal(demo.code, 0, output);
     assert.match(output, kind === 'host' ? /new connections from the host;/ : /new connections from the LAN host;/);
@@ -45,7 +45,7 @@ for (const kind of ['router', 'host'] as const) {
       assert.match(output, /bytes checked: yes/);
     }
 
-    const namespaces = (await run(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
+    const namespaces = (await runCommand(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
     assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');
   });
 }

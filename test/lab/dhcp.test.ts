@@ -14,11 +14,10 @@ import { after, before, test } from 'node:test';
 import {
   labClient, labDhcpLeases, labDhcpStart, labDhcpStop, labDown, labExec, labRenumber, labUp, loadLab, type LabState,
 } from '../../src/lab/lab.js';
-import { run } from '../../src/lab/run.js';
-import {
-  connections, daemonStatus, isRunning, labConfig, namespacesOf, processesWithEnv, startDaemon, uniqueLabName, waitFor, whoamiUrl, writeConfig,
-  type RunningDaemon,
-} from './harness.js';
+import { runCommand } from '../../src/kernel/runner.js';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
+import { connections, daemonStatus, isRunning, namespacesOf, processesWithEnv, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 const METRIC_ISP2 = 102;
 /** Where a DHCP client or server would leave traces on the host. */
@@ -26,7 +25,7 @@ const WATCHED_DIRS = ['/etc', '/var/lib/dhcp', '/var/lib/dhcpcd', '/run/dhcpcd',
 const WATCHED_FILES = ['/etc/resolv.conf', '/etc/hostname'];
 
 let lab: LabState;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 let hostBefore: HostSnapshot;
 
 before(async () => {
@@ -91,7 +90,7 @@ function assertHostUnchanged(when: string): void {
 async function labProcesses(): Promise<{ pid: number; comm: string }[]> {
   const found: { pid: number; comm: string }[] = [];
   for (const ns of await namespacesOf(lab.name)) {
-    const { stdout } = await run(['ip', 'netns', 'pids', ns]);
+    const { stdout } = await runCommand(['ip', 'netns', 'pids', ns]);
     for (const pid of stdout.split('\n').filter(Boolean).map(Number)) {
       try {
         if (isRunning(pid)) found.push({ pid, comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim() });
@@ -145,7 +144,7 @@ let fresh: string;
 
 test('uplinkd with gateway: auto uses the lease: the far end sees the leased address', async () => {
   const check = '    check: { targets: [192.0.2.10], max_loss: 20% }\n';
-  path = writeConfig(lab, 'dhcp.yaml', labConfig(lab, {
+  path = writeLabConfig(lab, 'dhcp.yaml', labConfig(lab, {
     uplink: (name) => (name === 'isp2' ? '    gateway: auto\n' : '') + check,
     top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
   }));

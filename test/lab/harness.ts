@@ -1,15 +1,15 @@
 // What the integration tests share: a lab per test file, the uplinkd CLI run
-// inside its router, configs written next to the lab's state, and a snapshot
-// of the router's kernel state to compare before and after.
+// inside its router, and a snapshot of the router's kernel state to compare
+// before and after. Configs are written by src/lab/lab-config.ts and the
+// daemon started by src/lab/lab-daemon.ts, as for the demo and the benchmarks.
 
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync } from 'node:fs';
 import { isAlive, labClient, labExec, labHeal, loadLab, type LabState } from '../../src/lab/lab.js';
-import { startLabDaemon, UPLINKD_BIN, uplinkdInRouter, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
+import { UPLINKD_BIN, uplinkdInRouter, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import type { ClientResult } from '../../src/lab/client.js';
-import { run } from '../../src/lab/run.js';
-import { HOST_SOURCE, labNamespacePattern } from '../../src/lab/topology.js';
+import { runCommand } from '../../src/kernel/runner.js';
+import { labNamespacePattern } from '../../src/lab/topology.js';
 import type { Status } from '../../src/api/status.js';
 
 export const UPLINKD = UPLINKD_BIN;
@@ -29,29 +29,11 @@ export async function mustUplinkd(lab: LabState, ...args: string[]): Promise<str
   return r.stdout;
 }
 
-/** Writes a config into the lab's state folder and returns its path. */
-export function writeConfig(lab: LabState, fileName: string, yaml: string): string {
-  const path = join(lab.stateDir, fileName);
-  writeFileSync(path, yaml);
-  return path;
-}
-
-/** A config for the lab's uplinks; `extra` per uplink and top-level YAML appended. */
-export function labConfig(lab: LabState, opts: { uplink?: (name: string, k: number) => string; top?: string; http?: string } = {}): string {
-  const uplinks = lab.uplinks.map((u, i) =>
-    `  ${u.name}:\n    interface: ${u.routerIf}\n${opts.uplink?.(u.name, i + 1) ?? ''}`).join('');
-  // A multihomed host (lab up --host) has no LAN, and its neutral source comes from the lab's ranges.
-  const host = lab.host ? `kernel:\n  host_source: ${HOST_SOURCE}\n` : '';
-  // For a daemon: its control socket in the lab's folder, never the machine's /run/uplinkd.
-  const api = opts.http ? `api: { socket: ${lab.stateDir}/uplinkd.sock, http: ${opts.http === 'off' ? '"off"' : opts.http} }\n` : '';
-  return `${lab.host ? '' : 'lan: [lan0]\n'}uplinks:\n${uplinks}${host}${api}${opts.top ?? ''}`;
-}
-
 /**
  * Between the tests of one lab: the daemon stopped, every uplink healed and
  * uplinkd's state flushed. Returns the lab as it is now (a renumber moves it).
  */
-export async function resetLab(lab: LabState, daemon: RunningDaemon | undefined): Promise<LabState> {
+export async function resetLab(lab: LabState, daemon: LabDaemon | undefined): Promise<LabState> {
   await daemon?.stop();
   for (const u of lab.uplinks) await labHeal(lab.name, u.name);
   const now = loadLab(lab.name);
@@ -187,22 +169,6 @@ export function assertShares(result: ClientResult, expected: Record<string, numb
 
 // ------------------------------------------------------------ the daemon
 
-export type RunningDaemon = LabDaemon;
-
-/** `uplinkd run -c config` in the router, kept running until stop(); by default waits until every uplink is up. */
-export async function startDaemon(lab: LabState, config: string, opts: { waitUp?: boolean; logLevel?: string } = {}): Promise<RunningDaemon> {
-  const daemon = await startLabDaemon(lab, config, { env: { UPLINKD_LOG_LEVEL: opts.logLevel ?? 'info' } });
-  if (opts.waitUp !== false) {
-    const names = (await daemon.status())?.uplinks.map((u) => u.name) ?? [];
-    if (!(await waitForStates(daemon, Object.fromEntries(names.map((n) => [n, 'up'])), 5000))) {
-      const uplinks = JSON.stringify((await daemon.status())?.uplinks);
-      await daemon.stop();
-      throw new Error(`uplinks not up within 5 s: ${uplinks}`);
-    }
-  }
-  return daemon;
-}
-
 export async function daemonStatus(lab: LabState, config: string): Promise<Status> {
   return JSON.parse(await mustUplinkd(lab, 'status', '--json', '-c', config)) as Status;
 }
@@ -239,7 +205,7 @@ export async function timeUntilAllSucceed(lab: LabState, faultAt: number,
 
 /** The namespaces of lab `name` that exist now. */
 export async function namespacesOf(name: string): Promise<string[]> {
-  const { stdout } = await run(['ip', 'netns', 'list']);
+  const { stdout } = await runCommand(['ip', 'netns', 'list']);
   return stdout.split('\n').map((l) => l.split(' ')[0]).filter((ns) => labNamespacePattern(name).test(ns));
 }
 

@@ -4,15 +4,14 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labClient, labDown, labExec, labFail, labUp, type LabState } from '../../src/lab/lab.js';
 import { HOST_SOURCE } from '../../src/lab/topology.js';
-import {
-  connections, daemonStatus, labConfig, mustUplinkd, resetLab, shareOf, shareTolerance, startDaemon, timeUntilAllSucceed,
-  uniqueLabName, waitFor, whoamiUrl, writeConfig, type RunningDaemon,
-} from './harness.js';
+import { connections, daemonStatus, mustUplinkd, resetLab, shareOf, shareTolerance, timeUntilAllSucceed, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 let lab: LabState;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 let isp1: string;
 let isp2: string;
 let isp3: string;
@@ -49,7 +48,7 @@ afterEach(async () => {
 });
 
 function config(name: string, opts: { uplink?: (name: string, k: number) => string; top?: string } = {}): string {
-  return writeConfig(lab, name, labConfig(lab, { uplink: opts.uplink, top: opts.top, http: 'off' }));
+  return writeLabConfig(lab, name, labConfig(lab, { uplink: opts.uplink, top: opts.top, api: { http: 'off' } }));
 }
 
 const targets = (name: string) => `    check: { targets: [${lab.server}] }\n`;

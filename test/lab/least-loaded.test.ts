@@ -8,17 +8,17 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
-import {
-  connections, daemonStatus, labConfig, mustUplinkd, startDaemon, uniqueLabName, waitFor, writeConfig, type RunningDaemon,
-} from './harness.js';
+import { connections, daemonStatus, mustUplinkd, uniqueLabName, waitFor } from './harness.js';
 
 const capacities = ['20mbit', '10mbit', '10mbit'];
 const configured = ['18mbit', '9mbit', '9mbit'];
 const MARK_OF = { 0x100: 'isp1', 0x200: 'isp2', 0x300: 'isp3' } as Record<number, string>;
 
 let lab: LabState;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 let config: string;
 
 before(async () => {
@@ -28,7 +28,7 @@ before(async () => {
     const r = await labExec(lab.name, 'inet', ['iperf3', '-s', '-D', '-p', String(port), '-B', lab.server]);
     assert.equal(r.code, 0, r.stderr);
   }
-  config = writeConfig(lab, 'll.yaml', labConfig(lab, {
+  config = writeLabConfig(lab, 'll.yaml', labConfig(lab, {
     uplink: (_, k) => `    capacity: { up: ${configured[k - 1]}, down: ${configured[k - 1]} }\n    check: { targets: [192.0.2.10] }\n`,
     top: `balance: least-loaded\napi: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
   }));

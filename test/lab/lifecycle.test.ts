@@ -8,16 +8,17 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, beforeEach, test } from 'node:test';
 import { cgroup2MountPoint, nftCgroupPath } from '../../src/kernel/cgroups.js';
+import { runCommand } from '../../src/kernel/runner.js';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
-import { run } from '../../src/lab/run.js';
-import { kernelSnapshot, labConfig, mustUplinkd, uniqueLabName, uplinkd, writeConfig } from './harness.js';
+import { kernelSnapshot, mustUplinkd, uniqueLabName, uplinkd } from './harness.js';
 
 let lab: LabState;
 let config: string;
 
 before(async () => {
   lab = await labUp({ name: uniqueLabName('life'), uplinks: 2 });
-  config = writeConfig(lab, 'two.yaml', labConfig(lab, { top: 'sticky: 5m\nrules:\n  - { name: pin, dst: 192.0.2.20, via: isp2 }\n' }));
+  config = writeLabConfig(lab, 'two.yaml', labConfig(lab, { top: 'sticky: 5m\nrules:\n  - { name: pin, dst: 192.0.2.20, via: isp2 }\n' }));
 });
 after(() => labDown(lab.name));
 beforeEach(() => mustUplinkd(lab, 'flush'));
@@ -46,7 +47,7 @@ test('a long transfer survives a re-apply and an apply of changed weights', asyn
   const transfer = labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(lab.iperfPort), '-t', '5', '-J']);
   await new Promise((r) => setTimeout(r, 1500));
   await mustUplinkd(lab, 'apply', '-c', config);
-  const reweighted = writeConfig(lab, 'reweighted.yaml', labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 1 : 5}\n` }));
+  const reweighted = writeLabConfig(lab, 'reweighted.yaml', labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 1 : 5}\n` }));
   assert.match(await mustUplinkd(lab, 'apply', '-c', reweighted), /^\[#\] nft -f -$/m);
   const r = await transfer;
   assert.equal(r.code, 0, r.stdout.slice(-500) + r.stderr);
@@ -142,7 +143,7 @@ test('every golden plan is nft input this kernel accepts', async () => {
         }
       }
       const argv = cgroups.length > 0 ? ['nsenter', `--net=/run/netns/${lab.ns.router}`, 'nft', '--check', '-f', '-'] : undefined;
-      const r = argv ? await run(argv, { input: nft }) : await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
+      const r = argv ? await runCommand(argv, { input: nft }) : await labExec(lab.name, 'router', ['nft', '--check', '-f', '-'], { input: nft });
       assert.equal(r.code, 0, `${file}: ${r.stderr}`);
     }
   } finally {

@@ -6,16 +6,17 @@
 
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { labDown, labExec, labFail, labHeal, labRenumber, labUp, type LabState } from '../../src/lab/lab.js';
-import { waitForStates } from '../../src/lab/lab-daemon.js';
+import { startDaemon, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labMeasuredDownload, labMptcpDownload, labMptcpServer } from '../../src/lab/mptcp.js';
-import { labConfig, mustUplinkd, resetLab, startDaemon, uniqueLabName, waitFor, writeConfig, type RunningDaemon } from './harness.js';
+import { mustUplinkd, resetLab, uniqueLabName, waitFor } from './harness.js';
 
 const CAPACITY_BPS = { isp1: 20e6, isp2: 10e6 };
 const SUM_BPS = CAPACITY_BPS.isp1 + CAPACITY_BPS.isp2;
 
 let lab: LabState;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 
 before(async () => {
   lab = await labUp({ name: uniqueLabName('up9m'), uplinks: 2, capacities: ['20mbit', '10mbit'], host: true });
@@ -36,10 +37,10 @@ afterEach(async () => {
 function config(name: string, opts: { mptcp?: 'off' | 'subflow'; isp2Tier?: number } = {}): string {
   const yaml = labConfig(lab, {
     uplink: (uplink) => `    check: { targets: [${lab.server}] }\n${uplink === 'isp2' && opts.isp2Tier ? `    tier: ${opts.isp2Tier}\n` : ''}`,
-    http: 'off', top: `mptcp: ${opts.mptcp ?? 'subflow'}\n`,
+    api: { http: 'off' }, top: `mptcp: ${opts.mptcp ?? 'subflow'}\n`,
   });
   assert.doesNotMatch(yaml, /^lan:/m, 'host mode');
-  return writeConfig(lab, name, yaml);
+  return writeLabConfig(lab, name, yaml);
 }
 
 /** `ip mptcp endpoint show` in the host, one line each, sorted by id. */

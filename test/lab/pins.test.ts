@@ -7,8 +7,9 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { labClient, labDown, labExec, labUp, labWhoami, type LabState } from '../../src/lab/lab.js';
-import { assertShares, connections, labConfig, mustUplinkd, pastePlan, uniqueLabName, writeConfig } from './harness.js';
+import { assertShares, connections, mustUplinkd, pastePlan, uniqueLabName } from './harness.js';
 
 let lab: LabState;
 let isp1: string;
@@ -72,7 +73,7 @@ before(async () => {
   balancedWithoutIsp2 = { [isp1]: 0.75, [isp3]: 0.25 };
   await labWhoami(lab.name, 'inet', OTHER_PORT);
   await labWhoami(lab.name, 'inet', UDP_TOO_PORT, '192.0.2.60');
-  config = writeConfig(lab, 'pins.yaml', labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 3 : 1}\n`, top: rules }));
+  config = writeLabConfig(lab, 'pins.yaml', labConfig(lab, { uplink: (_, k) => `    weight: ${k === 1 ? 3 : 1}\n`, top: rules }));
   await mustUplinkd(lab, 'apply', '-c', config);
 });
 after(() => labDown(lab.name));

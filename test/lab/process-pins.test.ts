@@ -13,11 +13,13 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { cgroup2MountPoint } from '../../src/kernel/cgroups.js';
+import { runCommand } from '../../src/kernel/runner.js';
 import type { ClientResult } from '../../src/lab/client.js';
-import { inRouter as routerPrefix, lastLines, startLabDaemon, waitForStates } from '../../src/lab/lab-daemon.js';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { inRouter as routerPrefix, lastLines, startDaemon } from '../../src/lab/lab-daemon.js';
 import { labDown, labUp, type LabState } from '../../src/lab/lab.js';
-import { labProgram, run } from '../../src/lab/run.js';
-import { assertShares, connections, labConfig, uniqueLabName, waitFor, whoamiUrl, writeConfig } from './harness.js';
+import { labProgram } from '../../src/lab/run.js';
+import { assertShares, connections, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 let lab: LabState;
 let isp1: string;
@@ -63,7 +65,7 @@ const inCgroup = (cgroup: string, argv: string[]) => ['sh', '-c', 'echo $$ > "$1
 /** `count` new connections from the router, made by argv's process (setpriv, a cgroup) running the lab's client. */
 async function routerClient(wrap: (client: string[]) => string[], count: number): Promise<ClientResult> {
   const client = [...labProgram('client'), 'http', '--url', whoamiUrl(lab), '--count', String(count), '--concurrency', '8', '--timeout-ms', '1500'];
-  const r = await run([...inRouter(), ...wrap(client)]);
+  const r = await runCommand([...inRouter(), ...wrap(client)]);
   assert.equal(r.code, 0, `client: ${r.stderr.trim()}`);
   return JSON.parse(r.stdout) as ClientResult;
 }
@@ -89,13 +91,11 @@ before(async () => {
   [isp1, isp2] = lab.uplinks.map((u) => u.address);
   mkdirSync(cgroupDir(PINNED));
   const socket = join(lab.stateDir, 'uplinkd.sock');
-  const config = writeConfig(lab, 'process-pins.yaml', labConfig(lab, { top: `api: { socket: ${socket}, http: "off" }\n${rules}` }));
+  const config = writeLabConfig(lab, 'process-pins.yaml', labConfig(lab, { top: `api: { socket: ${socket}, http: "off" }\n${rules}` }));
 
-  const daemon = await startLabDaemon(lab, config, { hostMounts: true, env: { UPLINKD_LOG_LEVEL: 'info' } });
+  const daemon = await startDaemon(lab, config, { hostMounts: true, logLevel: 'info', upWithinMs: 10_000 });
   daemonLogs = () => daemon.logs();
   stopDaemon = async () => void (await daemon.stop());
-  const up = await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, 10_000);
-  assert.ok(up, `uplinks not up:\n${lastLines(daemon.logs(), 10)}`);
 });
 
 after(async () => {
@@ -153,7 +153,7 @@ test('forwarded LAN connections never match a cgroup rule, even when a process o
   const listener = spawn(inRouter()[0], [...inRouter().slice(1),
     ...inCgroup(PINNED, [process.execPath, '-e', `require('net').createServer().listen(${lab.whoamiPort})`])], { stdio: 'ignore' });
   listeners.push(listener);
-  const listening = await waitFor(async () => (await run([...inRouter(), 'ss', '-Htln', `sport = :${lab.whoamiPort}`])).stdout.trim() !== '', 5000);
+  const listening = await waitFor(async () => (await runCommand([...inRouter(), 'ss', '-Htln', `sport = :${lab.whoamiPort}`])).stdout.trim() !== '', 5000);
   assert.ok(listening, 'the listener in the pinned cgroup did not start');
   const lan = await connections(lab, 'lan', 200);
   listener.kill('SIGKILL');

@@ -7,23 +7,25 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
 import { failoverMs, monotonicMs, startStream } from '../../src/lab/measure.js';
 import { cpuSeconds, deleteTableLoop, PINNED_SOURCE, pinnedSourceRule, STREAM_TIMEOUT_MS, timeRestore, WIPE_DESCRIPTIONS, WIPES, type WipeKind } from '../../src/lab/wipe.js';
 import { RestoreBackoff } from '../../src/kernel/converge.js';
 import type { Status } from '../../src/api/status.js';
-import { labConfig, mustUplinkd, startDaemon, uniqueLabName, whoamiUrl, writeConfig, type RunningDaemon } from './harness.js';
+import { mustUplinkd, uniqueLabName, whoamiUrl } from './harness.js';
 
 /** README "Self-healing": restored within a second of the wipe. */
 const RESTORE_BOUND_MS = 1000;
 
 let lab: LabState;
-let daemon: RunningDaemon | undefined;
+let daemon: LabDaemon | undefined;
 let config: string;
 
 before(async () => {
   lab = await labUp({ name: uniqueLabName('heal'), uplinks: 3 });
-  config = writeConfig(lab, 'heal.yaml', labConfig(lab, {
+  config = writeLabConfig(lab, 'heal.yaml', labConfig(lab, {
     uplink: () => '    check: { targets: [192.0.2.10] }\n',
     top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: 127.0.0.1:9271 }\n${pinnedSourceRule(lab)}`,
   }));
@@ -126,7 +128,7 @@ test('a program that deletes the table every 100 ms for 5 s is not fought in a t
 });
 
 test('no restore when nothing was touched: sticky sources filling their sets and least-loaded moving shares are uplinkd\'s own changes', async () => {
-  const quiet = writeConfig(lab, 'heal-quiet.yaml', labConfig(lab, {
+  const quiet = writeLabConfig(lab, 'heal-quiet.yaml', labConfig(lab, {
     uplink: () => '    check: { targets: [192.0.2.10] }\n',
     top: `balance: least-loaded\nsticky: 10m\napi: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
   }));

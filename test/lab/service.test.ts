@@ -10,9 +10,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, test } from 'node:test';
+import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { labDown, labUp, type LabState } from '../../src/lab/lab.js';
-import { lastLines, startLabDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
-import { labConfig, mustUplinkd, UPLINKD, uniqueLabName, waitFor, writeConfig } from './harness.js';
+import { lastLines, startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
+import { mustUplinkd, UPLINKD, uniqueLabName, waitFor } from './harness.js';
 
 const LISTENER = fileURLToPath(new URL('./notify-listener.py', import.meta.url));
 const TABLE = 'uplinkd';
@@ -30,7 +31,7 @@ let cappedDaemon: ChildProcess | undefined;
 
 before(async () => {
   lab = await labUp({ name: LAB, uplinks: 2 });
-  config = writeConfig(lab, 'service.yaml', labConfig(lab, {
+  config = writeLabConfig(lab, 'service.yaml', labConfig(lab, {
     uplink: () => '    check: { targets: [192.0.2.10] }\n',
     top: `api: { socket: ${lab.stateDir}/uplinkd.sock, http: "off" }\n`,
   }));
@@ -97,7 +98,7 @@ async function awaitField(l: Listener, field: string, from: number, withinMs: nu
 
 test('READY=1 once the nft table is installed, WATCHDOG=1 while healthy, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM', async () => {
   listener = await listen('notify.sock');
-  daemon = await startLabDaemon(lab, config, { env: { NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: '1000000' } });
+  daemon = await startDaemon(lab, config, { env: { NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: '1000000' }, upWithinMs: false });
   const logs = daemon.logs;
 
   const ready = await awaitField(listener, 'READY=1', 0, 10_000, logs);

@@ -6,7 +6,6 @@
 // changed.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import {
   appendFileSync, chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
@@ -14,9 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
-import { promisify } from 'node:util';
+import { runCommand, type CommandResult } from '../../src/kernel/runner.js';
 
-const run = promisify(execFile);
 const CHECKOUT = fileURLToPath(new URL('../../', import.meta.url));
 const INSTALL = join(CHECKOUT, 'scripts/install.sh');
 const UNIT = readFileSync(join(CHECKOUT, 'packaging/uplinkd.service'), 'utf8');
@@ -43,22 +41,10 @@ function debianRoot(): string {
   return root;
 }
 
-interface Result { code: number; stdout: string; stderr: string }
-
-async function exec(file: string, args: string[]): Promise<Result> {
-  try {
-    const { stdout, stderr } = await run(file, args, { encoding: 'utf8' });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
-
 /** install.sh, always into a staging root: these tests never touch the machine's own /etc or /usr/local. */
-function install(root: string, ...args: string[]): Promise<Result> {
+function install(root: string, ...args: string[]): Promise<CommandResult> {
   assert.ok(root.startsWith(tmpdir()) && root.length > tmpdir().length + 1);
-  return exec('bash', [INSTALL, '--destdir', root, '--prefix', PREFIX, ...args]);
+  return runCommand(['bash', INSTALL, '--destdir', root, '--prefix', PREFIX, ...args]);
 }
 
 async function mustInstall(root: string, ...args: string[]): Promise<string> {
@@ -120,16 +106,16 @@ test('systemd-analyze verify accepts the unit as installed, and the launcher run
   // --root makes verify look for ExecStart's launcher and /bin/kill in the
   // installed tree; it reports unknown or malformed settings on stderr
   // without failing, so stderr must be empty too.
-  const verify = await exec('systemd-analyze', ['verify', `--root=${root}`, '/etc/systemd/system/uplinkd.service']);
+  const verify = await runCommand(['systemd-analyze', 'verify', `--root=${root}`, '/etc/systemd/system/uplinkd.service']);
   assert.equal(verify.code, 0, verify.stderr);
   assert.equal(verify.stderr, '');
 
   const launcher = at(root, `${PREFIX}/bin/uplinkd`);
-  const help = await exec(launcher, ['--help']);
+  const help = await runCommand([launcher, '--help']);
   assert.equal(help.code, 0, help.stderr);
   assert.match(help.stdout, /^Usage: uplinkd/);
   // The production packages are enough to load and validate the example config.
-  const check = await exec(launcher, ['check', '-c', at(root, '/etc/uplinkd/uplinkd.yaml')]);
+  const check = await runCommand([launcher, 'check', '-c', at(root, '/etc/uplinkd/uplinkd.yaml')]);
   assert.equal(check.code, 0, check.stderr);
   assert.match(check.stdout, /valid \(2 uplinks, 0 rules\)/);
 });
@@ -187,7 +173,7 @@ test('refusals: no Node.js >= 20.19, an unbuilt checkout, a unit not ours, unins
   roots.push(bare);
   mkdirSync(join(bare, 'scripts'));
   cpSync(INSTALL, join(bare, 'scripts/install.sh'));
-  const unbuilt = await exec('bash', [join(bare, 'scripts/install.sh'), '--destdir', root]);
+  const unbuilt = await runCommand(['bash', join(bare, 'scripts/install.sh'), '--destdir', root]);
   assert.equal(unbuilt.code, 1);
   assert.match(unbuilt.stderr, /not built; run scripts\/setup.sh first/);
 
