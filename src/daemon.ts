@@ -16,7 +16,7 @@ import { HealthTracker, type Transition } from './health.js';
 import { runHooks, type HookEvent } from './hooks.js';
 import { leastLoadedWeights, RateEstimator, SAMPLE_MS, sharesMoved, STATUS_SAMPLE_MS } from './balance.js';
 import { cgroupFacts, ruleCgroups, watchCgroups } from './kernel/cgroups.js';
-import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from './kernel/converge.js';
+import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type DriftScope, type Installed } from './kernel/converge.js';
 import { readFacts, readInterfaceCounters } from './kernel/facts.js';
 import { startedRecently, systemRunner, type Runner } from './kernel/runner.js';
 import { countConnections, deleteConnections, deleteUnansweredTcp, flushDynamicSet } from './kernel/update.js';
@@ -29,8 +29,14 @@ import { createProber, type ProbeRound, type ProbeSubject, type Prober } from '.
 import type { SelfHealingStatus, Status, StatusEvent, UplinkStatus } from './api/status.js';
 
 const MAX_EVENTS = 100;
-/** The safety net under the event-driven drift checks: a missed event is caught within this long. */
+/**
+ * The periodic drift check: every 5 s what raises no kernel event (sysctls,
+ * MPTCP endpoints: no commands unless MPTCP is on), and every 6th time (30 s)
+ * everything, the last resort under the monitors, which say when they may
+ * have missed an event (kernel/watch.ts). See README "Self-healing".
+ */
 const DRIFT_CHECK_EVERY_MS = 5000;
+const FULL_DRIFT_CHECK_EVERY = 6;
 
 interface Tracked {
   uplink: Uplink;
@@ -60,6 +66,9 @@ export class Daemon {
   private driftTimer?: NodeJS.Timeout;
   /** A drift check is queued or running: further triggers join it. */
   private driftCheckQueued = false;
+  /** What the queued drift check reads: `all` once any trigger asked for all. */
+  private driftScope: DriftScope = 'all';
+  private periodicChecks = 0;
   /** A restore waits out the back-off: further triggers wait with it. */
   private restoreTimer?: NodeJS.Timeout;
   private readonly backoff = new RestoreBackoff();
@@ -101,7 +110,9 @@ export class Daemon {
       watchNftTable(this.config.kernel.nftTable, startedRecently, (what) => this.checkDrift(`nft: ${what}`), { log }),
       watchCgroups(() => ruleCgroups(this.config), () => this.facts.cgroups, (what) => void this.onKernelChange(what)),
     );
-    this.driftTimer = setInterval(() => this.checkDrift('periodic check'), DRIFT_CHECK_EVERY_MS);
+    this.driftTimer = setInterval(() => {
+      this.checkDrift('periodic check', ++this.periodicChecks % FULL_DRIFT_CHECK_EVERY === 0 ? 'all' : 'unwatched');
+    }, DRIFT_CHECK_EVERY_MS);
     this.startSampler();
     const status = () => this.status();
     this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
@@ -290,14 +301,19 @@ export class Daemon {
    * someone else removed or changed. Triggers while a check is queued join
    * it; while a restore waits out the back-off, they wait with it.
    */
-  private checkDrift(trigger: string): void {
-    if (this.stopping || this.driftCheckQueued || this.restoreTimer) return;
+  private checkDrift(trigger: string, scope: DriftScope = 'all'): void {
+    if (this.stopping || this.restoreTimer) return;
+    if (this.driftCheckQueued) {
+      if (scope === 'all') this.driftScope = 'all';
+      return;
+    }
     this.driftCheckQueued = true;
+    this.driftScope = scope;
     const foundAt = performance.now();
     void this.enqueue(`drift check (${trigger})`, async () => {
       this.driftCheckQueued = false;
       if (!this.installed || this.stopping) return;
-      const drift = await findDrift(this.installed, this.runner);
+      const drift = await findDrift(this.installed, this.runner, this.driftScope);
       if (drift.length === 0) return;
       const delay = this.backoff.delayMs(Date.now());
       if (delay > 0) {
