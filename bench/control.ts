@@ -198,6 +198,20 @@ export async function runControl(): Promise<PartResult<ControlData>> {
 
 // ------------------------------------------------------------ the report
 
+/** The children's CPU by program (fping, the monitors) and the commands run and reaped, when the results have them. */
+function childShares(i: IdleCost): string[][] {
+  if (!i.processes) return [];
+  const by = new Map<string, { n: number; pct: number }>();
+  for (const p of i.processes) {
+    const e = by.get(p.comm) ?? { n: 0, pct: 0 };
+    by.set(p.comm, { n: e.n + 1, pct: e.pct + p.cpuPercent });
+  }
+  return [
+    ...[...by].map(([comm, e]) => [`  of which ${comm} (${e.n} running)`, `${e.pct.toFixed(2)}% of a core`]),
+    ['  of which commands run and reaped (drift checks)', `${(i.reapedCpuPercent ?? 0).toFixed(2)}% of a core`],
+  ];
+}
+
 const pctl = (values: number[], p: number) => (values.length ? percentile(values, p) : NaN);
 
 export function renderControl(result: PartResult<ControlData>): { markdown: string; rows: SummaryRow[] } {
@@ -280,12 +294,13 @@ export function renderControl(result: PartResult<ControlData>): { markdown: stri
         ['children VmRSS (at the end)', `${i.childrenRssMB.toFixed(1)} MB`],
         ['daemon CPU', `${i.daemonCpuPercent.toFixed(2)}% of a core`],
         ['children CPU', `${i.childrenCpuPercent.toFixed(2)}% of a core`],
+        ...childShares(i),
         ['total CPU', `${i.totalCpuPercent.toFixed(2)}% of a core`],
       ]),
       '',
     );
     rows.push({ measurement: `daemon resident memory (VmRSS, max over ${Math.round(i.seconds)} s idle, 4 uplinks × 2 targets)`, value: `${i.maxRssMB.toFixed(1)} MB`, target: '≤ 80 MB', met: i.maxRssMB <= 80 });
-    rows.push({ measurement: 'daemon CPU idle, fping and other children included', value: `${i.totalCpuPercent.toFixed(2)}% of a core`, target: '≤ 2%', met: i.totalCpuPercent <= 2 });
+    rows.push({ measurement: 'daemon CPU idle, fping and other children included', value: `${i.totalCpuPercent.toFixed(2)}% of a core`, target: '≤ 1%', met: i.totalCpuPercent <= 1 });
   } else {
     out.push(`Not measured: ${data.idleError}.`, '');
   }
