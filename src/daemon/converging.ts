@@ -7,15 +7,21 @@
 
 import type { Metrics } from '../api/metrics.js';
 import type { SelfHealingStatus } from '../api/status.js';
-import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type Installed } from '../kernel/converge.js';
+import { converge, findDrift, RestoreBackoff, type ConvergeOptions, type DriftScope, type Installed } from '../kernel/converge.js';
 import type { Runner } from '../kernel/runner.js';
 import { deleteUnansweredTcp } from '../kernel/update.js';
 import type { Logger } from '../log.js';
 import type { DesiredState } from '../plan/state.js';
 import type { Events } from './events.js';
 
-/** The safety net under the event-driven drift checks: a missed event is caught within this long. */
+/**
+ * The periodic drift check: every 5 s what raises no kernel event (sysctls,
+ * MPTCP endpoints: no commands unless MPTCP is on), and every 6th time (30 s)
+ * everything, the last resort under the monitors, which say when they may
+ * have missed an event (kernel/watch.ts). See README "Self-healing".
+ */
 const DRIFT_CHECK_EVERY_MS = 5000;
+const FULL_DRIFT_CHECK_EVERY = 6;
 
 export class Converging {
   private installedState?: Installed;
@@ -25,6 +31,9 @@ export class Converging {
   private driftTimer?: NodeJS.Timeout;
   /** A drift check is queued or running: further triggers join it. */
   private driftCheckQueued = false;
+  /** What the queued drift check reads: `all` once any trigger asked for all. */
+  private driftScope: DriftScope = 'all';
+  private periodicChecks = 0;
   /** A restore waits out the back-off: further triggers wait with it. */
   private restoreTimer?: NodeJS.Timeout;
   private readonly backoff = new RestoreBackoff();
@@ -70,7 +79,9 @@ export class Converging {
   }
 
   startDriftChecks(): void {
-    this.driftTimer = setInterval(() => this.checkDrift('periodic check'), DRIFT_CHECK_EVERY_MS);
+    this.driftTimer = setInterval(() => {
+      this.checkDrift('periodic check', ++this.periodicChecks % FULL_DRIFT_CHECK_EVERY === 0 ? 'all' : 'unwatched');
+    }, DRIFT_CHECK_EVERY_MS);
   }
 
   /**
@@ -78,14 +89,19 @@ export class Converging {
    * someone else removed or changed. Triggers while a check is queued join
    * it; while a restore waits out the back-off, they wait with it.
    */
-  checkDrift(trigger: string): void {
-    if (this.stopping || this.driftCheckQueued || this.restoreTimer) return;
+  checkDrift(trigger: string, scope: DriftScope = 'all'): void {
+    if (this.stopping || this.restoreTimer) return;
+    if (this.driftCheckQueued) {
+      if (scope === 'all') this.driftScope = 'all';
+      return;
+    }
     this.driftCheckQueued = true;
+    this.driftScope = scope;
     const foundAt = performance.now();
     void this.enqueue(`drift check (${trigger})`, async () => {
       this.driftCheckQueued = false;
       if (!this.installedState || this.stopping) return;
-      const drift = await findDrift(this.installedState, this.runner);
+      const drift = await findDrift(this.installedState, this.runner, this.driftScope);
       if (drift.length === 0) return;
       const delay = this.backoff.delayMs(Date.now());
       if (delay > 0) {

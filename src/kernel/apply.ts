@@ -72,17 +72,25 @@ function ruleAction(r: RuleJson): string | undefined {
  * types and scopes, so names in /etc/iproute2 cannot confuse the comparison.
  */
 async function listRoutes(runner: Runner, tables: number[]): Promise<RouteJson[]> {
-  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'route', 'show', 'table', 'all']);
+  return routesOf(await mustRun(runner, 'ip', ['-j', '-N', '-4', 'route', 'show', 'table', 'all']), tables);
+}
+
+/** The routes of `tables` in `ip -j -N -4 route show table all` output. */
+function routesOf(json: string, tables: number[]): RouteJson[] {
   const wanted = new Set(tables.map(String));
-  return (JSON.parse(out || '[]') as RouteJson[])
+  return (JSON.parse(json || '[]') as RouteJson[])
     .filter((r) => r.table !== undefined && wanted.has(r.table))
     .map((r) => ({ ...r, type: r.type === undefined || r.type === RTN_UNICAST ? 'unicast' : r.type === RTN_UNREACHABLE ? 'unreachable' : r.type,
       scope: r.scope === RT_SCOPE_LINK ? 'link' : r.scope }));
 }
 
 async function listOwnedRules(runner: Runner, from: number, to: number): Promise<RuleJson[]> {
-  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', 'rule', 'show']);
-  return (JSON.parse(out || '[]') as RuleJson[]).filter((r) => r.priority >= from && r.priority <= to);
+  return rulesOf(await mustRun(runner, 'ip', ['-j', '-N', '-4', 'rule', 'show']), from, to);
+}
+
+/** The rules from priority `from` to `to` in `ip -j -N -4 rule show` output. */
+function rulesOf(json: string, from: number, to: number): RuleJson[] {
+  return (JSON.parse(json || '[]') as RuleJson[]).filter((r) => r.priority >= from && r.priority <= to);
 }
 
 /** The comment of uplinkd's nft table, or undefined when there is no such table. */
@@ -96,10 +104,34 @@ interface AddressJson { ifname: string; addr_info?: { family: string; local: str
 
 /** The addresses carrying uplinkd's label, wherever they are, as `ip address del` arguments. */
 async function listOwnedAddresses(runner: Runner): Promise<{ key: string; del: string[] }[]> {
-  const out = await mustRun(runner, 'ip', ['-j', '-4', 'address', 'show']);
-  return (JSON.parse(out || '[]') as AddressJson[]).flatMap((link) => (link.addr_info ?? [])
+  return ownedAddressesOf(await mustRun(runner, 'ip', ['-j', '-4', 'address', 'show']));
+}
+
+/** rtnetlink scopes as `ip -N` prints them, by the names `ip` prints without it. */
+const SCOPE_NAMES: Record<string, string> = { 0: 'global', 200: 'site', 253: 'link', 254: 'host', 255: 'nowhere' };
+
+/** The addresses carrying uplinkd's label in `ip -j -4 address show` output, with or without `-N`. */
+function ownedAddressesOf(json: string): { key: string; del: string[] }[] {
+  return (JSON.parse(json || '[]') as AddressJson[]).flatMap((link) => (link.addr_info ?? [])
     .filter((a) => a.family === 'inet' && a.label === HOST_SOURCE_LABEL)
-    .map((a) => ({ key: addressKey(link.ifname, `${a.local}/${a.prefixlen}`, a.scope ?? '-'), del: ['address', 'del', `${a.local}/${a.prefixlen}`, 'dev', link.ifname] })));
+    .map((a) => ({
+      key: addressKey(link.ifname, `${a.local}/${a.prefixlen}`, a.scope === undefined ? '-' : SCOPE_NAMES[a.scope] ?? a.scope),
+      del: ['address', 'del', `${a.local}/${a.prefixlen}`, 'dev', link.ifname],
+    })));
+}
+
+/**
+ * The routes, rules and addresses routingDiff compares, from one `ip -batch`
+ * (one process instead of three: the periodic drift check runs it). `ip -j`
+ * prints each command's answer as one JSON line.
+ */
+async function readRouting(runner: Runner, tables: number[], ruleRange: { from: number; to: number }): Promise<{
+  routes: RouteJson[]; rules: RuleJson[]; addresses: { key: string; del: string[] }[];
+}> {
+  const out = await mustRun(runner, 'ip', ['-j', '-N', '-4', '-batch', '-'], 'route show table all\nrule show\naddress show\n');
+  const answers = out.split('\n').filter((line) => line.trim() !== '');
+  if (answers.length !== 3) throw new Error(`ip -batch: expected 3 answers, got ${answers.length}`);
+  return { routes: routesOf(answers[0], tables), rules: rulesOf(answers[1], ruleRange.from, ruleRange.to), addresses: ownedAddressesOf(answers[2]) };
 }
 
 const addressKey = (dev: string, cidr: string, scope: string) => `${dev} ${cidr} ${scope}`;
@@ -141,11 +173,7 @@ export async function routingDiff(state: DesiredState, runner: Runner): Promise<
   missingRoutes: Route[]; staleRoutes: RouteJson[]; missingRules: IpRule[]; staleRules: RuleJson[];
   missingAddresses: LocalAddress[]; staleAddresses: string[][];
 }> {
-  const [inRange, rules, addresses] = await Promise.all([
-    listRoutes(runner, tablesIn(state.tableRange)),
-    listOwnedRules(runner, state.ruleRange.from, state.ruleRange.to),
-    listOwnedAddresses(runner),
-  ]);
+  const { routes: inRange, rules, addresses } = await readRouting(runner, tablesIn(state.tableRange), state.ruleRange);
   const owned = new Set([...state.ownedTables.map(String), ...signedTables(inRange).map(String)]);
   const present = inRange.filter((r) => owned.has(r.table!));
   const presentAddressKeys = new Set(addresses.map((a) => a.key));

@@ -27,6 +27,13 @@ export const NFT_CGROUP_BASE = '/sys/fs/cgroup';
 export const CGROUP_POLL_MS = 500;
 
 /**
+ * How often it looks while no rule names a cgroup: only to find that a reload
+ * now names one (the reload's own plan reads them), so an idle daemon without
+ * cgroup rules wakes for nothing twice a second.
+ */
+export const CGROUP_IDLE_POLL_MS = 5000;
+
+/**
  * The mount point of the cgroup v2 hierarchy in /proc/self/mountinfo text:
  * /sys/fs/cgroup on a unified layout, /sys/fs/cgroup/unified on a hybrid one.
  * Only mounts of the hierarchy's root count (a bind mount of a subtree would
@@ -112,22 +119,39 @@ export interface CgroupWatcher { stop(): void }
  * (the facts the current plan was made from): one appeared, went away, or was
  * created again with a new id. Both are read at every look, so a reload that
  * names other cgroups, and a re-read of the facts for any other reason, are
- * followed without telling the watcher.
+ * followed without telling the watcher. While `paths()` names none it looks
+ * every `idleEveryMs` instead of every `everyMs`: after a reload that names
+ * some, a change to them is then seen up to that much later, once.
  */
 export function watchCgroups(
   paths: () => readonly string[],
   known: () => readonly CgroupFacts[] | undefined,
   onChange: (what: string) => void,
   everyMs = CGROUP_POLL_MS,
+  idleEveryMs = CGROUP_IDLE_POLL_MS,
 ): CgroupWatcher {
-  const timer = setInterval(() => {
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const look = () => {
     const wanted = paths();
-    if (wanted.length === 0) return;
-    const what = cgroupChanges(wanted, known() ?? [], cgroupFacts(wanted));
-    if (what) onChange(what);
-  }, everyMs);
-  timer.unref();
-  return { stop: () => clearInterval(timer) };
+    if (wanted.length > 0) {
+      const what = cgroupChanges(wanted, known() ?? [], cgroupFacts(wanted));
+      if (what) onChange(what);
+    }
+    arm(wanted.length > 0 ? everyMs : idleEveryMs);
+  };
+  const arm = (ms: number) => {
+    if (stopped) return; // perhaps by onChange
+    timer = setTimeout(look, ms);
+    timer.unref();
+  };
+  arm(paths().length > 0 ? everyMs : idleEveryMs);
+  return {
+    stop: () => {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
 }
 
 /** The cgroups a config's rules name, each once. */

@@ -74,28 +74,40 @@ export function fingerprintOf(json: string, dynamic: ReadonlySet<string>): NftFi
 }
 
 /**
- * Everything that differs between what `installed` says is in the kernel and
- * what is: 3 commands (`nft -j list table`, `ip -j rule`, `ip -j route`),
- * 2 more with `mptcp: subflow` (endpoints and limits), and a few /proc/sys
- * reads. An empty list means in step.
+ * What a drift check reads: `all` of it, or only what no monitor reports
+ * (`unwatched`): the sysctls and MPTCP's endpoints and limits. `nft monitor`
+ * and `ip monitor` (kernel/watch.ts) report every change to the table, the
+ * rules, the routes and the addresses, and say when they may have missed one.
  */
-export async function findDrift(installed: Installed, runner: Runner): Promise<Drift[]> {
+export type DriftScope = 'all' | 'unwatched';
+
+/**
+ * Everything that differs between what `installed` says is in the kernel and
+ * what is: 2 commands (`nft -j list table`, and one `ip -batch` for rules,
+ * routes and addresses), 2 more with `mptcp: subflow` (endpoints and limits),
+ * and a few /proc/sys reads. `unwatched` leaves out the first two. An empty
+ * list means in step.
+ */
+export async function findDrift(installed: Installed, runner: Runner, scope: DriftScope = 'all'): Promise<Drift[]> {
   const { state } = installed;
-  const [now, routing, mptcp] = await Promise.all([readFingerprint(runner, state.nft), routingDiff(state, runner), mptcpDrift(state.mptcp, runner)]);
+  const watched = scope === 'all';
+  const [now, routing, mptcp] = await Promise.all([
+    watched ? readFingerprint(runner, state.nft) : undefined,
+    watched ? routingDiff(state, runner) : undefined,
+    mptcpDrift(state.mptcp, runner),
+  ]);
   const drift: Drift[] = [];
-  if (now.structure === undefined) drift.push({ kind: 'nft-table', detail: `table ${state.nft.family} ${state.nft.name} is gone` });
-  else if (now.structure !== installed.nft.structure) drift.push({ kind: 'nft-structure', detail: `table ${state.nft.name}: chains, rules or sets changed` });
-  else if (now.elements !== installed.nft.elements) drift.push({ kind: 'nft-elements', detail: `table ${state.nft.name}: set or map elements changed` });
+  if (now) drift.push(...tableDrift(installed, now));
   const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
-  if (routing.missingRules.length || routing.staleRules.length) {
+  if (routing && (routing.missingRules.length || routing.staleRules.length)) {
     drift.push({ kind: 'rules', detail: [routing.missingRules.length && `${count(routing.missingRules.length, 'rule')} missing`,
       routing.staleRules.length && `${count(routing.staleRules.length, 'foreign rule')} in the owned range`].filter(Boolean).join(', ') });
   }
-  if (routing.missingRoutes.length || routing.staleRoutes.length) {
+  if (routing && (routing.missingRoutes.length || routing.staleRoutes.length)) {
     drift.push({ kind: 'routes', detail: [routing.missingRoutes.length && `${count(routing.missingRoutes.length, 'route')} missing`,
       routing.staleRoutes.length && `${count(routing.staleRoutes.length, 'foreign route')} in owned tables`].filter(Boolean).join(', ') });
   }
-  if (routing.missingAddresses.length || routing.staleAddresses.length) {
+  if (routing && (routing.missingAddresses.length || routing.staleAddresses.length)) {
     drift.push({ kind: 'addresses', detail: [routing.missingAddresses.length && 'the host source address is missing',
       routing.staleAddresses.length && 'a stale address carries uplinkd\'s label'].filter(Boolean).join(', ') });
   }
@@ -103,6 +115,14 @@ export async function findDrift(installed: Installed, runner: Runner): Promise<D
   if (sysctls.length) drift.push({ kind: 'sysctls', detail: sysctls.map((s) => s.key).join(', ') + ' changed' });
   if (mptcp) drift.push({ kind: 'mptcp', detail: `MPTCP: ${mptcp}` });
   return drift;
+}
+
+/** How the table as read now differs from the one uplinkd installed: at most one Drift, the gravest. */
+function tableDrift({ state, nft }: Installed, now: NftFingerprint): Drift[] {
+  if (now.structure === undefined) return [{ kind: 'nft-table', detail: `table ${state.nft.family} ${state.nft.name} is gone` }];
+  if (now.structure !== nft.structure) return [{ kind: 'nft-structure', detail: `table ${state.nft.name}: chains, rules or sets changed` }];
+  if (now.elements !== nft.elements) return [{ kind: 'nft-elements', detail: `table ${state.nft.name}: set or map elements changed` }];
+  return [];
 }
 
 /**

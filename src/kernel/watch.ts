@@ -4,6 +4,13 @@
 // address and two routes; a firewall reload deletes every chain), so they are
 // coalesced before the daemon re-reads the kernel; the re-read, not the event
 // text, is what counts.
+//
+// A monitor that may have missed events says so, and that counts as a change
+// too: anything it prints on stderr (`ip monitor` says there when the kernel
+// dropped events for it, ENOBUFS; `nft monitor` says so on stdout, see
+// nftChanges), and its restart after it exited (changes made while none ran
+// went unseen). So the daemon's periodic check of all its state is only a
+// last resort (src/daemon.ts).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -12,19 +19,30 @@ export interface KernelWatcher { stop(): void }
 export interface WatchOptions {
   coalesceMs?: number;
   log?: (msg: string) => void;
+  /** How long after a restart to report it: time for the new monitor to subscribe, so the check it triggers misses nothing. */
+  restartSettleMs?: number;
 }
+
+/** How long an exited monitor waits before it is started again. */
+const RESTART_DELAY_MS = 500;
 
 /**
  * Runs `argv` for as long as the watcher lives (restarted if it exits), and
  * calls `onChange` with a summary of the lines `relevant` keeps, at most once
  * per `coalesceMs`.
  */
-function watchLines(argv: string[], relevant: (line: string) => string | undefined, onChange: (what: string) => void, opts: WatchOptions): KernelWatcher {
+export function watchLines(argv: string[], relevant: (line: string) => string | undefined, onChange: (what: string) => void, opts: WatchOptions): KernelWatcher {
   const coalesceMs = opts.coalesceMs ?? 20;
   let child: ChildProcess | undefined;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
+  let restartTimer: NodeJS.Timeout | undefined;
   let pending: string[] = [];
+
+  const note = (what: string) => {
+    pending.push(what);
+    timer ??= setTimeout(fire, coalesceMs);
+  };
 
   const fire = () => {
     timer = undefined;
@@ -33,7 +51,8 @@ function watchLines(argv: string[], relevant: (line: string) => string | undefin
     onChange(what);
   };
 
-  const start = () => {
+  const start = (restarted: boolean) => {
+    restartTimer = undefined;
     child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     let buffer = '';
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -42,24 +61,34 @@ function watchLines(argv: string[], relevant: (line: string) => string | undefin
       buffer = lines.pop() ?? '';
       for (const line of lines) {
         const what = line ? relevant(line) : undefined;
-        if (what === undefined) continue;
-        pending.push(what);
-        timer ??= setTimeout(fire, coalesceMs);
+        if (what !== undefined) note(what);
       }
+    });
+    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+      const said = chunk.trim().split('\n')[0].slice(0, 200);
+      opts.log?.(`${argv.join(' ')}: ${said}`);
+      note(`${argv[0]} monitor: ${said}`);
     });
     child.on('error', (err) => opts.log?.(`${argv[0]} monitor: ${err.message}`));
     child.on('exit', (code) => {
       if (stopped) return;
       opts.log?.(`${argv.join(' ')} exited (${code}); restarting`);
-      setTimeout(start, 500);
+      restartTimer = setTimeout(() => start(true), RESTART_DELAY_MS);
     });
+    if (restarted) {
+      restartTimer = setTimeout(() => {
+        restartTimer = undefined;
+        if (!stopped) note(`${argv[0]} monitor restarted`);
+      }, opts.restartSettleMs ?? 250);
+    }
   };
-  start();
+  start(false);
 
   return {
     stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
+      if (restartTimer) clearTimeout(restartTimer);
       child?.kill();
     },
   };
@@ -76,12 +105,15 @@ export function watchKernel(onChange: (what: string) => void, opts: WatchOptions
  * "delete rule, delete table"), unless `isOwn(pid)` says this process ran it.
  * nft prints a transaction's changes, then `# new generation N by process
  * PID (nft)`; a transaction with no process named counts as another's.
+ * nft says `# ERROR: …` on stdout when it lost events (ENOBUFS) or its socket
+ * failed: that is returned as a change too, since any change may be behind it.
  */
 export function nftChanges(table: string, isOwn: (pid: number) => boolean): (line: string) => string | undefined {
   const ours = new RegExp(`^(add|delete|flush|replace) (\\w+) inet ${table}(\\s|$)`);
   const generation = /^# new generation \d+(?: by process (\d+))?/;
   let transaction: string[] = [];
   return (line) => {
+    if (line.startsWith('# ERROR')) return `nft monitor: ${line.slice(2, 200)}`;
     const g = generation.exec(line);
     if (g) {
       const changes = transaction;

@@ -14,7 +14,10 @@
 // Reading: fping's stdout is a FIFO that the daemon does not watch. Lines
 // wait in the kernel's pipe buffer until the round clock's next wakeup
 // (collect()), which reads them all at once: one read per uplink and round
-// instead of a wakeup for every line fping prints.
+// instead of a wakeup for every line fping prints. The FIFO is made on a
+// tmpfs where there is one: every write to a pipe stamps its inode's mtime,
+// and on a disk filesystem (ext4) that is a journalled inode update for each
+// line fping prints, which cost more CPU than fping's own work.
 //
 // Rounds and fping's [N]: fping is started as round `base` opens, and it
 // keeps the same period on its own clock, so its probe N belongs to round
@@ -31,7 +34,7 @@
 // for every probe.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, readSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Check } from '../config/types.js';
@@ -92,14 +95,37 @@ export interface FpingProcess {
 
 export type SpawnFping = (args: string[]) => FpingProcess;
 
+/** statfs(2)'s f_type of a tmpfs (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
+
+/**
+ * Where to make the FIFOs: the first of these on a tmpfs (the service's
+ * RuntimeDirectory under /run, /dev/shm), else the temporary directory.
+ * `statfs` is injectable for the unit tests.
+ */
+export function fifoParent(
+  env: NodeJS.ProcessEnv = process.env,
+  fsType: (path: string) => number | undefined = (path) => {
+    try {
+      return Number(statfsSync(path).type);
+    } catch {
+      return undefined;
+    }
+  },
+): string {
+  // RUNTIME_DIRECTORY may list several, separated by colons (systemd.exec(5)).
+  const candidates = [...(env.RUNTIME_DIRECTORY?.split(':').filter(Boolean) ?? []), '/dev/shm'];
+  return candidates.find((dir) => fsType(dir) === TMPFS_MAGIC) ?? tmpdir();
+}
+
 /**
  * Starts `command` with its stdout on a FIFO: Node has no unwatched pipe of
  * its own, and a FIFO whose name is removed at once is one. The read end is
  * non-blocking (a read of nothing says EAGAIN) and only the daemon has it;
  * the write end is the child's stdout alone.
  */
-export function spawnWithFifo(command: string, args: string[]): FpingProcess {
-  const dir = mkdtempSync(join(tmpdir(), 'uplinkd-fping-'));
+export function spawnWithFifo(command: string, args: string[], parent = fifoParent()): FpingProcess {
+  const dir = mkdtempSync(join(parent, 'uplinkd-fping-'));
   let readFd: number | undefined;
   try {
     const fifo = join(dir, 'stdout');

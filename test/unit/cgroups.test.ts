@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, rmSync, rmdirSync, statSync, writeFileSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cgroup2MountPoint, cgroupChanges, cgroupLevel, nftCgroupPath, readCgroups } from '../../src/kernel/cgroups.js';
+import { CGROUP_IDLE_POLL_MS, CGROUP_POLL_MS, cgroup2MountPoint, cgroupChanges, cgroupLevel, nftCgroupPath, readCgroups, watchCgroups } from '../../src/kernel/cgroups.js';
 
 const line = (id: number, root: string, mountPoint: string, fstype: string) =>
   `${id} 23 0:${id} ${root} ${mountPoint} rw,relatime shared:${id} - ${fstype} ${fstype} rw`;
@@ -85,5 +85,43 @@ describe('which named cgroups exist', () => {
     const b = { path: 'b.service', id: 11, nftPath: 'b.service' };
     assert.equal(cgroupChanges(['a.service', 'b.service'], [a], [{ ...a, id: 12 }, b]), 'cgroup a.service recreated, cgroup b.service appeared');
     assert.equal(cgroupChanges(['a.service'], [a, b], []), 'cgroup a.service is gone');
+  });
+});
+
+describe('watchCgroups', () => {
+  it('looks twice a second while rules name cgroups, and only every 5 s while none does', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    let named: string[] = [];
+    let looks = 0;
+    const seen: string[] = [];
+    // A cgroup the plan knew that is not there now: each look that reads it reports it gone.
+    const known = () => (looks++, [{ path: 'uplinkd-test/none', id: 1, nftPath: 'uplinkd-test/none' }]);
+    const watcher = watchCgroups(() => named, known, (what) => seen.push(what));
+    try {
+      t.mock.timers.tick(CGROUP_IDLE_POLL_MS - 1);
+      assert.equal(looks, 0, 'no cgroup named: nothing read');
+      named = ['uplinkd-test/none'];
+      // A reload now names one: found at the next idle look, then followed twice a second.
+      t.mock.timers.tick(1);
+      assert.equal(looks, 1);
+      assert.deepEqual(seen, ['cgroup uplinkd-test/none is gone']);
+      t.mock.timers.tick(CGROUP_POLL_MS);
+      assert.equal(looks, 2);
+      named = [];
+      t.mock.timers.tick(CGROUP_POLL_MS);
+      t.mock.timers.tick(CGROUP_IDLE_POLL_MS - 1);
+      assert.equal(looks, 2, 'none named again: back to idle looks that read nothing');
+    } finally {
+      watcher.stop();
+    }
+  });
+
+  it('stops looking once stopped, also when stopped from its own callback', (t) => {
+    t.mock.timers.enable({ apis: ['setTimeout'] });
+    let looks = 0;
+    const watcher = watchCgroups(() => ['uplinkd-test/none'], () => (looks++, [{ path: 'uplinkd-test/none', id: 1, nftPath: 'x' }]), () => watcher.stop());
+    t.mock.timers.tick(CGROUP_POLL_MS);
+    t.mock.timers.tick(10 * CGROUP_POLL_MS);
+    assert.equal(looks, 1);
   });
 });

@@ -7,8 +7,9 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/config/load.js';
 import { converge, fingerprintOf, RestoreBackoff, type Installed } from '../../src/kernel/converge.js';
-import { nftChanges } from '../../src/kernel/watch.js';
+import { nftChanges, watchLines } from '../../src/kernel/watch.js';
 import type { CommandResult, Runner } from '../../src/kernel/runner.js';
+import { jsonAnswers } from './fake-kernel.js';
 import { plan } from '../../src/plan/plan.js';
 import type { Health, KernelFacts } from '../../src/plan/state.js';
 
@@ -30,7 +31,7 @@ function recordingRunner(answer: (command: string, args: string[], input?: strin
       const given = answer(command, args, input);
       if (given) return given;
       if (command === 'nft' && args[0] === '-j') return { code: 0, stdout: '{"nftables": [{"table": {"family": "inet", "name": "uplinkd"}}]}', stderr: '' };
-      return { code: 0, stdout: args.includes('-j') ? '[]' : '', stderr: '' };
+      return { code: 0, stdout: args.includes('-j') ? jsonAnswers(args, input) : '', stderr: '' };
     },
   };
   return { runner, calls };
@@ -125,4 +126,47 @@ test("nft monitor: another program's change to the table is reported once per tr
   ];
   const seen = lines.map(nftChanges('uplinkd', (pid) => pid === 777)).filter((x) => x !== undefined);
   assert.deepEqual(seen, ['delete element', 'delete rule, delete chain, delete table', 'delete table']);
+});
+
+test('nft monitor: lost events (`# ERROR: …` on its stdout) count as a change, whoever made the last transaction', () => {
+  const seen = nftChanges('uplinkd', () => true);
+  assert.equal(seen('add element inet uplinkd balance { 0-32767 : goto mark_isp2 }'), undefined);
+  assert.equal(seen('# ERROR: We lost some netlink events!'), 'nft monitor: ERROR: We lost some netlink events!');
+  assert.equal(seen('# new generation 4 by process 777 (nft)'), undefined, "uplinkd's own transaction");
+});
+
+/** A monitor stand-in: node running `script`. */
+const monitor = (script: string) => [process.execPath, '-e', script];
+
+/** Collects what a watcher reports until `until` says it has seen enough (or 5 s pass). */
+function reports(argv: string[], until: (seen: string[]) => boolean): Promise<string[]> {
+  return new Promise((resolve) => {
+    const seen: string[] = [];
+    const done = () => {
+      clearTimeout(limit);
+      watcher.stop();
+      resolve(seen);
+    };
+    const watcher = watchLines(argv, (line) => (line.startsWith('event') ? line : undefined), (what) => {
+      seen.push(what);
+      if (until(seen)) done();
+    }, { coalesceMs: 5, restartSettleMs: 20 });
+    const limit = setTimeout(done, 5000);
+  });
+}
+
+test('a monitor saying anything on stderr (ip monitor: netlink receive error … ENOBUFS) counts as a change', async () => {
+  const seen = await reports(monitor('console.error("netlink receive error No buffer space available (105)"); setTimeout(() => {}, 10000)'), (s) => s.length > 0);
+  assert.equal(seen.length, 1);
+  assert.match(seen[0], / monitor: netlink receive error No buffer space available \(105\)$/);
+});
+
+test('a monitor that exited is started again and its restart counts as a change: events went unseen meanwhile', async () => {
+  const started = Date.now();
+  // Prints one event and exits at once: each run gives the event, then the restart.
+  const seen = await reports(monitor('console.log("event 1")'), (s) => s.filter((w) => w.endsWith('monitor restarted')).length >= 1);
+  assert.deepEqual(seen.slice(0, 1), ['event 1']);
+  assert.ok(seen.some((w) => w.endsWith(' monitor restarted')), seen.join(' | '));
+  // Restarted after its 500 ms pause, reported 20 ms after that.
+  assert.ok(Date.now() - started >= 500, `${Date.now() - started} ms`);
 });

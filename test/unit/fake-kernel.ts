@@ -14,6 +14,7 @@ import type { CommandResult, Runner, SysctlAccess } from '../../src/kernel/runne
 const RTN_UNREACHABLE = '7';
 const RT_SCOPE_LINK = '253';
 const RT_TABLE_MAIN = '254';
+const RT_SCOPES: Record<string, number> = { global: 0, site: 200, link: 253, host: 254 };
 
 interface FakeRoute { table: string; type: 'unicast' | 'unreachable'; dst: string; via?: string; dev?: string; src?: string; scope?: 'link'; metric?: number }
 interface FakeRule { priority: number; from?: string; fwmark?: string; table: string; suppress?: number }
@@ -67,7 +68,7 @@ export class FakeKernel implements Runner {
 
   async run(command: string, args: string[], input?: string): Promise<CommandResult> {
     const line = [command, ...args].join(' ');
-    const result = command === 'ip' ? this.ip(args) : command === 'nft' ? this.nft(args, input) : command === 'conntrack' ? this.conntrack(args)
+    const result = command === 'ip' ? this.ip(args, input) : command === 'nft' ? this.nft(args, input) : command === 'conntrack' ? this.conntrack(args)
       : command === 'sysctl' ? this.sysctlCommand(args) : undefined;
     if (!result) return fail(`fake kernel: unknown command: ${line}`);
     const mutating = !args.includes('-j') && !(command === 'nft' && args[0] === 'list') && !(command === 'conntrack');
@@ -77,15 +78,29 @@ export class FakeKernel implements Runner {
 
   // ------------------------------------------------------------------ ip
 
-  private ip(args: string[]): CommandResult | undefined {
+  private ip(args: string[], input?: string): CommandResult | undefined {
     const json = args[0] === '-j';
+    const numeric = args.includes('-N');
     const words = args.filter((a) => !['-j', '-N', '-4'].includes(a));
+    if (words[0] === '-batch' && words[1] === '-') return this.ipBatch(args.filter((a) => ['-j', '-N', '-4'].includes(a)), input ?? '');
     const [object, verb, ...rest] = words;
     if (object === 'route') return json ? ok(JSON.stringify(this.routes.map(routeJson))) : this.route(verb, rest);
     if (object === 'rule') return json ? ok(JSON.stringify(this.rules.map(ruleJson))) : this.rule(verb, rest);
-    if (object === 'address') return json ? ok(JSON.stringify(this.addressJson())) : this.address(verb, rest);
+    if (object === 'address') return json ? ok(JSON.stringify(this.addressJson(numeric))) : this.address(verb, rest);
     if (object === 'mptcp') return this.mptcp(json, verb, rest);
     return undefined;
+  }
+
+  /** `ip [-j -N -4] -batch -`: each line a command with the same options, answers one after the other; the first failure ends it, as without -force. */
+  private ipBatch(options: string[], input: string): CommandResult | undefined {
+    let stdout = '';
+    for (const line of input.split('\n').filter((l) => l.trim())) {
+      const result = this.ip([...options, ...line.trim().split(/\s+/)]);
+      if (!result) return undefined;
+      if (result.code !== 0) return { ...result, stdout: stdout + result.stdout };
+      stdout += result.stdout + (options.includes('-j') ? '\n' : '');
+    }
+    return ok(stdout);
   }
 
   private route(verb: string, rest: string[]): CommandResult | undefined {
@@ -159,12 +174,14 @@ export class FakeKernel implements Runner {
     return undefined;
   }
 
-  private addressJson() {
+  /** `numeric` (-N): scopes as rtnetlink numbers, as `ip -N` prints them. */
+  private addressJson(numeric = false) {
     const devs = [...new Set(this.addresses.map((a) => a.dev))];
     return devs.map((ifname) => ({
       ifname,
       addr_info: this.addresses.filter((a) => a.dev === ifname).map((a) => ({
-        family: 'inet', local: a.cidr.split('/')[0], prefixlen: Number(a.cidr.split('/')[1]), label: a.label, scope: a.scope,
+        family: 'inet', local: a.cidr.split('/')[0], prefixlen: Number(a.cidr.split('/')[1]), label: a.label,
+        scope: numeric ? String(RT_SCOPES[a.scope] ?? a.scope) : a.scope,
       })),
     }));
   }
@@ -358,4 +375,10 @@ function parseTableBody(body: string[]): FakeTable {
 
 function renderFakeSet(s: FakeSet): string[] {
   return [`\t${s.kind} ${s.name} {`, ...s.head.map((h) => `\t\t${h}`), `\t\telements = { ${s.elements.join(', ')} }`, '\t}'];
+}
+
+/** What `ip -j` prints for an empty kernel: `[]`, once per command of an `ip -batch -`. */
+export function jsonAnswers(args: string[], input?: string): string {
+  if (!args.includes('-batch')) return '[]';
+  return (input ?? '').split('\n').filter((l) => l.trim()).map(() => '[]\n').join('');
 }

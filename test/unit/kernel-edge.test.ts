@@ -179,6 +179,35 @@ describe('the kernel edge on a pretend kernel', () => {
     assert.equal(withoutComment(kernel.print()), await expectedAfter(steps['two uplinks']()));
   });
 
+  test('the drift check reads rules, routes and addresses with one `ip -batch`, the table with one `nft -j list`', async () => {
+    const kernel = kernelWithNeighbours();
+    const { installed } = await converge(undefined, reloads['host mode'](), kernel);
+    const commands: string[] = [];
+    const counting = { run: (c: string, a: string[], i?: string) => (commands.push([c, ...a].join(' ')), kernel.run(c, a, i)), sysctl: kernel.sysctl };
+    assert.deepEqual(await findDrift(installed, counting), []);
+    assert.deepEqual(commands.sort(), ['ip -j -N -4 -batch -', 'nft -j list table inet uplinkd']);
+    // The host source address (scope host, printed as 254 under -N) is found, and found missing once deleted.
+    const source = installed.state.addresses[0];
+    assert.ok(source, 'host mode plans a source address');
+    await kernel.run('ip', ['address', 'del', source.cidr, 'dev', source.dev]);
+    assert.deepEqual((await findDrift(installed, kernel)).map((d) => d.kind).filter((k) => k === 'addresses'), ['addresses']);
+  });
+
+  test('an `unwatched` drift check runs no command without MPTCP, and sees only what no monitor reports', async () => {
+    const kernel = kernelWithNeighbours();
+    const { installed } = await converge(undefined, steps['two uplinks'](), kernel);
+    const commands: string[] = [];
+    const counting = { run: (c: string, a: string[], i?: string) => (commands.push([c, ...a].join(' ')), kernel.run(c, a, i)), sysctl: kernel.sysctl };
+    await kernel.run('nft', ['delete', 'table', 'inet', 'uplinkd']);
+    const rule = installed.state.rules[0];
+    await kernel.run('ip', ['-4', 'rule', 'del', 'priority', String(rule.priority)]);
+    const sysctl = installed.state.sysctls[0];
+    kernel.sysctl.write(sysctl.path, sysctl.value === '1' ? '0' : '1');
+    assert.deepEqual((await findDrift(installed, counting, 'unwatched')).map((d) => d.kind), ['sysctls']);
+    assert.deepEqual(commands, [], 'sysctls are read from /proc/sys, not through commands');
+    assert.deepEqual((await findDrift(installed, counting)).map((d) => d.kind), ['nft-table', 'rules', 'sysctls']);
+  });
+
   test('a table someone deleted is found as drift and replaced whole', async () => {
     const kernel = kernelWithNeighbours();
     const { installed } = await converge(undefined, steps['two uplinks'](), kernel);

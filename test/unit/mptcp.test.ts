@@ -12,6 +12,7 @@ import { flushOwned } from '../../src/kernel/apply.js';
 import { converge, findDrift } from '../../src/kernel/converge.js';
 import { applyMptcp, flushMptcp, mptcpDrift, parseEndpoints, parseLimits } from '../../src/kernel/mptcp.js';
 import type { CommandResult, Runner } from '../../src/kernel/runner.js';
+import { jsonAnswers } from './fake-kernel.js';
 import { DEFAULT_OWNERSHIP } from '../../src/ownership.js';
 import { plan } from '../../src/plan/plan.js';
 import type { Health, KernelFacts } from '../../src/plan/state.js';
@@ -53,14 +54,14 @@ class FakeMptcp {
     return { code: 2, stdout: '', stderr };
   }
 
-  private run(command: string, args: string[], _input?: string): CommandResult {
+  private run(command: string, args: string[], input?: string): CommandResult {
     const line = [command, ...args].join(' ');
     this.commands.push(line);
     const at = args.indexOf('mptcp');
     if (command !== 'ip' || at < 0) {
       // Not MPTCP: an empty kernel (no routes, rules or table of ours).
       if (command === 'nft' && args[0] === '-j') return this.ok('{"nftables": [{"table": {"family": "inet", "name": "uplinkd"}}]}');
-      return this.ok(args.includes('-j') ? '[]' : '');
+      return this.ok(args.includes('-j') ? jsonAnswers(args, input) : '');
     }
     if (this.missing) return this.fail('Error: genl: can\'t resolve family "mptcp_pm"');
     const [object, verb, ...rest] = args.slice(at + 1);

@@ -14,7 +14,7 @@ import { describe, it } from 'node:test';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Check } from '../../src/config/types.js';
 import { RoundClock, type Timers } from '../../src/probe/clock.js';
-import { FpingDriver, fpingArgs, parseFpingLine, spawnWithFifo, type FpingChild, type FpingProcess } from '../../src/probe/icmp.js';
+import { FpingDriver, fifoParent, fpingArgs, parseFpingLine, spawnWithFifo, type FpingChild, type FpingProcess } from '../../src/probe/icmp.js';
 import { probeTargets, type ProbeRound, type ProbeSubject } from '../../src/probe/index.js';
 import { oneShotDriver, probeOnce, type Probe } from '../../src/probe/oneshot.js';
 import { RoundBook } from '../../src/probe/rounds.js';
@@ -646,19 +646,26 @@ describe('the fping driver', () => {
 describe('a child with its output on a FIFO', () => {
   it('leaves its output in the pipe until it is read, and nothing on disk', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'probe-test-'));
-    const tmp = process.env.TMPDIR;
-    process.env.TMPDIR = dir;
     try {
-      const proc = spawnWithFifo('printf', ['192.0.2.1 : [0], 64 bytes, 0.1 ms (0.1 avg, 0%% loss)\nsecond line\n']);
+      const proc = spawnWithFifo('printf', ['192.0.2.1 : [0], 64 bytes, 0.1 ms (0.1 avg, 0%% loss)\nsecond line\n'], dir);
       assert.deepEqual(readdirSync(dir), [], 'the FIFO and its directory are gone once both ends are open');
       await once(proc.child as unknown as EventEmitter, 'close');
       assert.equal(proc.readOutput(), '192.0.2.1 : [0], 64 bytes, 0.1 ms (0.1 avg, 0% loss)\nsecond line\n');
       assert.equal(proc.readOutput(), '', 'all of it was read at once');
       proc.closeOutput();
     } finally {
-      if (tmp === undefined) delete process.env.TMPDIR;
-      else process.env.TMPDIR = tmp;
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('is made on a tmpfs: the RuntimeDirectory, else /dev/shm, else the temporary directory', () => {
+    const TMPFS = 0x01021994;
+    const EXT4 = 0xef53;
+    const types = (m: Record<string, number>) => (path: string) => m[path];
+    assert.equal(fifoParent({ RUNTIME_DIRECTORY: '/run/uplinkd' }, types({ '/run/uplinkd': TMPFS, '/dev/shm': TMPFS })), '/run/uplinkd');
+    assert.equal(fifoParent({ RUNTIME_DIRECTORY: '/run/uplinkd' }, types({ '/run/uplinkd': EXT4, '/dev/shm': TMPFS })), '/dev/shm');
+    assert.equal(fifoParent({ RUNTIME_DIRECTORY: '/run/a:/run/b' }, types({ '/run/b': TMPFS })), '/run/b', 'several directories');
+    assert.equal(fifoParent({}, types({ '/dev/shm': EXT4 })), tmpdir());
+    assert.equal(fifoParent({}, types({})), tmpdir(), 'no /dev/shm at all');
   });
 });
