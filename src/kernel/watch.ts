@@ -10,7 +10,7 @@
 // dropped events for it, ENOBUFS; `nft monitor` says so on stdout, see
 // nftChanges), and its restart after it exited (changes made while none ran
 // went unseen). So the daemon's periodic check of all its state is only a
-// last resort (src/daemon.ts).
+// last resort (src/daemon/converging.ts).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 
