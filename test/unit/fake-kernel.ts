@@ -1,8 +1,13 @@
 // A pretend kernel for the kernel edge (src/kernel/) without root: it
 // implements the Runner, keeps routes, rules, addresses, nft tables, MPTCP
-// endpoints and sysctls, answers the `ip -j … show` and `nft list` calls
-// uplinkd makes from that state, and prints itself as sorted `ip`/`nft`
+// endpoints and limits, and sysctls, answers the `ip -j … show` and `nft list`
+// calls uplinkd makes from that state, and prints itself as sorted `ip`/`nft`
 // lines so a test can compare whole kernel states.
+//
+// MPTCP is held as the kernel's path manager holds it and answered as
+// iproute2 6.1 (Debian 12) prints it: at most 8 endpoints, ids and addresses
+// unique, limits at most 8, `limits show` as text even with -j; and a kernel
+// built without MPTCP can be pretended (mptcpMissing).
 //
 // It understands exactly the commands uplinkd runs (the argument shapes of
 // src/plan/render.ts and src/kernel/*.ts) and fails loudly on anything else,
@@ -21,7 +26,13 @@ interface FakeRule { priority: number; from?: string; fwmark?: string; table: st
 interface FakeAddress { dev: string; cidr: string; label: string; scope: string }
 interface FakeSet { kind: 'set' | 'map'; name: string; head: string[]; elements: string[] }
 interface FakeTable { comment: string; sets: FakeSet[]; chains: string[] }
-interface FakeEndpoint { id: number; address: string; dev: string; flags: string[] }
+/** `dev` is left out for an endpoint added without one (a signal endpoint, say). */
+interface FakeEndpoint { id: number; address: string; dev?: string; flags: string[] }
+
+/** The path manager's bounds (MPTCP_PM_ADDR_MAX in net/mptcp/pm_netlink.c): endpoints per namespace, and either limit. */
+const MPTCP_MAX = 8;
+/** The endpoint flags, in the order iproute2 prints them. */
+const MPTCP_FLAGS = ['signal', 'subflow', 'backup', 'fullmesh'];
 
 const ok = (stdout = ''): CommandResult => ({ code: 0, stdout, stderr: '' });
 const fail = (stderr: string): CommandResult => ({ code: 2, stdout: '', stderr });
@@ -47,10 +58,17 @@ export class FakeKernel implements Runner {
   addresses: FakeAddress[] = [{ dev: 'lo', cidr: '127.0.0.1/8', label: 'lo', scope: 'host' }];
   tables = new Map<string, FakeTable | string>();
   endpoints: FakeEndpoint[] = [];
-  limits = { subflows: 2, add_addr_accepted: 0 };
+  /** A fresh namespace's. */
+  limits = { subflows: 2, addAddrAccepted: 0 };
+  /** Like a kernel built without MPTCP: every `ip mptcp` fails, as genetlink knows no mptcp_pm family. */
+  mptcpMissing = false;
   settings = new Map<string, string>();
   /** Every command that changed something, as `ip …`/`nft …` lines (nft input summarised). */
   changes: string[] = [];
+  /** Every command run, listings and failures too, as `command args…` lines (input left out). */
+  commands: string[] = [];
+  /** How far mptcpChanges() has read `changes`. */
+  private mptcpSeen = 0;
 
   readonly sysctl: SysctlAccess = {
     read: (path) => this.settings.get(path),
@@ -68,10 +86,11 @@ export class FakeKernel implements Runner {
 
   async run(command: string, args: string[], input?: string): Promise<CommandResult> {
     const line = [command, ...args].join(' ');
+    this.commands.push(line);
     const result = command === 'ip' ? this.ip(args, input) : command === 'nft' ? this.nft(args, input) : command === 'conntrack' ? this.conntrack(args)
       : command === 'sysctl' ? this.sysctlCommand(args) : undefined;
     if (!result) return fail(`fake kernel: unknown command: ${line}`);
-    const mutating = !args.includes('-j') && !(command === 'nft' && args[0] === 'list') && !(command === 'conntrack');
+    const mutating = !args.includes('-j') && !args.includes('show') && !(command === 'nft' && args[0] === 'list') && !(command === 'conntrack');
     if (result.code === 0 && mutating) this.changes.push(input !== undefined ? `${line} <<${input.split('\n')[0]}…` : line);
     return result;
   }
@@ -187,29 +206,62 @@ export class FakeKernel implements Runner {
   }
 
   private mptcp(json: boolean, verb: string, rest: string[]): CommandResult | undefined {
+    if (this.mptcpMissing) return fail('Error: genl: can\'t resolve family "mptcp_pm"');
     const [action, ...more] = rest;
     if (verb === 'endpoint' && json && action === 'show') {
-      return ok(JSON.stringify(this.endpoints.map((e) => ({ address: e.address, id: e.id, ...Object.fromEntries(e.flags.map((f) => [f, true])), dev: e.dev }))));
+      // The kernel dumps endpoints by id; iproute2 6.1 prints each flag as `"subflow": true`, then dev.
+      return ok(JSON.stringify([...this.endpoints].sort((a, b) => a.id - b.id).map((e) => ({
+        address: e.address, id: e.id, ...Object.fromEntries(MPTCP_FLAGS.filter((f) => e.flags.includes(f)).map((f) => [f, true])),
+        ...(e.dev !== undefined ? { dev: e.dev } : {}),
+      }))));
     }
-    if (verb === 'limits' && json && action === 'show') return ok(JSON.stringify(this.limits));
+    // iproute2 6.1 prints the limits as text, with or without -j (src/kernel/mptcp.ts parseLimits reads both).
+    if (verb === 'limits' && action === 'show') return ok(`add_addr_accepted ${this.limits.addAddrAccepted} subflows ${this.limits.subflows} \n`);
     if (verb === 'endpoint' && action === 'add') {
-      const { opts, rest: words } = options(more, ['id', 'dev']);
-      if (this.endpoints.some((e) => e.id === Number(opts.id) || e.address === words[0])) return fail('Error: endpoint exists');
-      this.endpoints.push({ id: Number(opts.id), address: words[0], dev: opts.dev, flags: words.slice(1).sort() });
+      const { opts, rest: [address, ...flags] } = options(more, ['id', 'dev']);
+      if (!address || flags.some((f) => !MPTCP_FLAGS.includes(f))) return undefined;
+      const id = opts.id !== undefined ? Number(opts.id) : this.freeEndpointId();
+      if (this.endpoints.length >= MPTCP_MAX || this.endpoints.some((e) => e.id === id || e.address === address)) {
+        return fail('Error: too many addresses or duplicate one: -17.');
+      }
+      this.endpoints.push({ id, address, ...(opts.dev !== undefined ? { dev: opts.dev } : {}), flags: [...flags].sort() });
       return ok();
     }
     if (verb === 'endpoint' && action === 'delete') {
       const { opts } = options(more, ['id']);
       const before = this.endpoints.length;
       this.endpoints = this.endpoints.filter((e) => e.id !== Number(opts.id));
-      return before === this.endpoints.length ? fail('Error: no such endpoint') : ok();
+      return before === this.endpoints.length ? fail('Error: address not found.') : ok();
     }
     if (verb === 'limits' && action === 'set') {
+      // Either limit may be given alone; the other stays. One above the maximum rejects the whole set.
       const { opts } = options(more, ['subflow', 'add_addr_accepted']);
-      this.limits = { subflows: Number(opts.subflow), add_addr_accepted: Number(opts.add_addr_accepted) };
+      const subflows = opts.subflow !== undefined ? Number(opts.subflow) : this.limits.subflows;
+      const addAddrAccepted = opts.add_addr_accepted !== undefined ? Number(opts.add_addr_accepted) : this.limits.addAddrAccepted;
+      if (subflows > MPTCP_MAX || addAddrAccepted > MPTCP_MAX) return fail(`Error: limit greater than maximum (${MPTCP_MAX}).`);
+      this.limits = { subflows, addAddrAccepted };
       return ok();
     }
     return undefined;
+  }
+
+  /** The id an endpoint added without one gets: the lowest free. */
+  private freeEndpointId(): number {
+    for (let id = 1; id <= 255; id++) if (!this.endpoints.some((e) => e.id === id)) return id;
+    return 0;
+  }
+
+  /** The endpoints as `ip mptcp endpoint show` lines, by id, flags sorted. */
+  mptcpShow(): string[] {
+    return [...this.endpoints].sort((a, b) => a.id - b.id)
+      .map((e) => [e.address, 'id', e.id, ...e.flags, ...(e.dev !== undefined ? ['dev', e.dev] : [])].join(' '));
+  }
+
+  /** The `ip mptcp` changes made since the last call (listings and failed commands left out). */
+  mptcpChanges(): string[] {
+    const out = this.changes.slice(this.mptcpSeen).filter((c) => c.startsWith('ip mptcp '));
+    this.mptcpSeen = this.changes.length;
+    return out;
   }
 
   // ------------------------------------------------------------------ nft
@@ -312,8 +364,8 @@ export class FakeKernel implements Runner {
       ...this.addresses.map((a) => `ip address ${a.cidr} dev ${a.dev} label ${a.label} scope ${a.scope}`),
       ...this.routes.map(route),
       ...this.rules.map(rule),
-      ...this.endpoints.map((e) => `ip mptcp endpoint ${e.address} id ${e.id} ${e.flags.join(' ')} dev ${e.dev}`),
-      `ip mptcp limits subflow ${this.limits.subflows} add_addr_accepted ${this.limits.add_addr_accepted}`,
+      ...this.mptcpShow().map((e) => `ip mptcp endpoint ${e}`),
+      `ip mptcp limits subflow ${this.limits.subflows} add_addr_accepted ${this.limits.addAddrAccepted}`,
       ...[...this.settings].map(([k, v]) => `sysctl ${k}=${v}`),
     ].sort();
     for (const [id, t] of [...this.tables].sort(([a], [b]) => a.localeCompare(b))) {
