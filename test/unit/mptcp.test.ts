@@ -1,8 +1,9 @@
-// kernel/mptcp.ts without root: a pretend kernel that holds MPTCP endpoints
-// and limits the way the real one does (ids and addresses unique, at most 8
-// endpoints, limits at most 8), answers `ip mptcp … show` as iproute2 6.1
-// prints it, and applies `ip mptcp …` changes. Apply, verdicts, renumbering,
-// foreign endpoints, limits, drift and flush are table-tested against it.
+// kernel/mptcp.ts without root, on the pretend kernel of fake-kernel.ts: it
+// holds MPTCP endpoints and limits the way the real one does (ids and
+// addresses unique, at most 8 endpoints, limits at most 8), answers
+// `ip mptcp … show` as iproute2 6.1 prints it, and applies `ip mptcp …`
+// changes. Apply, verdicts, renumbering, foreign endpoints, limits, drift and
+// flush are table-tested against it.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -11,8 +12,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { flushOwned } from '../../src/kernel/apply.js';
 import { converge, findDrift } from '../../src/kernel/converge.js';
 import { applyMptcp, flushMptcp, mptcpDrift, parseEndpoints, parseLimits } from '../../src/kernel/mptcp.js';
-import type { CommandResult, Runner } from '../../src/kernel/runner.js';
-import { jsonAnswers } from './fake-kernel.js';
+import { FakeKernel } from './fake-kernel.js';
 import { DEFAULT_OWNERSHIP } from '../../src/ownership.js';
 import { plan } from '../../src/plan/plan.js';
 import type { Health, KernelFacts } from '../../src/plan/state.js';
@@ -28,104 +28,20 @@ function planOf(yaml: string, down: string[] = [], facts = goldenFacts) {
 
 const hostMptcp = readFileSync(new URL('host-mptcp.yaml', dir), 'utf8');
 
-interface FakeEndpoint { id: number; address: string; dev?: string; flags: string[] }
-
-/** The kernel's MPTCP path manager state of one namespace, and every command run against it. */
-class FakeMptcp {
-  endpoints: FakeEndpoint[] = [];
-  limits = { subflows: 2, addAddrAccepted: 0 };
-  commands: string[] = [];
-  /** Like a kernel built without MPTCP: every `ip mptcp` fails. */
-  missing = false;
-
-  /** Kernel settings: held here, so nothing a test converges ever reaches this machine's /proc/sys. */
-  sysctls = new Map<string, string>();
-
-  readonly runner: Runner = {
-    run: async (command, args, input) => this.run(command, args, input),
-    sysctl: { read: (path) => this.sysctls.get(path), write: (path, value) => void this.sysctls.set(path, value) },
-  };
-
-  private ok(stdout = ''): CommandResult {
-    return { code: 0, stdout, stderr: '' };
+/** A pretend kernel with the interfaces' addresses, so a whole plan can be installed on it (a route's `src` must be one). */
+function kernelWithAddresses(): FakeKernel {
+  const kernel = new FakeKernel();
+  for (const i of goldenFacts.interfaces.filter((x) => x.name !== 'lo')) {
+    kernel.addresses.push(...i.addresses.map((a) => ({ dev: i.name, cidr: `${a.address}/${a.prefixLen}`, label: i.name, scope: 'global' })));
   }
-
-  private fail(stderr: string): CommandResult {
-    return { code: 2, stdout: '', stderr };
-  }
-
-  private run(command: string, args: string[], input?: string): CommandResult {
-    const line = [command, ...args].join(' ');
-    this.commands.push(line);
-    const at = args.indexOf('mptcp');
-    if (command !== 'ip' || at < 0) {
-      // Not MPTCP: an empty kernel (no routes, rules or table of ours).
-      if (command === 'nft' && args[0] === '-j') return this.ok('{"nftables": [{"table": {"family": "inet", "name": "uplinkd"}}]}');
-      return this.ok(args.includes('-j') ? jsonAnswers(args, input) : '');
-    }
-    if (this.missing) return this.fail('Error: genl: can\'t resolve family "mptcp_pm"');
-    const [object, verb, ...rest] = args.slice(at + 1);
-    if (object === 'endpoint' && verb === 'show') {
-      // As iproute2 6.1 prints it: one boolean per flag, then dev.
-      return this.ok(JSON.stringify(this.endpoints.map((e) => ({
-        address: e.address, id: e.id, ...Object.fromEntries(e.flags.map((f) => [f, true])), ...(e.dev ? { dev: e.dev } : {}),
-      }))));
-    }
-    if (object === 'limits' && verb === 'show') {
-      // iproute2 6.1 prints the limits as text even with -j.
-      return this.ok(`add_addr_accepted ${this.limits.addAddrAccepted} subflows ${this.limits.subflows} \n`);
-    }
-    if (object === 'limits' && verb === 'set') {
-      const subflows = Number(rest[rest.indexOf('subflow') + 1]);
-      const accepted = Number(rest[rest.indexOf('add_addr_accepted') + 1]);
-      if (subflows > 8 || accepted > 8) return this.fail('Error: limit greater than maximum (8).');
-      this.limits = { subflows, addAddrAccepted: accepted };
-      return this.ok();
-    }
-    if (object === 'endpoint' && verb === 'add') {
-      const [address, ...opts] = rest;
-      const id = opts.includes('id') ? Number(opts[opts.indexOf('id') + 1]) : this.nextId();
-      const dev = opts.includes('dev') ? opts[opts.indexOf('dev') + 1] : undefined;
-      const flags = ['signal', 'subflow', 'backup', 'fullmesh'].filter((f) => opts.includes(f)).sort();
-      if (this.endpoints.length >= 8 || this.endpoints.some((e) => e.id === id || e.address === address)) {
-        return this.fail('Error: too many addresses or duplicate one: -17.');
-      }
-      this.endpoints.push({ id, address, dev, flags });
-      return this.ok();
-    }
-    if (object === 'endpoint' && verb === 'delete') {
-      const id = Number(rest[rest.indexOf('id') + 1]);
-      if (!this.endpoints.some((e) => e.id === id)) return this.fail('Error: address not found.');
-      this.endpoints = this.endpoints.filter((e) => e.id !== id);
-      return this.ok();
-    }
-    return this.fail(`fake: unknown command ${line}`);
-  }
-
-  private nextId(): number {
-    for (let id = 1; id <= 255; id++) if (!this.endpoints.some((e) => e.id === id)) return id;
-    return 0;
-  }
-
-  /** Endpoints as `ip mptcp endpoint show` would print them, sorted by id. */
-  show(): string[] {
-    return [...this.endpoints].sort((a, b) => a.id - b.id)
-      .map((e) => [e.address, 'id', e.id, ...e.flags, ...(e.dev ? ['dev', e.dev] : [])].join(' '));
-  }
-
-  /** The `ip mptcp` changes run since the last call (listings left out). */
-  changes(): string[] {
-    const out = this.commands.filter((c) => c.includes(' mptcp ') && !c.endsWith(' show'));
-    this.commands = [];
-    return out;
-  }
+  return kernel;
 }
 
 test('from nothing: limits raised, then one endpoint per up uplink; a second apply changes nothing', async () => {
-  const kernel = new FakeMptcp();
+  const kernel = new FakeKernel();
   const state = planOf(hostMptcp);
-  const changes = await applyMptcp(state.mptcp, kernel.runner);
-  assert.deepEqual(kernel.changes(), [
+  const changes = await applyMptcp(state.mptcp, kernel);
+  assert.deepEqual(kernel.mptcpChanges(), [
     'ip mptcp limits set subflow 3 add_addr_accepted 3',
     'ip mptcp endpoint add 198.51.100.2 id 255 subflow dev wan1',
     'ip mptcp endpoint add 198.51.100.18 id 254 subflow dev wan2',
@@ -137,71 +53,71 @@ test('from nothing: limits raised, then one endpoint per up uplink; a second app
     'ip mptcp endpoint add 198.51.100.18 id 254 subflow dev wan2',
     'ip mptcp endpoint add 203.0.113.9 id 253 subflow backup dev ppp0',
   ], 'each change is reported as the command it ran');
-  assert.deepEqual(await applyMptcp(state.mptcp, kernel.runner), []);
-  assert.deepEqual(kernel.changes(), []);
-  assert.equal(await mptcpDrift(state.mptcp, kernel.runner), undefined);
+  assert.deepEqual(await applyMptcp(state.mptcp, kernel), []);
+  assert.deepEqual(kernel.mptcpChanges(), []);
+  assert.equal(await mptcpDrift(state.mptcp, kernel), undefined);
 });
 
 test('a down uplink loses its endpoint, and only it; back up, it gets it again', async () => {
-  const kernel = new FakeMptcp();
-  await applyMptcp(planOf(hostMptcp).mptcp, kernel.runner);
-  kernel.changes();
-  await applyMptcp(planOf(hostMptcp, ['isp1']).mptcp, kernel.runner);
-  assert.deepEqual(kernel.changes(), ['ip mptcp endpoint delete id 255']);
-  assert.deepEqual(kernel.show(), ['203.0.113.9 id 253 backup subflow dev ppp0', '198.51.100.18 id 254 subflow dev wan2']);
-  await applyMptcp(planOf(hostMptcp).mptcp, kernel.runner);
-  assert.deepEqual(kernel.changes(), ['ip mptcp endpoint add 198.51.100.2 id 255 subflow dev wan1']);
+  const kernel = new FakeKernel();
+  await applyMptcp(planOf(hostMptcp).mptcp, kernel);
+  kernel.mptcpChanges();
+  await applyMptcp(planOf(hostMptcp, ['isp1']).mptcp, kernel);
+  assert.deepEqual(kernel.mptcpChanges(), ['ip mptcp endpoint delete id 255']);
+  assert.deepEqual(kernel.mptcpShow(), ['203.0.113.9 id 253 backup subflow dev ppp0', '198.51.100.18 id 254 subflow dev wan2']);
+  await applyMptcp(planOf(hostMptcp).mptcp, kernel);
+  assert.deepEqual(kernel.mptcpChanges(), ['ip mptcp endpoint add 198.51.100.2 id 255 subflow dev wan1']);
 });
 
 test('an unusable uplink (no interface, no address) has no endpoint', async () => {
-  const kernel = new FakeMptcp();
+  const kernel = new FakeKernel();
   const yaml = 'uplinks:\n  isp1: { interface: wan1 }\n  gone: { interface: wan9 }\nmptcp: subflow\n';
   const state = planOf(yaml);
   assert.deepEqual(state.mptcp?.absent.map((a) => a.uplink), ['gone']);
-  await applyMptcp(state.mptcp, kernel.runner);
-  assert.deepEqual(kernel.show(), ['198.51.100.2 id 255 subflow dev wan1']);
+  await applyMptcp(state.mptcp, kernel);
+  assert.deepEqual(kernel.mptcpShow(), ['198.51.100.2 id 255 subflow dev wan1']);
 });
 
 test('renumbering: the old address\'s endpoint is deleted before the new one takes its id', async () => {
-  const kernel = new FakeMptcp();
-  await applyMptcp(planOf(hostMptcp).mptcp, kernel.runner);
-  kernel.changes();
+  const kernel = new FakeKernel();
+  await applyMptcp(planOf(hostMptcp).mptcp, kernel);
+  kernel.mptcpChanges();
   const moved: KernelFacts = {
     ...goldenFacts,
     interfaces: goldenFacts.interfaces.map((i) => (i.name === 'wan1' ? { ...i, addresses: [{ address: '198.51.100.130', prefixLen: 28 }] } : i)),
   };
-  await applyMptcp(planOf(hostMptcp, [], moved).mptcp, kernel.runner);
-  assert.deepEqual(kernel.changes(), ['ip mptcp endpoint delete id 255', 'ip mptcp endpoint add 198.51.100.130 id 255 subflow dev wan1']);
+  await applyMptcp(planOf(hostMptcp, [], moved).mptcp, kernel);
+  assert.deepEqual(kernel.mptcpChanges(), ['ip mptcp endpoint delete id 255', 'ip mptcp endpoint add 198.51.100.130 id 255 subflow dev wan1']);
 });
 
 test('foreign endpoints stay exactly as they are, through apply, drift checks and flush', async () => {
-  const kernel = new FakeMptcp();
+  const kernel = new FakeKernel();
   kernel.endpoints.push(
     { id: 1, address: '192.0.2.77', flags: ['signal'] },
     // Someone else's endpoint on an uplink's own address: the kernel takes an address once, so it stays theirs.
     { id: 7, address: '198.51.100.18', dev: 'wan2', flags: ['subflow'] },
   );
-  const foreign = kernel.show();
+  const foreign = kernel.mptcpShow();
   const state = planOf(hostMptcp);
-  await applyMptcp(state.mptcp, kernel.runner);
-  assert.deepEqual(kernel.show(), [
+  await applyMptcp(state.mptcp, kernel);
+  assert.deepEqual(kernel.mptcpShow(), [
     '192.0.2.77 id 1 signal', '198.51.100.18 id 7 subflow dev wan2',
     '203.0.113.9 id 253 backup subflow dev ppp0', '198.51.100.2 id 255 subflow dev wan1',
   ]);
-  assert.equal(await mptcpDrift(state.mptcp, kernel.runner), undefined, 'an address held by a foreign endpoint is no drift to fight');
-  await flushMptcp(kernel.runner);
-  assert.deepEqual(kernel.show(), foreign);
+  assert.equal(await mptcpDrift(state.mptcp, kernel), undefined, 'an address held by a foreign endpoint is no drift to fight');
+  await flushMptcp(kernel);
+  assert.deepEqual(kernel.mptcpShow(), foreign);
 });
 
 test('an endpoint someone changed in the owned ids is put back as planned', async () => {
-  const kernel = new FakeMptcp();
+  const kernel = new FakeKernel();
   const state = planOf(hostMptcp);
-  await applyMptcp(state.mptcp, kernel.runner);
+  await applyMptcp(state.mptcp, kernel);
   kernel.endpoints = kernel.endpoints.map((e) => (e.id === 253 ? { ...e, flags: ['subflow'] } : e));
-  assert.equal(await mptcpDrift(state.mptcp, kernel.runner), '1 endpoint missing, 1 endpoint changed or foreign in the owned ids');
-  kernel.changes();
-  await applyMptcp(state.mptcp, kernel.runner);
-  assert.deepEqual(kernel.changes(), ['ip mptcp endpoint delete id 253', 'ip mptcp endpoint add 203.0.113.9 id 253 subflow backup dev ppp0']);
+  assert.equal(await mptcpDrift(state.mptcp, kernel), '1 endpoint missing, 1 endpoint changed or foreign in the owned ids');
+  kernel.mptcpChanges();
+  await applyMptcp(state.mptcp, kernel);
+  assert.deepEqual(kernel.mptcpChanges(), ['ip mptcp endpoint delete id 253', 'ip mptcp endpoint add 203.0.113.9 id 253 subflow backup dev ppp0']);
 });
 
 test('limits are raised to what the uplinks need, never lowered', async () => {
@@ -213,10 +129,10 @@ test('limits are raised to what the uplinks need, never lowered', async () => {
     { present: [8, 8] },
   ];
   for (const c of cases) {
-    const kernel = new FakeMptcp();
+    const kernel = new FakeKernel();
     kernel.limits = { subflows: c.present[0], addAddrAccepted: c.present[1] };
-    await applyMptcp(planOf(hostMptcp).mptcp, kernel.runner);
-    assert.deepEqual(kernel.changes().filter((l) => l.includes('limits')), c.set ? [c.set] : [], `present ${c.present}`);
+    await applyMptcp(planOf(hostMptcp).mptcp, kernel);
+    assert.deepEqual(kernel.mptcpChanges().filter((l) => l.includes('limits')), c.set ? [c.set] : [], `present ${c.present}`);
   }
   const nine = Array.from({ length: 9 }, (_, i) => `  u${i}: { interface: wan${i} }`).join('\n');
   const state = planOf(`uplinks:\n${nine}\nmptcp: subflow\n`);
@@ -225,62 +141,63 @@ test('limits are raised to what the uplinks need, never lowered', async () => {
 });
 
 test('mptcp: off removes endpoints left in the owned ids, and a kernel without MPTCP is no error then', async () => {
-  const kernel = new FakeMptcp();
-  await applyMptcp(planOf(hostMptcp).mptcp, kernel.runner);
+  const kernel = new FakeKernel();
+  await applyMptcp(planOf(hostMptcp).mptcp, kernel);
   kernel.endpoints.push({ id: 3, address: '192.0.2.77', flags: ['subflow'] });
   const off = planOf(hostMptcp.replace('mptcp: subflow', 'mptcp: off'));
-  await applyMptcp(off.mptcp, kernel.runner);
-  assert.deepEqual(kernel.show(), ['192.0.2.77 id 3 subflow']);
-  assert.equal(await mptcpDrift(off.mptcp, kernel.runner), undefined);
+  await applyMptcp(off.mptcp, kernel);
+  assert.deepEqual(kernel.mptcpShow(), ['192.0.2.77 id 3 subflow']);
+  assert.equal(await mptcpDrift(off.mptcp, kernel), undefined);
 
-  const old = new FakeMptcp();
-  old.missing = true;
-  assert.deepEqual(await applyMptcp(off.mptcp, old.runner), []);
-  assert.deepEqual(await flushMptcp(old.runner), []);
-  await assert.rejects(applyMptcp(planOf(hostMptcp).mptcp, old.runner), /mptcp_pm/, 'subflow asks for MPTCP: its absence is an error');
+  const old = new FakeKernel();
+  old.mptcpMissing = true;
+  assert.deepEqual(await applyMptcp(off.mptcp, old), []);
+  assert.deepEqual(await flushMptcp(old), []);
+  await assert.rejects(applyMptcp(planOf(hostMptcp).mptcp, old), /mptcp_pm/, 'subflow asks for MPTCP: its absence is an error');
 });
 
 test('a verdict: one nft transaction, then the down uplink\'s endpoint deleted, then the read-back', async () => {
-  const kernel = new FakeMptcp();
-  const before = planOf(hostMptcp);
-  await applyMptcp(before.mptcp, kernel.runner);
+  const kernel = kernelWithAddresses();
+  const { installed } = await converge(undefined, planOf(hostMptcp), kernel);
   kernel.commands = [];
   const order: string[] = [];
-  await converge({ state: before, nft: {} }, planOf(hostMptcp, ['isp1']), kernel.runner, { then: async () => void order.push('then') });
+  await converge(installed, planOf(hostMptcp, ['isp1']), kernel, { then: async () => void order.push('then') });
   const lines = kernel.commands;
   assert.equal(lines[0], 'nft -f -', 'new connections leave isp1 first');
   assert.ok(lines.includes('ip mptcp endpoint delete id 255'));
   assert.equal(lines.at(-1), 'nft -j list table inet uplinkd');
   assert.ok(!lines.some((l) => l.includes('route') || l.includes('rule')), `the elements path, no full apply: ${lines.join('; ')}`);
-  assert.deepEqual(kernel.show(), ['203.0.113.9 id 253 backup subflow dev ppp0', '198.51.100.18 id 254 subflow dev wan2']);
+  assert.deepEqual(kernel.mptcpShow(), ['203.0.113.9 id 253 backup subflow dev ppp0', '198.51.100.18 id 254 subflow dev wan2']);
 });
 
 test('a verdict with mptcp off runs no MPTCP command', async () => {
-  const kernel = new FakeMptcp();
+  const kernel = kernelWithAddresses();
   const yaml = hostMptcp.replace('mptcp: subflow', 'mptcp: off');
-  await converge({ state: planOf(yaml), nft: {} }, planOf(yaml, ['isp1']), kernel.runner);
+  const { installed } = await converge(undefined, planOf(yaml), kernel);
+  kernel.commands = [];
+  await converge(installed, planOf(yaml, ['isp1']), kernel);
   assert.deepEqual(kernel.commands, ['nft -f -', 'nft -j list table inet uplinkd']);
 });
 
 test('a deleted endpoint is drift, and converging with that drift restores it', async () => {
-  const kernel = new FakeMptcp();
+  const kernel = kernelWithAddresses();
   const state = planOf(hostMptcp);
-  await applyMptcp(state.mptcp, kernel.runner);
+  const { installed } = await converge(undefined, state, kernel);
   kernel.endpoints = kernel.endpoints.filter((e) => e.id !== 254);
-  const drift = (await findDrift({ state, nft: {} }, kernel.runner)).filter((d) => d.kind === 'mptcp');
+  const drift = (await findDrift(installed, kernel)).filter((d) => d.kind === 'mptcp');
   assert.deepEqual(drift, [{ kind: 'mptcp', detail: 'MPTCP: 1 endpoint missing' }]);
   kernel.commands = [];
-  await converge({ state, nft: {} }, state, kernel.runner, { drift });
+  await converge(installed, state, kernel, { drift });
   assert.ok(kernel.commands.includes('ip mptcp endpoint add 198.51.100.18 id 254 subflow dev wan2'), kernel.commands.join('; '));
-  assert.equal(await mptcpDrift(state.mptcp, kernel.runner), undefined);
+  assert.equal(await mptcpDrift(state.mptcp, kernel), undefined);
 });
 
 test('flush removes the owned endpoints with no config', async () => {
-  const kernel = new FakeMptcp();
-  await applyMptcp(planOf(hostMptcp).mptcp, kernel.runner);
+  const kernel = new FakeKernel();
+  await applyMptcp(planOf(hostMptcp).mptcp, kernel);
   kernel.endpoints.push({ id: 9, address: '192.0.2.77', flags: ['subflow'] });
-  const changes = await flushOwned(DEFAULT_OWNERSHIP, kernel.runner);
-  assert.deepEqual(kernel.show(), ['192.0.2.77 id 9 subflow']);
+  const changes = await flushOwned(DEFAULT_OWNERSHIP, kernel);
+  assert.deepEqual(kernel.mptcpShow(), ['192.0.2.77 id 9 subflow']);
   assert.deepEqual(changes.filter((c) => c.what === 'mptcp endpoint').map((c) => c.args.join(' ')).sort(),
     ['ip mptcp endpoint delete id 253', 'ip mptcp endpoint delete id 254', 'ip mptcp endpoint delete id 255']);
   assert.deepEqual(kernel.limits, { subflows: 3, addAddrAccepted: 3 }, 'limits are left as they are');
@@ -294,4 +211,24 @@ test('what iproute2 prints is read whichever way it prints it', () => {
     { id: 255, address: '198.51.100.2', dev: 'wan1', flags: ['backup', 'subflow'] },
     { id: 1, address: '192.0.2.1', flags: ['signal'] },
   ]);
+});
+
+test('the pretend kernel refuses what the real one does: a limit above 8, a ninth endpoint, a taken id or address', async () => {
+  const kernel = new FakeKernel();
+  const ip = async (...args: string[]) => {
+    const r = await kernel.run('ip', args);
+    return r.code === 0 ? 'ok' : r.stderr;
+  };
+  assert.equal(await ip('mptcp', 'limits', 'set', 'subflow', '9', 'add_addr_accepted', '1'), 'Error: limit greater than maximum (8).');
+  assert.equal(await ip('mptcp', 'limits', 'set', 'add_addr_accepted', '4'), 'ok');
+  assert.equal((await kernel.run('ip', ['-j', 'mptcp', 'limits', 'show'])).stdout, 'add_addr_accepted 4 subflows 2 \n', 'as iproute2 6.1 prints it, -j or not');
+  assert.equal(await ip('mptcp', 'endpoint', 'add', '192.0.2.1', 'id', '5', 'subflow'), 'ok');
+  assert.equal(await ip('mptcp', 'endpoint', 'add', '192.0.2.2', 'id', '5', 'subflow'), 'Error: too many addresses or duplicate one: -17.');
+  assert.equal(await ip('mptcp', 'endpoint', 'add', '192.0.2.1', 'id', '6', 'subflow'), 'Error: too many addresses or duplicate one: -17.');
+  for (let n = 2; n <= 8; n++) assert.equal(await ip('mptcp', 'endpoint', 'add', `192.0.2.${10 + n}`, 'signal'), 'ok');
+  assert.deepEqual(kernel.mptcpShow().map((l) => l.split(' ')[2]), ['1', '2', '3', '4', '5', '6', '7', '8'], 'no id given: the lowest free');
+  assert.equal(await ip('mptcp', 'endpoint', 'add', '192.0.2.99', 'id', '99', 'subflow'), 'Error: too many addresses or duplicate one: -17.');
+  assert.equal(await ip('mptcp', 'endpoint', 'delete', 'id', '42'), 'Error: address not found.');
+  kernel.mptcpMissing = true;
+  assert.equal(await ip('-j', 'mptcp', 'endpoint', 'show'), 'Error: genl: can\'t resolve family "mptcp_pm"');
 });
