@@ -10,12 +10,12 @@ import { after, afterEach, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startDaemon, waitForStates, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import {
-  labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabFault, type LabState,
+  isAlive, labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab, type LabFault, type LabState,
 } from '../../src/lab/lab.js';
 import { failoverMs, monotonicMs, startStream } from '../../src/lab/measure.js';
 import type { Status, StatusEvent } from '../../src/api/status.js';
 import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
-import { assertShares, connections, daemonStatus, isRunning, mustUplinkd, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
+import { assertShares, connections, daemonStatus, mustUplinkd, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 let lab: LabState;
 let isp1: string;
@@ -294,9 +294,9 @@ test('hooks run with the event in their environment; one that hangs is killed af
   // A hook that hangs does not stall tracking: failback still happens.
   await labHeal(lab.name, 'isp1');
   assert.ok(await waitFor(async () => readFileSync(out, 'utf8').includes('up|isp1'), 5000));
-  assert.ok(isRunning(pid), 'the hanging hook is still running before its 10 s are up');
+  assert.ok(isAlive(pid), 'the hanging hook is still running before its 10 s are up');
   // Killed at 10 s: gone soon after, and logged with the hook and the event it ran for.
-  assert.ok(await waitFor(async () => !isRunning(pid), 13_000 - (Date.now() - hungAt), 100), `hook pid ${pid} still running ${Date.now() - hungAt} ms after it started`);
+  assert.ok(await waitFor(async () => !isAlive(pid), 13_000 - (Date.now() - hungAt), 100), `hook pid ${pid} still running ${Date.now() - hungAt} ms after it started`);
   const goneAfterMs = Date.now() - hungAt;
   assert.ok(goneAfterMs >= 9000, `killed ${goneAfterMs} ms after it started, before its 10 s`);
   const killed = daemon.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { hook?: string; event?: string; msg?: string })

@@ -8,7 +8,8 @@ import { after, before, test } from 'node:test';
 import { runCommand } from '../../src/kernel/runner.js';
 import { labDown } from '../../src/lab/lab.js';
 import { labNamespacePattern } from '../../src/lab/topology.js';
-import { UPLINKD, uniqueLabName } from './harness.js';
+import { UPLINKD_BIN } from '../../src/lab/lab-daemon.js';
+import { uniqueLabName } from './harness.js';
 
 const names = { router: uniqueLabName('demo'), host: uniqueLabName('hdemo') };
 const checkout = fileURLToPath(new URL('../..', import.meta.url));
@@ -27,7 +28,7 @@ after(async () => {
 for (const kind of ['router', 'host'] as const) {
   test(`lab demo${kind === 'host' ? ' --host' : ''}: shares, failover, failback, and nothing left behind`, { timeout: 120_000 }, async () => {
     const name = names[kind];
-    const demo = await runCommand([UPLINKD, 'lab', 'demo', '--name', name, ...(kind === 'host' ? ['--host'] : [])], { timeoutMs: 110_000 });
+    const demo = await runCommand([UPLINKD_BIN, 'lab', 'demo', '--name', name, ...(kind === 'host' ? ['--host'] : [])], { timeoutMs: 110_000 });
     const output = demo.stdout + demo.stderr;
     assert.equal(demo.code, 0, output);
     assert.match(output, kind === 'host' ? /new connections from the host;/ : /new connections from the LAN host;/);

@@ -12,12 +12,12 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  labClient, labDhcpLeases, labDhcpStart, labDhcpStop, labDown, labExec, labRenumber, labUp, loadLab, type LabState,
+  isAlive, labClient, labDhcpLeases, labDhcpStart, labDhcpStop, labDown, labExec, labRenumber, labUp, loadLab, type LabState,
 } from '../../src/lab/lab.js';
 import { runCommand } from '../../src/kernel/runner.js';
 import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
-import { connections, daemonStatus, isRunning, namespacesOf, processesWithEnv, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
+import { connections, daemonStatus, namespacesOf, processesWithEnv, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 const METRIC_ISP2 = 102;
 /** Where a DHCP client or server would leave traces on the host. */
@@ -93,7 +93,7 @@ async function labProcesses(): Promise<{ pid: number; comm: string }[]> {
     const { stdout } = await runCommand(['ip', 'netns', 'pids', ns]);
     for (const pid of stdout.split('\n').filter(Boolean).map(Number)) {
       try {
-        if (isRunning(pid)) found.push({ pid, comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim() });
+        if (isAlive(pid)) found.push({ pid, comm: readFileSync(`/proc/${pid}/comm`, 'utf8').trim() });
       } catch {
         // gone meanwhile
       }
@@ -231,7 +231,7 @@ test('lab down stops server and client and leaves nothing behind', async () => {
   const serverPid = loadLab(lab.name).uplinks[1].dhcp?.serverPid;
   if (serverPid !== undefined) assert.ok(dhcp.some((p) => p.pid === serverPid && p.comm === 'dnsmasq'), `the server ran: ${JSON.stringify(before)}`);
   await labDown(lab.name);
-  assert.deepEqual(dhcp.filter((p) => isRunning(p.pid)), [], 'no DHCP process of the lab is left');
+  assert.deepEqual(dhcp.filter((p) => isAlive(p.pid)), [], 'no DHCP process of the lab is left');
   assert.deepEqual(await namespacesOf(lab.name), []);
   assert.equal(existsSync(lab.stateDir), false, 'its leases and logs are gone with the state directory');
   assertHostUnchanged('after lab down');

@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import { labDown, labExec, labUp, type LabState } from '../../src/lab/lab.js';
-import { mustUplinkd, UPLINKD, uniqueLabName, uplinkd } from './harness.js';
+import { UPLINKD_BIN } from '../../src/lab/lab-daemon.js';
+import { mustUplinkd, uniqueLabName, uplinkd } from './harness.js';
 
 let lab: LabState;
 let root: string;
@@ -131,7 +132,7 @@ test('a PATH without fping: found, with the package to install', async () => {
       linked.add(name);
     }
   }
-  const d = parse(await labExec(lab.name, 'router', ['env', `PATH=${bin}`, UPLINKD, 'doctor', '-c', lab.configPath, '--root', root]));
+  const d = parse(await labExec(lab.name, 'router', ['env', `PATH=${bin}`, UPLINKD_BIN, 'doctor', '-c', lab.configPath, '--root', root]));
   assert.equal(d.code, 1, d.stdout + d.stderr);
   assert.deepEqual(d.ids, ['missing-tool']);
   assert.match(d.stdout, /^missing-tool: fping is not on PATH \(.*\): its icmp checks probe with it; fix: apt-get install fping$/m);

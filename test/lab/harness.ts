@@ -12,8 +12,6 @@ import { runCommand } from '../../src/kernel/runner.js';
 import { labNamespacePattern } from '../../src/lab/topology.js';
 import type { Status } from '../../src/api/status.js';
 
-export const UPLINKD = UPLINKD_BIN;
-
 export function uniqueLabName(prefix: string): string {
   return `${prefix}${process.pid % 100000}`;
 }
@@ -209,12 +207,9 @@ export async function namespacesOf(name: string): Promise<string[]> {
   return stdout.split('\n').map((l) => l.split(' ')[0]).filter((ns) => labNamespacePattern(name).test(ns));
 }
 
-/** Running, not merely a zombie left for its parent to reap. */
-export const isRunning = isAlive;
-
 /** Running processes whose environment holds `entry` (NAME=value). */
 export function processesWithEnv(entry: string): number {
-  const pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && isRunning(p));
+  const pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && isAlive(p));
   return pids.filter((pid) => {
     try {
       return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(entry);

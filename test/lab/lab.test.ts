@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import {
-  labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, labWhoami, loadLab, type LabState,
+  isAlive, labClient, labCounters, labDown, labExec, labFail, labHeal, labRenumber, labUp, labWhoami, loadLab, type LabState,
 } from '../../src/lab/lab.js';
-import { isRunning, namespacesOf, processesWithEnv } from './harness.js';
+import { namespacesOf, processesWithEnv } from './harness.js';
 
 const name = `t${process.pid % 100000}`;
 let lab: LabState;
@@ -185,7 +185,7 @@ test('lab down removes everything, and again is no error', async () => {
   await labDown(name);
   assert.deepEqual(await namespacesOf(name), []);
   assert.equal(existsSync(lab.stateDir), false);
-  assert.deepEqual(pids.filter(isRunning), [], 'its servers were stopped');
+  assert.deepEqual(pids.filter(isAlive), [], 'its servers were stopped');
   await labDown(name);
   assert.throws(() => loadLab(name), /no lab/);
 });

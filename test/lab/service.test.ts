@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, before, test } from 'node:test';
 import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { labDown, labUp, type LabState } from '../../src/lab/lab.js';
-import { lastLines, startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
-import { mustUplinkd, UPLINKD, uniqueLabName, waitFor } from './harness.js';
+import { UPLINKD_BIN, lastLines, startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
+import { mustUplinkd, uniqueLabName, waitFor } from './harness.js';
 
 const LISTENER = fileURLToPath(new URL('./notify-listener.py', import.meta.url));
 const TABLE = 'uplinkd';
@@ -136,7 +136,7 @@ test("with only the unit's CAP_NET_ADMIN and CAP_NET_RAW and no new privileges i
   listener = await listen('capped.sock');
   // What packaging/uplinkd.service grants: that bounding set, NoNewPrivileges=yes.
   const child = spawn('ip', ['netns', 'exec', lab.ns.router, 'setpriv', '--no-new-privs', '--bounding-set=-all,+net_admin,+net_raw',
-    UPLINKD, 'run', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: '1000000' } });
+    UPLINKD_BIN, 'run', '-c', config], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: '1000000' } });
   cappedDaemon = child;
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
