@@ -52,9 +52,10 @@ import { startDaemon, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { monotonicMs } from '../src/lab/measure.js';
 import { parseRate } from '../src/lab/topology.js';
 import type { LoadResult } from './http-load.js';
+import type { LoadPlan } from './load-plan.js';
 import {
   benchProgram, describeMachine, fmtSpread, forgetConnections, iperf, iperfServers, labMust, labName, loadResult,
-  BENCH_START, machine, pause, say, spread, startCounters, startHelper, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig,
+  BENCH_START, machine, pause, say, spread, startCounters, startHelper, startReadyHelper, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig,
   type Counters, type Machine, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
@@ -283,20 +284,16 @@ async function noGsoFromTheInternet(lab: LabState): Promise<void> {
 
 async function measure(lab: LabState, meter: Meter, mix: Pick<Mix, 'flows' | 'http' | 'window'>, sources: string[], httpSources: string[]): Promise<MixRun & { t0Wall: number }> {
   const nominalS = mix.window[1] - mix.window[0];
-  let loader: ReturnType<typeof startHelper> | undefined;
-  if (mix.http) {
-    loader = startHelper(lab.ns.lan, [
-      ...benchProgram('http-load'), '--url', `http://${lab.server}:${HTTP_PORT}/`, '--every-ms', String(HTTP_EVERY_MS),
-      '--sources', httpSources.join(','),
-    ]);
-    const ready = await loader.nextLine();
-    if (ready !== 'ready') throw new Error(`http-load: ${ready}`);
-  }
+  const loader = mix.http
+    ? await startReadyHelper(lab.ns.lan, 'http-load', [
+      '--url', `http://${lab.server}:${HTTP_PORT}/`, '--every-ms', String(HTTP_EVERY_MS), '--sources', httpSources.join(','),
+    ])
+    : undefined;
   const t0 = monotonicMs() + 200;
   const t0Wall = Date.now() + (t0 - monotonicMs());
   const from = t0 + mix.window[0] * 1000;
   const to = t0 + mix.window[1] * 1000;
-  loader?.write(JSON.stringify({ startAt: t0, durationMs: mix.window[1] * 1000, windowFrom: from, windowTo: to }));
+  loader?.write(JSON.stringify({ startAt: t0, durationMs: mix.window[1] * 1000, windowFrom: from, windowTo: to } satisfies LoadPlan));
 
   const counters = Promise.all([meter.lan.read([from, to]), meter.router.read([from, to])]);
   const middle = sleepUntil((from + to) / 2).then(() => flowConnections(lab));

@@ -6,18 +6,16 @@
 //
 //   conn-load --host 192.0.2.10 --port 8091 --concurrency 64 --sources a,b,c
 //
-// Protocol: it prints `ready`, then reads one JSON line from stdin,
-//   {"startAt": ms, "durationMs": ms, "windowFrom": ms, "windowTo": ms}
-// (times on CLOCK_MONOTONIC, the clock every process shares, see
-// src/lab/measure.ts), runs from startAt for durationMs, waits for the
+// Protocol (bench/load-plan.ts): it prints `ready`, reads a LoadPlan from
+// stdin, runs from startAt for durationMs, waits for the
 // outstanding connections (at most --timeout-ms each) and prints one JSON
 // line: ConnLoadResult.
 
 import net from 'node:net';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { monotonicMs } from '../src/lab/measure.js';
+import { readLoadPlan } from './load-plan.js';
 
 export interface ConnLoadResult {
   started: number;
@@ -46,11 +44,7 @@ const concurrency = Math.max(1, Number(values.concurrency));
 const timeoutMs = Number(values['timeout-ms']);
 const sources = values.sources ? values.sources.split(',') : [undefined];
 
-process.stdout.write('ready\n');
-const lines = createInterface({ input: process.stdin });
-const first: string = await new Promise((resolve) => lines.once('line', resolve));
-lines.close();
-const plan = JSON.parse(first) as { startAt: number; durationMs: number; windowFrom: number; windowTo: number };
+const plan = await readLoadPlan();
 
 const result: ConnLoadResult = { started: 0, completed: 0, completedInWindow: 0, failed: 0, errors: {}, p50Ms: 0, p99Ms: 0 };
 const durations: number[] = [];

@@ -22,9 +22,10 @@ import type { LabState } from '../src/lab/lab.js';
 import { startDaemon } from '../src/lab/lab-daemon.js';
 import { monotonicMs } from '../src/lab/measure.js';
 import type { ConnLoadResult } from './conn-load.js';
+import type { LoadPlan } from './load-plan.js';
 import {
   benchProgram, cpuUse, describeMachine, fmtSpread, forgetConnections, labMust, labName, machine, pause, pinRules, say,
-  BENCH_START, spread, startHelper, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig,
+  BENCH_START, spread, startHelper, startReadyHelper, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig,
   type CpuUse, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
@@ -168,15 +169,11 @@ async function measure(lab: LabState, repeat: number, system: ConnectionSystem):
   // server takes a new SYN over a TIME_WAIT of an earlier one; with several
   // source addresses NATed to one, they would not, and some SYNs would wait
   // out a 1 s retransmission.
-  const load = startHelper(lab.ns.lan, [
-    ...benchProgram('conn-load'), '--host', lab.server, '--port', String(PORT), '--concurrency', String(CONCURRENCY),
-  ]);
-  const ready = await load.nextLine();
-  if (ready !== 'ready') throw new Error(`conn-load: ${ready}`);
+  const load = await startReadyHelper(lab.ns.lan, 'conn-load', ['--host', lab.server, '--port', String(PORT), '--concurrency', String(CONCURRENCY)]);
   const t0 = monotonicMs() + 200;
   const from = t0 + WARMUP_S * 1000;
   const to = from + WINDOW_S * 1000;
-  load.write(JSON.stringify({ startAt: t0, durationMs: to - t0, windowFrom: from, windowTo: to }));
+  load.write(JSON.stringify({ startAt: t0, durationMs: to - t0, windowFrom: from, windowTo: to } satisfies LoadPlan));
   await pause(Math.max(0, from - monotonicMs()));
   const cpu = cpuUse([lab.ns.lan, lab.ns.router, lab.ns.inet, ...lab.ns.isps]);
   const tx0 = await txPackets(lab);

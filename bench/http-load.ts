@@ -5,18 +5,16 @@
 //
 //   http-load --url http://192.0.2.10:8090/ --every-ms 200 --sources a,b,c
 //
-// Protocol: it prints `ready`, then reads one JSON line from stdin,
-//   {"startAt": ms, "durationMs": ms, "windowFrom": ms, "windowTo": ms}
-// (times on CLOCK_MONOTONIC, the clock every process shares, see
-// src/lab/measure.ts), opens connections from startAt for durationMs, waits
+// Protocol (bench/load-plan.ts): it prints `ready`, reads a LoadPlan from
+// stdin, opens connections from startAt for durationMs, waits
 // for the outstanding ones (at most --timeout-ms each) and prints one JSON
 // line: LoadResult.
 
 import http from 'node:http';
-import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { monotonicMs } from '../src/lab/measure.js';
+import { readLoadPlan } from './load-plan.js';
 
 export interface LoadResult {
   started: number;
@@ -43,11 +41,7 @@ const everyMs = Number(values['every-ms']);
 const timeoutMs = Number(values['timeout-ms']);
 const sources = values.sources ? values.sources.split(',') : [undefined];
 
-process.stdout.write('ready\n');
-const lines = createInterface({ input: process.stdin });
-const first: string = await new Promise((resolve) => lines.once('line', resolve));
-lines.close();
-const plan = JSON.parse(first) as { startAt: number; durationMs: number; windowFrom: number; windowTo: number };
+const plan = await readLoadPlan();
 
 const result: LoadResult = { started: 0, completed: 0, failed: 0, errors: {}, bytes: 0, bytesInWindow: 0, medianMs: 0 };
 const durations: number[] = [];

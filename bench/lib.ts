@@ -415,13 +415,23 @@ export interface Counters {
   stop(): Promise<void>;
 }
 
-export async function startCounters(ns: string, ifaces: string[]): Promise<Counters> {
-  const helper = startHelper(ns, [...benchProgram('counters'), '--ifaces', ifaces.join(',')]);
+/**
+ * startHelper for a program that says `ready` before it takes its input
+ * (bench/counters.ts, and the load generators of bench/load-plan.ts); one that
+ * says anything else, or exits, is killed and its words thrown.
+ */
+export async function startReadyHelper(ns: string, program: string, args: string[]): Promise<Helper> {
+  const helper = startHelper(ns, [...benchProgram(program), ...args]);
   const ready = await helper.nextLine().catch((err: Error) => err.message);
   if (ready !== 'ready') {
     helper.kill();
-    throw new Error(`counters in ${ns}: ${ready}`);
+    throw new Error(`${program} in ${ns}: ${ready}`);
   }
+  return helper;
+}
+
+export async function startCounters(ns: string, ifaces: string[]): Promise<Counters> {
+  const helper = await startReadyHelper(ns, 'counters', ['--ifaces', ifaces.join(',')]);
   return {
     async read(at) {
       for (const t of [...at].sort((a, b) => a - b)) helper.write(JSON.stringify({ at: t }));
