@@ -7,6 +7,8 @@
 // with inet_ntop, and the kernel edge compares what it reads with what the
 // plan says as strings, so the plan must write every address the way they do.
 
+import { ipv4ToNumber } from './ipv4.js';
+
 export const IPV6_BITS = 128;
 const ALL_ONES = (1n << 128n) - 1n;
 
@@ -14,18 +16,6 @@ const ALL_ONES = (1n << 128n) - 1n;
 export type Ipv6Reading = { ok: true; value: bigint } | { ok: false; reason: string };
 
 const bad = (reason: string): Ipv6Reading => ({ ok: false, reason });
-
-/** The IPv4 address in dotted form at the end of a mixed-notation address (::ffff:192.0.2.1), strict as in ipv4.ts. */
-function dottedQuad(text: string): number | undefined {
-  const parts = text.split('.');
-  if (parts.length !== 4) return undefined;
-  let value = 0;
-  for (const part of parts) {
-    if (!/^(0|[1-9]\d{0,2})$/.test(part) || Number(part) > 255) return undefined;
-    value = value * 256 + Number(part);
-  }
-  return value;
-}
 
 /** 16-bit groups of one side of '::' (or of the whole address); the last may be a dotted quad, worth two groups. */
 function groupsOf(text: string, mayEndInIpv4: boolean): number[] | string {
@@ -35,7 +25,8 @@ function groupsOf(text: string, mayEndInIpv4: boolean): number[] | string {
   for (const [index, part] of parts.entries()) {
     const last = index === parts.length - 1;
     if (last && mayEndInIpv4 && part.includes('.')) {
-      const v4 = dottedQuad(part);
+      // The dotted quad is read as strictly as ipv4.ts reads any IPv4 address.
+      const v4 = ipv4ToNumber(part);
       if (v4 === undefined) return `${JSON.stringify(part)} is not a dotted IPv4 address`;
       groups.push(v4 >>> 16, v4 & 0xffff);
     } else if (part === '') {
