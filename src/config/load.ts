@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { LineCounter, isMap, isNode, isScalar, isSeq, parseDocument, type Document, type YAMLError } from 'yaml';
 import type { ZodIssue } from 'zod';
 import { DEFAULT_OWNERSHIP, MAX_UPLINKS, hex, uplinksThatFit } from '../ownership.js';
-import { parseHttpUrl, parseIfname, parseIpv4 } from './net.js';
+import { addressFamily } from './ipv6.js';
+import { parseHttpUrl, parseIfname, parseIpAddress, parsePrefix } from './net.js';
 import {
   ConfigSchema,
   PROBE_METHODS,
@@ -164,7 +165,10 @@ function checkRelations(raw: unknown, report: Diagnostics, facts: ConfigFacts): 
   for (const [name, body] of Object.entries(uplinks)) {
     const uplink = asMapping(body) ?? {};
     const check = asMapping(uplink.check);
-    if (check) checkProbe(check, ['uplinks', name, 'check'], report);
+    if (check) checkProbe(check, ['uplinks', name, 'check'], report, uplink.gateway6 === 'off' ? name : undefined);
+    if (uplink.gateway6 === 'off' && uplink.nat6 !== undefined) {
+      report.at('warning', ['uplinks', name, 'nat6'], `nat6: has no effect: gateway6: off says ${name} carries no IPv6`);
+    }
   }
   if (top.sticky !== undefined && itemsOf(top.lan, ['lan']).length === 0) {
     report.at('warning', ['sticky'], 'sticky: applies to LAN sources; without lan it has no effect');
@@ -236,12 +240,33 @@ function checkRules(top: Mapping, uplinks: Mapping, report: Diagnostics): void {
       }
     }
 
+    checkRuleFamilies(rule, ['rules', index], report);
+
     for (const [via, path] of itemsOf(rule.via, ['rules', index, 'via'])) {
       if (typeof via === 'string' && via !== 'main' && !Object.hasOwn(uplinks, via)) {
         report.at('error', path, `via: there is no uplink named "${via}"${didYouMean(via, Object.keys(uplinks))}`);
       }
     }
   });
+}
+
+/** The families of a rule key's valid prefixes (invalid ones are zod's to report). */
+function familiesOf(value: unknown): Set<'ipv4' | 'ipv6'> {
+  return new Set(itemsOf(value, []).flatMap(([item]) => {
+    const read = parsePrefix(item);
+    return read.ok ? [addressFamily(read.value)] : [];
+  }));
+}
+
+/** A connection is of one family: a rule whose src holds only one family and dst only the other could never match. */
+function checkRuleFamilies(rule: Mapping, path: Path, report: Diagnostics): void {
+  const [src, dst] = [familiesOf(rule.src), familiesOf(rule.dst)];
+  if (src.size !== 1 || dst.size !== 1) return;
+  const [srcFamily, dstFamily] = [[...src][0], [...dst][0]];
+  if (srcFamily === dstFamily) return;
+  const name = (family: string) => (family === 'ipv4' ? 'IPv4' : 'IPv6');
+  report.at('error', [...path, 'dst'],
+    `dst: only ${name(dstFamily)} prefixes, but src only ${name(srcFamily)} ones; a connection is of one family, so this rule could never match`);
 }
 
 const PROCESS_KEYS = ['user', 'group', 'cgroup'] as const;
@@ -321,15 +346,32 @@ function checkKernelRoom(kernel: Mapping, count: number, report: Diagnostics): v
   }
 }
 
-/** The parts of a health check that depend on its method. */
-function checkProbe(check: Mapping, path: Path, report: Diagnostics): void {
+/** The family an http target's URL names by address, if it does ([2001:db8::80] or 192.0.2.80); a host name could be either. */
+function urlFamily(url: string): 'ipv4' | 'ipv6' | undefined {
+  const host = new URL(url).hostname;
+  if (host.startsWith('[')) return 'ipv6';
+  return parseIpAddress(host).ok ? 'ipv4' : undefined;
+}
+
+/**
+ * The parts of a health check that depend on its method. Each family's
+ * targets judge that family alone, so the quorum is checked per family;
+ * `noIpv6` names the uplink when it carries no IPv6 (gateway6: off).
+ */
+function checkProbe(check: Mapping, path: Path, report: Diagnostics, noIpv6?: string): void {
   const method = check.method ?? 'icmp';
   if (!isOneOf(method, PROBE_METHODS)) return;
   const targets = itemsOf(check.targets, [...path, 'targets']);
-  const readTarget = method === 'http' ? parseHttpUrl : parseIpv4;
+  const perFamily = { ipv4: 0, ipv6: 0 };
   for (const [target, targetPath] of targets) {
-    const read = readTarget(target);
+    const read = method === 'http' ? parseHttpUrl(target) : parseIpAddress(target);
     if (typeof target === 'string' && !read.ok) report.at('error', targetPath, `targets: ${read.error}`);
+    if (!read.ok) continue;
+    const family = method === 'http' ? urlFamily(read.value) : addressFamily(read.value);
+    if (family) perFamily[family] += 1;
+    if (family === 'ipv6' && noIpv6 !== undefined) {
+      report.at('error', targetPath, `targets: ${target} is an IPv6 target, but gateway6: off says ${noIpv6} carries no IPv6`);
+    }
   }
   if (method === 'http' && targets.length === 0) {
     report.at('error', [...path, 'method'], 'method: an http check needs targets: one or more http(s) URLs');
@@ -344,9 +386,20 @@ function checkProbe(check: Mapping, path: Path, report: Diagnostics): void {
   }
   // No targets means one: the gateway.
   const targetCount = Math.max(1, targets.length);
-  if (typeof check.quorum === 'number' && check.quorum > targetCount) {
+  if (typeof check.quorum !== 'number') return;
+  if (check.quorum > targetCount) {
     const what = targets.length === 0 ? 'the 1 target (the gateway, as no targets are given)' : `the ${targetCount} targets`;
     report.at('error', [...path, 'quorum'], `quorum: ${check.quorum} is more than ${what}`);
+    return;
+  }
+  // With both families listed, each must reach the quorum on its own targets.
+  // (A family with none listed is judged by its gateway alone.)
+  if (perFamily.ipv4 === 0 || perFamily.ipv6 === 0) return;
+  for (const [family, count] of [['IPv4', perFamily.ipv4], ['IPv6', perFamily.ipv6]] as const) {
+    if (check.quorum > count) {
+      report.at('error', [...path, 'quorum'],
+        `quorum: ${check.quorum} is more than the ${count} ${family} target${count === 1 ? '' : 's'}; each family's targets judge that family on their own`);
+    }
   }
 }
 

@@ -11,15 +11,18 @@ import {
   parseAbsolutePath,
   parseDnsName,
   parseGateway,
+  parseGateway6,
   parseIfname,
+  parseIpAddress,
   parseIpv4,
+  parseIpv6Prefix,
   parseListenAddress,
   parsePortRange,
   parsePrefix,
 } from './net.js';
 import { parseCgroupPath, parseGroup, parseUser } from './process-keys.js';
 import { didYouMean } from './suggest.js';
-import type { Check, Config, KernelOwnership, PinRule, ProbeMethod, Uplink } from './types.js';
+import type { Check, Config, KernelOwnership, Nat6, PinRule, ProbeMethod, Uplink } from './types.js';
 import { describeValue, fail, ok, parseDuration, parsePercent, parseRate, type Parsed } from './units.js';
 
 /** The control socket when the config does not name one (and for `status` without a config). */
@@ -90,11 +93,11 @@ function addIssue(ctx: z.RefinementCtx, path: Path, message: string, params?: Is
   ctx.addIssue({ code: z.ZodIssueCode.custom, path: [...path], message, params });
 }
 
-/** A value read by one of the parse* functions: its message becomes the issue. */
-function leaf<T>(parse: (input: unknown) => Parsed<T>) {
+/** A value read by one of the parse* functions: its message becomes the issue. `missing` says what a required key is for. */
+function leaf<T>(parse: (input: unknown) => Parsed<T>, missing?: string) {
   return z.unknown().transform((input, ctx): T => {
     if (input === undefined) {
-      addIssue(ctx, [], missingKey(ctx.path));
+      addIssue(ctx, [], missing ?? missingKey(ctx.path));
       return z.NEVER;
     }
     const read = parse(input);
@@ -147,7 +150,7 @@ const DEFAULT_QUERY = 'example.org';
 
 const CheckSchema = strictObject({
   method: z.enum(PROBE_METHODS).default('icmp'),
-  // Read by method in load.ts: URLs for http, IPv4 addresses for the others.
+  // Read by method in load.ts: URLs for http, addresses of either family for the others.
   targets: oneOrMany(z.string()).default([]),
   port: integer(1, 65535).optional(),
   query: leaf(parseDnsName).optional(),
@@ -162,7 +165,11 @@ const CheckSchema = strictObject({
 }).transform(
   (check): Check => ({
     method: check.method,
-    targets: check.targets,
+    // IPv6 in canonical text, as the prober reports it back (load.ts has checked each).
+    targets: check.method === 'http' ? check.targets : check.targets.map((target) => {
+      const read = parseIpAddress(target);
+      return read.ok ? read.value : target;
+    }),
     port: check.port ?? DEFAULT_PORT[check.method],
     query: check.method === 'dns' ? (check.query ?? DEFAULT_QUERY) : '',
     intervalMs: check.interval,
@@ -183,12 +190,45 @@ const UplinkNameSchema = z.string().superRefine((name, ctx) => {
   }
 });
 
+const prefixLength = (cidr: string) => Number(cidr.split('/')[1]);
+
+/**
+ * `nat6: {prefix: {lan: P, uplink: Q}}`: P mapped 1:1 onto Q, host part kept,
+ * so P and Q must have the same length. The bare word names the mode but not
+ * the prefixes, so it is an error that shows the mapping to write.
+ */
+const PrefixMapping = strictObject({
+  lan: leaf(parseIpv6Prefix, 'nat6: prefix needs lan: the LAN prefix to map (e.g. fd00:0:0:1::/64)'),
+  uplink: leaf(parseIpv6Prefix, "nat6: prefix needs uplink: the uplink's prefix to map it onto, of the same length (e.g. 2001:db8:1:1::/64)"),
+}).transform((mapping, ctx): Nat6 => {
+  const [lan, uplink] = [prefixLength(mapping.lan), prefixLength(mapping.uplink)];
+  if (lan !== uplink) {
+    addIssue(ctx, ['uplink'], `uplink: ${mapping.uplink} is a /${uplink} but lan ${mapping.lan} a /${lan}; ` +
+      'a 1:1 prefix mapping needs prefixes of the same length');
+    return z.NEVER;
+  }
+  return { mode: 'prefix', lan: mapping.lan, uplink: mapping.uplink };
+});
+
+export const NAT6_MODES = ['snat', 'masquerade', 'prefix', 'none'] as const;
+
+const Nat6Schema = z.union([z.enum(NAT6_MODES), strictObject({ prefix: PrefixMapping })]).transform((nat6, ctx): Nat6 => {
+  if (typeof nat6 !== 'string') return nat6.prefix;
+  if (nat6 !== 'prefix') return { mode: nat6 };
+  addIssue(ctx, [], 'nat6: prefix needs the two prefixes it maps, lan and uplink, of the same length: ' +
+    'write nat6: {prefix: {lan: LAN-PREFIX, uplink: UPLINK-PREFIX}}');
+  return z.NEVER;
+});
+
 const UplinkSchema = strictObject({
   interface: leaf(parseIfname),
   gateway: leaf(parseGateway).default('auto'),
+  // Absent means auto: IPv6 wherever the interface has a global address and a next hop.
+  gateway6: leaf(parseGateway6).default('auto'),
   weight: integer(1, 1000).default(1),
   tier: integer(1).default(1),
   nat: z.enum(['snat', 'masquerade', 'none']).default('snat'),
+  nat6: Nat6Schema.default('snat'),
   capacity: strictObject({ up: leaf(parseRate).optional(), down: leaf(parseRate).optional() }).optional(),
   // `check: false` turns tracking off; `true` or no key means the defaults.
   check: z.union([z.boolean(), CheckSchema]).default(true),
@@ -196,9 +236,11 @@ const UplinkSchema = strictObject({
   (uplink): Omit<Uplink, 'name'> => ({
     interface: uplink.interface,
     gateway: uplink.gateway,
+    gateway6: uplink.gateway6,
     weight: uplink.weight,
     tier: uplink.tier,
     nat: uplink.nat,
+    nat6: uplink.nat6,
     ...optionalFields({
       capacity: uplink.capacity && optionalFields({ up: uplink.capacity.up, down: uplink.capacity.down }),
       check: uplink.check === true ? CheckSchema.parse({}) : uplink.check || undefined,

@@ -4,13 +4,34 @@
 
 export type Gateway = { kind: 'address'; address: string } | { kind: 'auto' } | { kind: 'none' };
 export type NatMode = 'snat' | 'masquerade' | 'none';
+/**
+ * The IPv6 next hop. `none`: point-to-point (`default dev ppp0`). `off`: the
+ * uplink carries no IPv6 at all. An address may be link-local (fe80::1, as a
+ * router advertisement gives it): it is always reached on the uplink's own
+ * interface, so it needs no zone.
+ */
+export type Gateway6 = { kind: 'address'; address: string } | { kind: 'auto' } | { kind: 'none' } | { kind: 'off' };
+/**
+ * IPv6 source handling. `prefix`: 1:1 mapping of the LAN prefix onto the
+ * uplink's prefix of the same length (NPTv6 style, the host part kept); both
+ * in canonical CIDR form.
+ */
+export type Nat6 =
+  | { mode: 'snat' }
+  | { mode: 'masquerade' }
+  | { mode: 'none' }
+  | { mode: 'prefix'; lan: string; uplink: string };
 export type ProbeMethod = 'icmp' | 'tcp' | 'http' | 'dns';
 export type BalanceMode = 'weighted' | 'hash' | 'least-loaded';
 export type Protocol = 'tcp' | 'udp' | 'icmp' | 'any';
 
 export interface Check {
   method: ProbeMethod;
-  /** Empty means "the uplink's gateway", resolved at run time. */
+  /**
+   * IPv4 and IPv6 addresses mixed (IPv6 in canonical text), or URLs for http.
+   * Each family's targets judge that family alone; a family with none here is
+   * judged by its gateway. Empty means "the uplink's gateways", resolved at run time.
+   */
   targets: string[];
   port: number;
   query: string;
@@ -29,9 +50,11 @@ export interface Uplink {
   name: string;
   interface: string;
   gateway: Gateway;
+  gateway6: Gateway6;
   weight: number;
   tier: number;
   nat: NatMode;
+  nat6: Nat6;
   /** bits per second */
   capacity?: { up?: number; down?: number };
   /** undefined when `check: false`: the uplink is always up. */
@@ -44,7 +67,11 @@ export interface PortRange { from: number; to: number }
 /** One entry of the config's `rules`: matching traffic is pinned to an uplink (`via`). */
 export interface PinRule {
   name: string;
-  /** IPv4 prefixes in CIDR form (a bare address is normalised to /32). */
+  /**
+   * Prefixes of either family in CIDR form (a bare address is normalised to
+   * /32 or /128, IPv6 to canonical text). A rule whose src or dst holds only
+   * one family's prefixes matches that family only (see src/plan/pins.ts rulesOfFamily).
+   */
   src: string[];
   dst: string[];
   proto: Protocol;

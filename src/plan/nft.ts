@@ -7,7 +7,7 @@
 // follow a verdict without reloading chains.
 
 import { balanceBuckets, hex } from '../ownership.js';
-import { compilePinStages, stageDeclaration, stageElements, stageIsOwnOnly, stageKeyExpression, type PinStage } from './pins.js';
+import { compilePinStages, rulesOfFamily, stageDeclaration, stageElements, stageIsOwnOnly, stageKeyExpression, type PinStage } from './pins.js';
 import { canCarry, rotationOrder, splitBuckets, type PlanContext, type ResolvedUplink } from './resolve.js';
 import type { NftChain, NftSet, NftTable } from './state.js';
 import type { PinRule } from '../config/types.js';
@@ -61,8 +61,10 @@ function tableContext(ctx: PlanContext): TableContext {
   const rotates = config.balance === 'least-loaded';
   // Rules with the same `via` and `fallback` share one target: a map of the
   // live uplinks among `via`, which is all that changes with health.
-  const targets = pinTargets(config.rules);
-  const stages = compilePinStages(config.rules);
+  // IPv4 only for now (see `meta nfproto` in prerouting): rules of IPv6 prefixes alone are left out.
+  const rules = rulesOfFamily(config.rules, 'ipv4');
+  const targets = pinTargets(rules);
+  const stages = compilePinStages(rules);
   return {
     ...ctx,
     routerMode,

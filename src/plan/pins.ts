@@ -27,6 +27,7 @@
 import type { PinRule } from '../config/types.js';
 import { cgroupLevel } from '../kernel/cgroups.js';
 import { addressRangeText, mergeRanges, overlaps, prefixRange, type Range } from '../config/ipv4.js';
+import { addressFamily } from '../config/ipv6.js';
 import type { CgroupFacts } from './state.js';
 
 interface FieldSpec {
@@ -118,6 +119,20 @@ function ruleParts(rule: PinRule, fields: FieldSpec[]): FieldValue[][][] {
   const cgroupFields = fields.flatMap((f, i) => (f.type === 'cgroupsv2' && perField[i].length > 0 ? [i] : []));
   if (cgroupFields.length <= 1) return [perField];
   return cgroupFields.map((keep) => perField.map((values, i) => (cgroupFields.includes(i) && i !== keep ? [] : values)));
+}
+
+/**
+ * The rules as one family sees them: src and dst cut to that family's
+ * prefixes. A rule that named prefixes only of the other family in src or dst
+ * cannot match this family and is left out; one that named none there still
+ * matches any address.
+ */
+export function rulesOfFamily(rules: PinRule[], family: 'ipv4' | 'ipv6'): PinRule[] {
+  return rules.flatMap((rule) => {
+    const [src, dst] = [rule.src, rule.dst].map((prefixes) => prefixes.filter((p) => addressFamily(p) === family));
+    if ((rule.src.length > 0 && src.length === 0) || (rule.dst.length > 0 && dst.length === 0)) return [];
+    return [{ ...rule, src, dst }];
+  });
 }
 
 export function compilePinStages(rules: PinRule[]): PinStage[] {

@@ -11,7 +11,7 @@ import {
   type ConfigFacts,
   type ConfigResult,
 } from '../../src/config/load.js';
-import { parseIfname, parsePortRange, parsePrefix } from '../../src/config/net.js';
+import { parseGateway6, parseIfname, parseIpAddress, parseIpv6Prefix, parsePortRange, parsePrefix } from '../../src/config/net.js';
 import { closest } from '../../src/config/suggest.js';
 import type { Config } from '../../src/config/types.js';
 import { parseDuration, parsePercent, parseRate } from '../../src/config/units.js';
@@ -93,6 +93,26 @@ describe('addresses and names', () => {
     }
   });
 
+  it('normalises IPv6 addresses and prefixes to canonical CIDR text', () => {
+    assert.deepEqual(parsePrefix('2001:DB8:0:0::1'), { ok: true, value: '2001:db8::1/128' });
+    assert.deepEqual(parsePrefix('2001:0db8:0010::/48'), { ok: true, value: '2001:db8:10::/48' });
+    assert.deepEqual(parsePrefix('::/0'), { ok: true, value: '::/0' });
+    assert.deepEqual(parsePrefix('fe80::/10'), { ok: true, value: 'fe80::/10' });
+    assert.deepEqual(parsePrefix('2001:db8:1::1/64'), { ok: false, error: '2001:db8:1::1/64 has host bits set; did you mean 2001:db8:1::/64?' });
+    for (const bad of ['2001:db8::/129', '2001:db8::/', '2001:db8::/1/2', '2001:db8::%lo/64', '1:2:3:4:5:6:7:8:9/64', '2001:db8::/-1']) {
+      assert.equal(parsePrefix(bad).ok, false, bad);
+    }
+    assert.deepEqual(parseIpv6Prefix('192.0.2.0/24'), { ok: false, error: '"192.0.2.0/24" is not an IPv6 prefix (e.g. 2001:db8:1::/64)' });
+    assert.deepEqual(parseIpAddress('2001:DB8::0001'), { ok: true, value: '2001:db8::1' });
+    assert.deepEqual(parseIpAddress('192.0.2.1'), { ok: true, value: '192.0.2.1' });
+  });
+
+  it('reads gateway6: an address (link-local too), auto, none or off', () => {
+    assert.deepEqual(parseGateway6('fe80::1'), { ok: true, value: { kind: 'address', address: 'fe80::1' } });
+    assert.deepEqual(parseGateway6('2001:DB8:1::1'), { ok: true, value: { kind: 'address', address: '2001:db8:1::1' } });
+    for (const word of ['auto', 'none', 'off'] as const) assert.deepEqual(parseGateway6(word), { ok: true, value: { kind: word } });
+  });
+
   it('reads ports and ranges', () => {
     assert.deepEqual(parsePortRange(5060), { ok: true, value: { from: 5060, to: 5060 } });
     assert.deepEqual(parsePortRange('5060-5061'), { ok: true, value: { from: 5060, to: 5061 } });
@@ -127,9 +147,11 @@ describe('defaults', () => {
           name: 'isp1',
           interface: 'wan1',
           gateway: { kind: 'auto' },
+          gateway6: { kind: 'auto' },
           weight: 1,
           tier: 1,
           nat: 'snat',
+          nat6: { mode: 'snat' },
           check: {
             method: 'icmp',
             targets: [],
@@ -210,9 +232,11 @@ describe('normalisation', () => {
         '  isp1:',
         '    interface: wan1',
         '    gateway: 198.51.100.1',
+        '    gateway6: "FE80::0:1"',
         '    weight: 2',
         '    tier: 3',
         '    nat: masquerade',
+        '    nat6: masquerade',
         '    capacity: {up: 20mbit, down: 100mbit}',
         '    check:',
         '      targets: 192.0.2.1',
@@ -229,9 +253,11 @@ describe('normalisation', () => {
       name: 'isp1',
       interface: 'wan1',
       gateway: { kind: 'address', address: '198.51.100.1' },
+      gateway6: { kind: 'address', address: 'fe80::1' },
       weight: 2,
       tier: 3,
       nat: 'masquerade',
+      nat6: { mode: 'masquerade' },
       capacity: { up: 20_000_000, down: 100_000_000 },
       check: {
         method: 'icmp',
@@ -318,6 +344,55 @@ describe('normalisation', () => {
   });
 });
 
+describe('dual stack', () => {
+  it('reads gateway6, nat6 and mixed-family targets and rules', () => {
+    const config = load(
+      yaml(
+        'lan: [lan0]',
+        'uplinks:',
+        '  isp1:',
+        '    interface: wan1',
+        '    gateway6: "2001:db8:100::1"',
+        '    nat6: {prefix: {lan: "fd00:0:0:1::/64", uplink: "2001:DB8:100:1::/64"}}',
+        '    check: {targets: [192.0.2.1, "2001:DB8::0:1"], quorum: 1}',
+        '  isp2: {interface: wan2, gateway6: none, nat6: none}',
+        '  isp3: {interface: wan3, gateway6: off}',
+        'rules:',
+        '  - {via: isp1, dst: [192.0.2.0/24, "2001:db8:5::/48"]}',
+        '  - {via: isp2, src: "fd00:0:0:1::10"}',
+      ),
+    );
+    const [isp1, isp2, isp3] = config.uplinks;
+    assert.deepEqual(isp1.gateway6, { kind: 'address', address: '2001:db8:100::1' });
+    assert.deepEqual(isp1.nat6, { mode: 'prefix', lan: 'fd00:0:0:1::/64', uplink: '2001:db8:100:1::/64' });
+    assert.deepEqual(isp1.check?.targets, ['192.0.2.1', '2001:db8::1']);
+    assert.deepEqual([isp2.gateway6, isp2.nat6], [{ kind: 'none' }, { mode: 'none' }]);
+    assert.deepEqual([isp3.gateway6, isp3.nat6], [{ kind: 'off' }, { mode: 'snat' }]);
+    assert.deepEqual(config.rules[0].dst, ['192.0.2.0/24', '2001:db8:5::/48']);
+    assert.deepEqual(config.rules[1].src, ['fd00:0:0:1::10/128']);
+  });
+
+  it('counts the quorum per family only when both are listed', () => {
+    const check = (targets: string, quorum: number) => yaml('uplinks:', '  isp1:', '    interface: wan1', `    check: {targets: ${targets}, quorum: ${quorum}}`);
+    load(check('[192.0.2.1, 192.0.2.2, "2001:db8::1", "2001:db8::2"]', 2));
+    load(check('[192.0.2.1, 192.0.2.2]', 2));
+    load(check('["2001:db8::1", "2001:db8::2"]', 2));
+    assertError(check('["2001:db8::1", "2001:db8::2"]', 3), '4:62', 'quorum: 3 is more than the 2 targets');
+    assertError(check('[192.0.2.1, "2001:db8::1", "2001:db8::2"]', 2), '4:73', 'quorum: 2 is more than the 1 IPv4 target;');
+  });
+
+  it('takes IPv6 URLs for http checks', () => {
+    const config = load(yaml('uplinks:', '  isp1: {interface: wan1, check: {method: http, targets: ["http://[2001:db8::80]/health"]}}'));
+    assert.deepEqual(config.uplinks[0].check?.targets, ['http://[2001:db8::80]/health']);
+  });
+
+  it('warns that nat6 does nothing on an uplink without IPv6', () => {
+    const result = parseConfig(yaml('uplinks:', '  isp1: {interface: wan1, gateway6: off, nat6: masquerade}'), 'test.yaml');
+    assert.ok(result.ok);
+    assert.deepEqual(result.warnings.map(formatDiagnostic), ['test.yaml:2:48: warning: nat6: has no effect: gateway6: off says isp1 carries no IPv6']);
+  });
+});
+
 describe('semantic checks', () => {
   const uplink = (...keys: string[]) => yaml('uplinks:', '  isp1:', '    interface: wan1', ...keys.map((key) => `    ${key}`));
   const rule = (...keys: string[]) => yaml(...TWO_UPLINKS, 'rules:', `  - ${keys[0]}`, ...keys.slice(1).map((key) => `    ${key}`));
@@ -333,7 +408,24 @@ describe('semantic checks', () => {
     ['lan also an uplink', yaml('lan: wan1', 'uplinks:', '  isp1: {interface: wan1}'), '1:6', 'lan: wan1 is also the interface of uplink isp1'],
     ['lan name', yaml('lan: [lan0, "lan 1"]', ...TWO_UPLINKS), '1:13', 'must not contain'],
     ['gateway', uplink('gateway: 198.51.100'), '4:14', 'not an IPv4 address (a gateway is an IPv4 address, auto or none)'],
-    ['IPv6 gateway', uplink('gateway: "fe80::1"'), '4:14', 'IPv6 is not supported yet'],
+    ['IPv6 gateway', uplink('gateway: "fe80::1"'), '4:14', 'gateway: fe80::1 is an IPv6 address; the IPv6 next hop goes in gateway6'],
+    ['IPv4 gateway6', uplink('gateway6: 198.51.100.1'), '4:15', 'gateway6: 198.51.100.1 is an IPv4 address; the IPv4 next hop goes in gateway'],
+    ['gateway6 zone id', uplink('gateway6: "fe80::1%wan1"'), '4:15', 'write fe80::1 without the zone id %wan1'],
+    ['gateway6 multicast', uplink('gateway6: "ff02::2"'), '4:15', 'ff02::2 is a multicast address, which cannot be a next hop'],
+    ['gateway6 unspecified', uplink('gateway6: "::"'), '4:15', 'the unspecified address'],
+    ['gateway6 loopback', uplink('gateway6: "::1"'), '4:15', 'the loopback address'],
+    ['gateway6 mapped', uplink('gateway6: "::ffff:192.0.2.1"'), '4:15', 'an IPv4-mapped address'],
+    ['gateway6 malformed', uplink('gateway6: "fe80::1::2"'), '4:15', '"::" may appear only once'],
+    ['gateway6 word', uplink('gateway6: yes'), '4:15', 'is not an IPv6 address (gateway6 is an IPv6 address (link-local allowed, e.g. fe80::1), auto, none or off)'],
+    ['gateway6 number', uplink('gateway6: 6'), '4:15', 'expected an IPv6 address, auto, none or off, got 6'],
+    ['nat6 mode', uplink('nat6: nat66'), '4:11', 'nat6: expected snat | masquerade | prefix | none, got "nat66"'],
+    ['nat6 prefix without prefixes', uplink('nat6: prefix'), '4:11', 'nat6: prefix needs the two prefixes it maps, lan and uplink'],
+    ['nat6 prefix without lan', uplink('nat6: {prefix: {uplink: "2001:db8:1::/64"}}'), '4:20', 'nat6: prefix needs lan: the LAN prefix'],
+    ['nat6 prefix without uplink', uplink('nat6: {prefix: {lan: "fd00::/64"}}'), '4:20', "nat6: prefix needs uplink: the uplink's prefix"],
+    ['nat6 prefix lengths', uplink('nat6: {prefix: {lan: "fd00::/64", uplink: "2001:db8:1::/56"}}'), '4:47', 'a 1:1 prefix mapping needs prefixes of the same length'],
+    ['nat6 prefix of IPv4', uplink('nat6: {prefix: {lan: 198.18.0.0/24, uplink: "2001:db8:1::/64"}}'), '4:26', 'lan: "198.18.0.0/24" is not an IPv6 prefix'],
+    ['nat6 prefix key', uplink('nat6: {prefix: {lan: "fd00::/64", wan: "2001:db8:1::/64"}}'), '4:20', 'nat6: prefix needs uplink'],
+    ['nat6 mapping key', uplink('nat6: {npt: {lan: "fd00::/64"}}'), '4:12', 'unknown key "npt"; expected one of prefix'],
     ['weight 0', uplink('weight: 0'), '4:13', 'expected an integer from 1 to 1000, got 0'],
     ['weight 1001', uplink('weight: 1001'), '4:13', 'got 1001'],
     ['weight fraction', uplink('weight: 1.5'), '4:13', 'got 1.5'],
@@ -351,7 +443,11 @@ describe('semantic checks', () => {
     ['window', uplink('check: {window: two}'), '4:21', 'window: expected an integer 1 or more, got "two"'],
     ['quorum over targets', uplink('check: {targets: [192.0.2.1, 192.0.2.2], quorum: 3}'), '4:54', 'quorum: 3 is more than the 2 targets'],
     ['quorum over the gateway', uplink('check: {quorum: 2}'), '4:21', 'more than the 1 target (the gateway'],
-    ['icmp target', uplink('check: {targets: [192.0.2.1, example.org]}'), '4:34', '"example.org" is not an IPv4 address'],
+    ['icmp target', uplink('check: {targets: [192.0.2.1, example.org]}'), '4:34', '"example.org" is not an IPv4 or IPv6 address'],
+    ['IPv6 target', uplink('check: {targets: [192.0.2.1, "2001:db8::1::"]}'), '4:34', '"2001:db8::1::" is not an IPv6 address: "::" may appear only once'],
+    ['IPv6 target zone id', uplink('check: {targets: ["fe80::1%wan1"]}'), '4:23', 'a zone id (%wan1) is not part of an address'],
+    ['IPv6 target without IPv6', uplink('gateway6: off', 'check: {targets: [192.0.2.1, "2001:db8::1"]}'), '5:34', 'targets: 2001:db8::1 is an IPv6 target, but gateway6: off says isp1 carries no IPv6'],
+    ['quorum over one family', uplink('check: {targets: [192.0.2.1, 192.0.2.2, "2001:db8::1"], quorum: 2}'), '4:69', 'quorum: 2 is more than the 1 IPv6 target; each family'],
     ['http target', uplink('check: {method: http, targets: [192.0.2.1]}'), '4:37', 'http:// or https:// URL'],
     ['http target scheme', uplink('check: {method: http, targets: ["ftp://192.0.2.1/"]}'), '4:37', 'http:// or https:// URL'],
     ['http without targets', uplink('check: {method: http}'), '4:21', 'an http check needs targets'],
@@ -368,7 +464,10 @@ describe('semantic checks', () => {
     ['via missing', rule('name: x'), '5:5', 'missing required key "via"'],
     ['bad prefix', rule('via: isp1', 'dst: 192.0.2.0/40'), '6:10', 'a prefix length is 0..32'],
     ['host bits', rule('via: isp1', 'src: [198.18.0.5/24]'), '6:11', 'did you mean 198.18.0.0/24?'],
-    ['IPv6 prefix', rule('via: isp1', 'dst: "2001:db8::/32"'), '6:10', 'IPv6 is not supported yet'],
+    ['IPv6 prefix length', rule('via: isp1', 'dst: "2001:db8::/129"'), '6:10', '"2001:db8::/129": an IPv6 prefix length is 0..128'],
+    ['IPv6 host bits', rule('via: isp1', 'src: ["2001:db8::1/32"]'), '6:11', '2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?'],
+    ['IPv6 prefix malformed', rule('via: isp1', 'dst: "2001:db8:::/48"'), '6:10', 'is not an IPv6 address or prefix: a group is empty'],
+    ['families that cannot meet', rule('via: isp1', 'src: 198.18.0.0/24', 'dst: ["2001:db8::/32"]'), '7:10', 'dst: only IPv6 prefixes, but src only IPv4 ones'],
     ['port 0', rule('via: isp1', 'proto: tcp', 'dport: 0'), '7:12', 'port 0 is out of range 1..65535'],
     ['port range reversed', rule('via: isp1', 'proto: tcp', 'dport: 2000-1000'), '7:12', 'range 2000-1000 is reversed'],
     ['port with proto any', rule('via: isp1', 'sport: 53'), '6:12', 'sport: a port match needs proto: tcp or udp'],

@@ -8,9 +8,11 @@ import { test } from 'node:test';
 import { parseConfig } from '../../src/config/load.js';
 import { BALANCE_BUCKETS } from '../../src/ownership.js';
 import { plan } from '../../src/plan/plan.js';
+import { rulesOfFamily } from '../../src/plan/pins.js';
 import { rotationOrder, splitBuckets } from '../../src/plan/resolve.js';
 import { renderPlan } from '../../src/plan/render.js';
 import { elementUpdateScript, sameStructure } from '../../src/kernel/update.js';
+import type { PinRule } from '../../src/config/types.js';
 import type { CgroupFacts, Health, KernelFacts } from '../../src/plan/state.js';
 
 const dir = new URL('../golden/', import.meta.url);
@@ -231,4 +233,40 @@ test('a rule that names no field matches every connection: a goto in pick, and n
   const chain = (name: string) => state.nft.chains.find((c) => c.name === name)!.rules.map((r) => r.text);
   assert.deepEqual(chain('pick'), ['meta skuid vmap @rules_1', 'goto via_2', 'goto balance']);
   assert.deepEqual(chain('pick_forwarded'), ['goto via_2', 'goto balance']);
+});
+
+test('IPv4 plan: a rule keeps only its IPv4 prefixes, and one of IPv6 prefixes alone is left out', () => {
+  const ipv4Only = readFileSync(new URL('pins.yaml', dir), 'utf8');
+  // The same rules with IPv6 prefixes added: to a rule that has IPv4 ones, and
+  // as rules of their own (one src-only, one dst-only, one with a port).
+  const dualStack = ipv4Only
+    .replace('src: 198.18.0.16/28', 'src: [198.18.0.16/28, "fd00::16/127"]')
+    .replace('  - name: vpn-peers', [
+      '  - {name: v6-src, src: "fd00::/64", via: isp2}',
+      '  - {name: v6-dst, dst: "2001:db8::/32", via: isp3}',
+      '  - {name: v6-port, dst: ["2001:db8:1::/48"], proto: tcp, dport: 443, via: main}',
+      '  - name: vpn-peers',
+    ].join('\n'));
+  const planOf = (text: string) => {
+    const result = parseConfig(text, 'pins.yaml');
+    assert.ok(result.ok, JSON.stringify(!result.ok && result.errors));
+    return plan({ config: result.config, facts, health: {} });
+  };
+  assert.deepEqual(planOf(dualStack).nft, planOf(ipv4Only).nft);
+});
+
+test('rulesOfFamily cuts src and dst to one family', () => {
+  const rule = (name: string, src: string[], dst: string[]): PinRule => ({
+    name, src, dst, proto: 'any', sport: [], dport: [], iif: [], user: [], group: [], cgroup: [], via: ['isp1'], fallback: 'any',
+  });
+  const rules = [
+    rule('mixed', ['198.18.0.0/24', 'fd00::/64'], []),
+    rule('v6', ['fd00::/64'], []),
+    rule('v4-to-any', ['198.18.0.0/24'], []),
+    rule('any-to-v6', [], ['2001:db8::/32']),
+    rule('any', [], []),
+  ];
+  const names = (family: 'ipv4' | 'ipv6') => rulesOfFamily(rules, family).map((r) => `${r.name} ${r.src.join(',')} > ${r.dst.join(',')}`);
+  assert.deepEqual(names('ipv4'), ['mixed 198.18.0.0/24 > ', 'v4-to-any 198.18.0.0/24 > ', 'any  > ']);
+  assert.deepEqual(names('ipv6'), ['mixed fd00::/64 > ', 'v6 fd00::/64 > ', 'any-to-v6  > 2001:db8::/32', 'any  > ']);
 });

@@ -138,6 +138,12 @@ describe('targets', () => {
   it('are none without a gateway', () => {
     assert.deepEqual(probeTargets({ ...subject, gateway: undefined }, checkOf()), []);
   });
+  it('are the IPv4 ones of a mixed list: IPv6 targets judge IPv6 alone', () => {
+    assert.deepEqual(probeTargets(subject, checkOf({ targets: ['2001:db8::1', '192.0.2.1'] })), ['192.0.2.1']);
+    assert.deepEqual(probeTargets(subject, checkOf({ targets: ['2001:db8::1'] })), ['198.51.100.1'], 'no IPv4 target: the gateway');
+    const http = checkOf({ method: 'http', targets: ['http://[2001:db8::80]/', 'http://192.0.2.80/', 'https://probe.example.net/'] });
+    assert.deepEqual(probeTargets(subject, http), ['http://192.0.2.80/', 'https://probe.example.net/']);
+  });
 });
 
 describe('the round book', () => {
