@@ -95,7 +95,8 @@ export function buildProgram(): Command {
       facts.cgroups = cgroupFacts(ruleCgroups(config));
       const health = downList(opts.down, config);
       const down = Object.keys(health);
-      process.stdout.write(renderPlan(plan({ config, facts, health }), `${path}, ${down.length ? `down: ${down.join(', ')}` : 'all uplinks up'}`));
+      // --down names uplinks: both their families are taken down.
+      process.stdout.write(renderPlan(plan({ config, facts, health, health6: health }), `${path}, ${down.length ? `down: ${down.join(', ')}` : 'all uplinks up'}`));
     });
 
   program.command('apply').description('install that state once, every uplink taken as up, no tracking')

@@ -25,6 +25,7 @@ import { countConnections, deleteConnections, flushDynamicSet } from '../kernel/
 import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.js';
 import type { Logger } from '../log.js';
 import { plan } from '../plan/plan.js';
+import { stickySetsOf } from '../plan/nft.js';
 import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
 import type { Status, UplinkStatus } from '../api/status.js';
 import { Converging } from './converging.js';
@@ -125,7 +126,11 @@ export class Daemon {
     const weights = this.steering.weights();
     // Cgroups are read again at every plan: nft cannot load one that went away since (a service stopped).
     this.facts = { ...this.facts, cgroups: cgroupFacts(ruleCgroups(this.config)) };
-    return plan({ config: this.config, facts: this.facts, health: this.tracking.health(), weights, rotationStart: this.steering.rotationStart });
+    const health = this.tracking.health();
+    // Health is tracked for IPv4 only so far: each uplink's IPv6 takes its
+    // IPv4 verdict. Tracking IPv6 on its own (its targets, its rounds) is the
+    // next step of dual stack; the planner already takes it apart.
+    return plan({ config: this.config, facts: this.facts, health, health6: health, weights, rotationStart: this.steering.rotationStart });
   }
 
   private onTransition(t: Tracked, transition: Transition): void {
@@ -141,9 +146,8 @@ export class Daemon {
       if (event === 'down') {
         const index = this.config.uplinks.indexOf(t.uplink);
         const mark = this.converging.installed!.state.uplinks[index].mark;
-        if (this.config.stickyMs !== undefined && this.config.lan.length > 0) {
-          await flushDynamicSet(this.runner, this.converging.installed!.state.nft, `sticky_${t.uplink.name}`);
-        }
+        const table = this.converging.installed!.state.nft;
+        for (const set of stickySetsOf(table, t.uplink.name)) await flushDynamicSet(this.runner, table, set);
         if (this.config.conntrack.flushOnDown) {
           const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
           this.log.info({ uplink: t.uplink.name, event: 'flush', deleted }, `${t.uplink.name}: ${deleted} connections flushed`);

@@ -27,7 +27,7 @@
 import type { PinRule } from '../config/types.js';
 import { cgroupLevel } from '../kernel/cgroups.js';
 import { addressRangeText, mergeRanges, overlaps, prefixRange, type Range } from '../config/ipv4.js';
-import { addressFamily } from '../config/ipv6.js';
+import { addressFamily, ipv6PrefixRange, ipv6RangeText, ipv6RangesOverlap, mergeIpv6Ranges, type Ipv6Range } from '../config/ipv6.js';
 import type { CgroupFacts } from './state.js';
 
 interface FieldSpec {
@@ -47,12 +47,21 @@ interface FieldSpec {
  * interface, cgroup path as configured). A cgroup's nft text depends on the
  * facts, so it is written when the elements are (see stageElements).
  */
-interface FieldValue { text: string; range?: Range; cgroup?: string }
+interface FieldValue { text: string; range?: Range; range6?: Ipv6Range; cgroup?: string }
 
-const PROTOCOL_NUMBER = { tcp: 6, udp: 17, icmp: 1 } as const;
+export type PinFamily = 'ipv4' | 'ipv6';
+
+/** `icmp` in a rule means the family's own ICMP: ICMPv6 (58) in the IPv6 stages. */
+const PROTOCOL = {
+  ipv4: { tcp: ['tcp', 6], udp: ['udp', 17], icmp: ['icmp', 1] },
+  ipv6: { tcp: ['tcp', 6], udp: ['udp', 17], icmp: ['ipv6-icmp', 58] },
+} as const;
 
 const addressValues = (prefixes: string[]): FieldValue[] =>
   mergeRanges(prefixes.map(prefixRange)).map((range) => ({ text: addressRangeText(range), range }));
+
+const address6Values = (prefixes: string[]): FieldValue[] =>
+  mergeIpv6Ranges(prefixes.map(ipv6PrefixRange)).map((range6) => ({ text: ipv6RangeText(range6), range6 }));
 
 const portValues = (ports: { from: number; to: number }[]): FieldValue[] =>
   mergeRanges(ports).map((range) => ({ text: range.from === range.to ? `${range.from}` : `${range.from}-${range.to}`, range }));
@@ -60,19 +69,26 @@ const portValues = (ports: { from: number; to: number }[]): FieldValue[] =>
 const idValues = (ids: number[]): FieldValue[] => [...ids].sort((a, b) => a - b).map((id) => ({ text: `${id}`, range: { from: id, to: id } }));
 
 /** In key order: the order of fields in every map key. The cgroup fields, one per depth, follow (fieldsFor). */
-const FIELDS: FieldSpec[] = [
-  { type: 'ipv4_addr', expr: 'ip saddr', ranged: true, values: (r) => addressValues(r.src) },
-  { type: 'ipv4_addr', expr: 'ip daddr', ranged: true, values: (r) => addressValues(r.dst) },
-  {
-    type: 'inet_proto', expr: 'meta l4proto', ranged: false,
-    values: (r) => (r.proto === 'any' ? [] : [{ text: r.proto, range: { from: PROTOCOL_NUMBER[r.proto], to: PROTOCOL_NUMBER[r.proto] } }]),
-  },
-  { type: 'inet_service', expr: 'th sport', ranged: true, values: (r) => portValues(r.sport) },
-  { type: 'inet_service', expr: 'th dport', ranged: true, values: (r) => portValues(r.dport) },
-  { type: 'ifname', expr: 'iifname', ranged: false, values: (r) => [...new Set(r.iif)].sort().map((name) => ({ text: `"${name}"` })) },
-  { type: 'uid', expr: 'meta skuid', ranged: false, own: true, values: (r) => idValues(r.user) },
-  { type: 'gid', expr: 'meta skgid', ranged: false, own: true, values: (r) => idValues(r.group) },
-];
+function familyFields(family: PinFamily): FieldSpec[] {
+  const [type, ip, values] = family === 'ipv4' ? ['ipv4_addr', 'ip', addressValues] as const : ['ipv6_addr', 'ip6', address6Values] as const;
+  return [
+    { type, expr: `${ip} saddr`, ranged: true, values: (r) => values(r.src) },
+    { type, expr: `${ip} daddr`, ranged: true, values: (r) => values(r.dst) },
+    {
+      type: 'inet_proto', expr: 'meta l4proto', ranged: false,
+      values: (r) => {
+        if (r.proto === 'any') return [];
+        const [text, number] = PROTOCOL[family][r.proto];
+        return [{ text, range: { from: number, to: number } }];
+      },
+    },
+    { type: 'inet_service', expr: 'th sport', ranged: true, values: (r) => portValues(r.sport) },
+    { type: 'inet_service', expr: 'th dport', ranged: true, values: (r) => portValues(r.dport) },
+    { type: 'ifname', expr: 'iifname', ranged: false, values: (r) => [...new Set(r.iif)].sort().map((name) => ({ text: `"${name}"` })) },
+    { type: 'uid', expr: 'meta skuid', ranged: false, own: true, values: (r) => idValues(r.user) },
+    { type: 'gid', expr: 'meta skgid', ranged: false, own: true, values: (r) => idValues(r.group) },
+  ];
+}
 
 function cgroupField(level: number): FieldSpec {
   return {
@@ -81,16 +97,16 @@ function cgroupField(level: number): FieldSpec {
   };
 }
 
-/** FIELDS, and a cgroup field for each depth the rules' cgroups lie at. */
-function fieldsFor(rules: PinRule[]): FieldSpec[] {
+/** The family's fields, and a cgroup field for each depth the rules' cgroups lie at. */
+function fieldsFor(rules: PinRule[], family: PinFamily): FieldSpec[] {
   const levels = [...new Set(rules.flatMap((r) => r.cgroup.map(cgroupLevel)))].sort((a, b) => a - b);
-  return [...FIELDS, ...levels.map(cgroupField)];
+  return [...familyFields(family), ...levels.map(cgroupField)];
 }
 
 type Element = FieldValue[];
 
 export interface PinStage {
-  /** Map name, rules_1 … */
+  /** Map name, rules_1 … (rules6_1 … for IPv6) */
   name: string;
   /** The fields this stage keys on, in key order; empty = matches every connection. */
   fields: FieldSpec[];
@@ -99,6 +115,7 @@ export interface PinStage {
 }
 
 function valuesOverlap(a: FieldValue, b: FieldValue): boolean {
+  if (a.range6 && b.range6) return ipv6RangesOverlap(a.range6, b.range6);
   return a.range && b.range ? overlaps(a.range, b.range) : a.text === b.text;
 }
 
@@ -135,8 +152,10 @@ export function rulesOfFamily(rules: PinRule[], family: 'ipv4' | 'ipv6'): PinRul
   });
 }
 
-export function compilePinStages(rules: PinRule[]): PinStage[] {
-  const allFields = fieldsFor(rules);
+/** The stages of one family's rules (rulesOfFamily); IPv6 stages key on ip6 addresses and are named rules6_N. */
+export function compilePinStages(rules: PinRule[], family: PinFamily = 'ipv4'): PinStage[] {
+  const allFields = fieldsFor(rules, family);
+  const prefix = family === 'ipv4' ? 'rules' : 'rules6';
   const stages: PinStage[] = [];
   for (const rule of rules) {
     // A split rule's part that has the current stage's shape goes first, so it can join that stage.
@@ -155,7 +174,7 @@ export function compilePinStages(rules: PinRule[]): PinStage[] {
         fields.length > 0 &&
         !current.entries.some((entry) => entry.elements.some((e) => elements.some((mine) => elementsOverlap(e, mine))));
       if (fits) current.entries.push({ rule, elements });
-      else stages.push({ name: `rules_${stages.length + 1}`, fields, entries: [{ rule, elements }] });
+      else stages.push({ name: `${prefix}_${stages.length + 1}`, fields, entries: [{ rule, elements }] });
     }
   }
   return stages;

@@ -6,6 +6,7 @@ import {
   balanceBuckets, rulePriority, uplinkTable,
 } from '../ownership.js';
 import { networkOf } from '../config/ipv4.js';
+import { ipv6NetworkOf } from '../config/ipv6.js';
 import { mptcpState } from './mptcp.js';
 import { buildNftTable } from './nft.js';
 import { resolve, type PlanContext, type PlanInput, type ResolvedUplink } from './resolve.js';
@@ -17,20 +18,24 @@ export function plan(input: PlanInput): DesiredState {
   const ctx = resolve(input);
   const { config } = ctx;
   return {
-    uplinks: ctx.uplinks.map((u) => summary(u, balanceBuckets(config.balance))),
-    sysctls: sysctls(ctx),
+    uplinks: ctx.uplinks.map((u) => summary(u, balanceBuckets(config.balance), ctx.dualStack)),
+    sysctls: [...sysctls(ctx), ...sysctls6(ctx)],
     addresses: hostSourceAddress(ctx),
-    routes: ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
+    routes: [
+      ...ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
+      ...(ctx.dualStack ? ctx.uplinks.flatMap(uplinkRoutes6) : []),
+    ],
     ownedTables: ctx.uplinks.map((u) => u.table),
     tableRange: { from: uplinkTable(config.kernel, 0), to: uplinkTable(config.kernel, MAX_UPLINKS - 1) },
-    rules: rules(ctx),
+    rules: [...rules(ctx), ...(ctx.dualStack ? rules6(ctx) : [])],
     ruleRange: { from: config.kernel.rulePriority, to: config.kernel.rulePriority + RULE_RANGE - 1 },
     nft: buildNftTable(ctx),
     mptcp: mptcpState(ctx),
   };
 }
 
-function summary(u: ResolvedUplink, total: number): UplinkSummary {
+function summary(u: ResolvedUplink, total: number, dualStack: boolean): UplinkSummary {
+  const v6 = u.ipv6;
   return {
     name: u.uplink.name,
     index: u.index,
@@ -44,6 +49,9 @@ function summary(u: ResolvedUplink, total: number): UplinkSummary {
     share: Math.round((u.buckets / total) * 1000) / 1000,
     table: u.table,
     mark: u.mark,
+    ...(dualStack && v6
+      ? { ipv6: { health: v6.health, unusable: v6.unusable, address: v6.address, gateway: v6.gateway, share: Math.round((v6.buckets / total) * 1000) / 1000 } }
+      : {}),
   };
 }
 
@@ -75,6 +83,23 @@ function sysctls({ config, uplinks }: PlanContext): Sysctl[] {
 }
 
 /**
+ * Router mode with IPv6: forwarding on. Forwarding makes the kernel ignore
+ * router advertisements on an interface with accept_ra=1, and with them the
+ * SLAAC address and the RA-learned default route (`gateway6: auto`), so every
+ * uplink carrying IPv6 gets accept_ra=2 first, before forwarding is turned on.
+ */
+function sysctls6({ config, uplinks, dualStack }: PlanContext): Sysctl[] {
+  if (!dualStack || config.lan.length === 0) return [];
+  const out: Sysctl[] = [];
+  for (const u of uplinks.filter((x) => x.iface && x.ipv6)) {
+    out.push(sysctl(['net', 'ipv6', 'conf', u.uplink.interface, 'accept_ra'], '2',
+      `${u.uplink.name} keeps its SLAAC address and router-advertised default route once forwarding is on (set before it)`));
+  }
+  out.push(sysctl(['net', 'ipv6', 'conf', 'all', 'forwarding'], '1', 'a router forwards the LAN\'s IPv6 to its uplinks'));
+  return out;
+}
+
+/**
  * One table per uplink, as in the LARTC split-access recipe: its connected
  * network, its default route, and a catch-all unreachable so a packet meant
  * for this uplink never leaks out another when the uplink's route is gone.
@@ -99,6 +124,62 @@ function uplinkRoutes(u: ResolvedUplink, localSource: string | undefined): Route
   routes.push({ table, type: 'unreachable', dst: 'default', metric: FALLBACK_METRIC,
     why: `without ${u.uplink.name}'s own route, its traffic fails here instead of leaking out another uplink` });
   return routes;
+}
+
+/**
+ * The IPv6 routes of an uplink's table: the same table number as its IPv4
+ * routes (the kernel keeps the families apart), and the same three kinds. The
+ * next hop may be link-local (an RA's fe80::1): `dev` says where it lies. No
+ * scope: IPv6 routes have none.
+ */
+function uplinkRoutes6(u: ResolvedUplink): Route[] {
+  const v6 = u.ipv6;
+  if (!v6) return [];
+  const { table } = u;
+  const dev = u.uplink.interface;
+  const routes: Route[] = [];
+  if (!v6.unusable && v6.address && v6.prefixLen !== undefined) {
+    if (v6.prefixLen < 128) {
+      routes.push({ family: 'ipv6', table, type: 'unicast', dst: ipv6NetworkOf(v6.address, v6.prefixLen), dev, src: v6.address,
+        why: `${u.uplink.name}'s own IPv6 prefix is reached directly on ${dev}` });
+    }
+    routes.push({ family: 'ipv6', table, type: 'unicast', dst: 'default', via: v6.gateway, dev, src: v6.address,
+      why: `${u.uplink.name}'s IPv6 way out` });
+  }
+  routes.push({ family: 'ipv6', table, type: 'unreachable', dst: 'default', metric: FALLBACK_METRIC,
+    why: `without ${u.uplink.name}'s own IPv6 route, its IPv6 traffic fails here instead of leaking out another uplink` });
+  return routes;
+}
+
+/**
+ * The IPv6 rules, at the IPv4 rules' priorities (`ip -6 rule` is a list of
+ * its own). No rule for unbound sockets: an IPv6 socket's source is chosen by
+ * the main table's route, which makes it one uplink's address (split access).
+ */
+function rules6({ config, marks, uplinks }: PlanContext): IpRule[] {
+  const own = config.kernel;
+  const at = (offset: number, index = 0) => rulePriority(own, offset, index);
+  const out: IpRule[] = [
+    { family: 'ipv6', priority: at(RULE_OFFSET.localRoutesFirst), lookup: 'main', suppressPrefixLength: 0,
+      why: 'local IPv6 routes first: LAN, connected, VPN and static routes of the main table win; its default routes do not' },
+    { family: 'ipv6', priority: at(RULE_OFFSET.bypassToMain), fwmark: { value: marks.bypass, mask: marks.mask }, lookup: 'main',
+      why: 'IPv6 connections pinned to `via: main`: the main table decides, default route included' },
+  ];
+  for (const u of uplinks) {
+    const v6 = u.ipv6;
+    if (!v6?.address || v6.unusable) continue;
+    out.push({ family: 'ipv6', priority: at(RULE_OFFSET.fromUplinkAddress, u.index + 1), from: v6.address, lookup: u.table,
+      why: `split access: traffic from ${u.uplink.name}'s IPv6 address leaves by ${u.uplink.name}` });
+    for (const prefix of v6.routedPrefixes) {
+      out.push({ family: 'ipv6', priority: at(RULE_OFFSET.fromUplinkAddress, u.index + 1), from: prefix, lookup: u.table,
+        why: `nat6: none: ${prefix} is ${u.uplink.name}'s routed prefix, so its sources leave by ${u.uplink.name} only` });
+    }
+  }
+  for (const u of uplinks.filter((x) => x.ipv6)) {
+    out.push({ family: 'ipv6', priority: at(RULE_OFFSET.uplinkMark, u.index + 1), fwmark: { value: u.mark, mask: marks.mask }, lookup: u.table,
+      why: `IPv6 connections marked for ${u.uplink.name}: the same mark as its IPv4 ones` });
+  }
+  return out;
 }
 
 function rules({ config, marks, uplinks, localSource }: PlanContext): IpRule[] {

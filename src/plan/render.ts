@@ -10,6 +10,11 @@ export function addressArgs(a: LocalAddress, verb: 'replace' | 'del' = 'replace'
   return ['address', verb, a.cidr, 'dev', a.dev, 'label', a.label, 'scope', a.scope];
 }
 
+/** `ip`'s family option for a route or rule: `-6` for IPv6, nothing for IPv4 (ip's default), so IPv4 plans read as before. */
+export function familyArgs(item: Route | IpRule): string[] {
+  return item.family === 'ipv6' ? ['-6'] : [];
+}
+
 export function routeArgs(route: Route, verb: 'replace' | 'del' = 'replace'): string[] {
   const args = ['route', verb];
   if (route.type === 'unreachable') args.push('unreachable');
@@ -105,15 +110,20 @@ export function renderPlan(state: DesiredState, title: string): string {
   for (const u of state.uplinks) {
     const where = u.unusable ? `unusable: ${u.unusable}` : `${u.address}${u.gateway ? ` via ${u.gateway}` : ' (point-to-point)'}`;
     out.push(`#   ${u.name} on ${u.interface}: ${u.health}, tier ${u.tier}, weight ${u.weight}, share ${u.share.toFixed(3)}, table ${u.table}, mark ${hex(u.mark)}; ${where}`);
+    const v6 = u.ipv6;
+    if (v6) {
+      const where6 = v6.unusable ? `unusable: ${v6.unusable}` : `${v6.address}${v6.gateway ? ` via ${v6.gateway}` : ' (point-to-point)'}`;
+      out.push(`#   ${' '.repeat(u.name.length)} IPv6: ${v6.health}, share ${v6.share.toFixed(3)}; ${where6}`);
+    }
   }
   out.push('', '# Kernel settings');
   for (const s of state.sysctls) out.push(`# ${s.why}`, `sysctl -w ${s.key}=${s.value}`);
   if (state.addresses.length > 0) out.push('', '# Addresses');
   for (const a of state.addresses) out.push(`# ${a.why}`, ['ip', ...addressArgs(a)].map(shellWord).join(' '));
   out.push('', `# Routing tables ${state.ownedTables.join(', ')}: one per uplink`);
-  for (const r of state.routes) out.push(`# ${r.why}`, ['ip', ...routeArgs(r)].map(shellWord).join(' '));
+  for (const r of state.routes) out.push(`# ${r.why}`, ['ip', ...familyArgs(r), ...routeArgs(r)].map(shellWord).join(' '));
   out.push('', `# Rules, priorities ${state.ruleRange.from}-${state.ruleRange.to}`);
-  for (const r of state.rules) out.push(`# ${r.why}`, ['ip', ...ruleArgs(r)].map(shellWord).join(' '));
+  for (const r of state.rules) out.push(`# ${r.why}`, ['ip', ...familyArgs(r), ...ruleArgs(r)].map(shellWord).join(' '));
   out.push('', `# nftables: one transaction replacing table ${state.nft.family} ${state.nft.name} only`);
   out.push("nft -f - <<'EOF'", nftTransaction(state.nft).trimEnd(), 'EOF', '');
   if (state.mptcp?.enabled) out.push(...renderMptcp(state.mptcp), '');

@@ -5,13 +5,16 @@
 
 import type { Config, Uplink } from '../config/types.js';
 import { balanceBuckets, marksFor, uplinkTable, type Marks } from '../ownership.js';
+import { ipv6NetworkOf, ipv6ToBigInt, isLinkLocal, isMulticast } from '../config/ipv6.js';
 import type { Health, InterfaceFacts, KernelFacts } from './state.js';
 
 export interface PlanInput {
   config: Config;
   facts: KernelFacts;
-  /** Uplinks not listed are taken as up. */
+  /** IPv4 health. Uplinks not listed are taken as up. */
   health?: Record<string, Health>;
+  /** IPv6 health, on its own: an uplink whose IPv6 is down keeps carrying IPv4. Uplinks not listed are taken as up. */
+  health6?: Record<string, Health>;
   /**
    * Weights that replace the configured ones in the default balancing (not
    * in pins): what `balance: least-loaded` steers with.
@@ -44,6 +47,27 @@ export interface ResolvedUplink {
   unusable?: string;
   /** Balancing buckets it gets now, out of balanceBuckets(config.balance). */
   buckets: number;
+  /** Its IPv6 side; undefined with `gateway6: off`. */
+  ipv6?: ResolvedIpv6;
+}
+
+/** An uplink's IPv6 side, resolved like the IPv4 one but with its own health. */
+export interface ResolvedIpv6 {
+  health: Health;
+  /** The global address to route from and NAT to (InterfaceFacts.addresses6: the first stable one). */
+  address?: string;
+  prefixLen?: number;
+  /** Next hop, link-local allowed; undefined for point-to-point (`gateway6: none`). */
+  gateway?: string;
+  unusable?: string;
+  /** Balancing buckets of IPv6 connections; always 0 with `nat6: none`. */
+  buckets: number;
+  /**
+   * `nat6: none`: the LAN's IPv6 prefixes that belong to this uplink. A source
+   * in one of them can leave by this uplink only (its ISP drops any other
+   * source, BCP 38), so it decides the uplink as split access does.
+   */
+  routedPrefixes: string[];
 }
 
 export interface PlanContext {
@@ -61,9 +85,15 @@ export interface PlanContext {
   rotationStart: number;
   /** The rules' cgroups that exist (KernelFacts.cgroups); pins on the others are left out until they do. */
   cgroups: NonNullable<KernelFacts['cgroups']>;
+  /**
+   * Whether IPv6 is planned at all: some uplink that carries IPv6 has a
+   * global IPv6 address. Until one has, the plan is the IPv4-only one, and
+   * the IPv6 sides change only elements and routes once it is planned.
+   */
+  dualStack: boolean;
 }
 
-export function resolve({ config, facts, health = {}, weights, rotationStart = 0 }: PlanInput): PlanContext {
+export function resolve({ config, facts, health = {}, health6 = {}, weights, rotationStart = 0 }: PlanInput): PlanContext {
   const marks = marksFor(config.kernel.markMask);
   const uplinks = config.uplinks.map((uplink, index): ResolvedUplink => {
     const iface = facts.interfaces.find((i) => i.name === uplink.interface);
@@ -88,14 +118,94 @@ export function resolve({ config, facts, health = {}, weights, rotationStart = 0
       gateway,
       unusable,
       buckets: 0,
+      ipv6: resolveIpv6(uplink, iface, facts, health6[uplink.name] ?? 'up'),
     };
   });
   const buckets = balancedWeights(uplinks.filter(canCarry), weights, balanceBuckets(config.balance));
   for (const u of uplinks) u.buckets = buckets.get(u) ?? 0;
+  const buckets6 = balancedWeights(uplinks.filter(canBalance6), weights, balanceBuckets(config.balance));
+  for (const u of uplinks) if (u.ipv6) u.ipv6.buckets = buckets6.get(u) ?? 0;
+  assignRoutedPrefixes(config, facts, uplinks);
   const localSource = config.lan.length === 0
     ? config.kernel.hostSource
     : config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address).find((a) => a !== undefined);
-  return { config, marks, uplinks, localSource, rotationStart, cgroups: facts.cgroups ?? [] };
+  const dualStack = uplinks.some((u) => u.ipv6?.address !== undefined);
+  return { config, marks, uplinks, localSource, rotationStart, cgroups: facts.cgroups ?? [], dualStack };
+}
+
+function resolveIpv6(uplink: Uplink, iface: InterfaceFacts | undefined, facts: KernelFacts, health: Health): ResolvedIpv6 | undefined {
+  if (uplink.gateway6.kind === 'off') return undefined;
+  const usable = (iface?.addresses6 ?? []).filter((a) => {
+    const value = ipv6ToBigInt(a.address);
+    return value !== undefined && !isLinkLocal(value) && !isMulticast(value);
+  });
+  // A temporary (privacy) address changes every day or so: NAT and split access keep to a stable one while there is one.
+  const chosen = usable.find((a) => !a.temporary) ?? usable[0];
+  const gateway = resolveGateway6(uplink, facts);
+  const unusable = !iface
+    ? `interface ${uplink.interface} does not exist`
+    : !chosen
+      ? `${uplink.interface} has no global IPv6 address`
+      : uplink.gateway6.kind === 'auto' && !gateway
+        ? `no IPv6 default route on ${uplink.interface} in the main table (gateway6: auto)`
+        : undefined;
+  return { health, address: chosen?.address, prefixLen: chosen?.prefixLen, gateway, unusable, buckets: 0, routedPrefixes: [] };
+}
+
+function resolveGateway6(uplink: Uplink, facts: KernelFacts): string | undefined {
+  switch (uplink.gateway6.kind) {
+    case 'address': return uplink.gateway6.address;
+    case 'none':
+    case 'off': return undefined;
+    case 'auto': {
+      const routes = (facts.mainDefaultRoutes6 ?? [])
+        .filter((r) => r.dev === uplink.interface && r.gateway)
+        .sort((a, b) => a.metric - b.metric);
+      return routes[0]?.gateway;
+    }
+  }
+}
+
+/**
+ * `nat6: none`: which of the LAN's IPv6 prefixes each such uplink routes. The
+ * config names none (a delegated prefix changes), so they are read off the
+ * LAN interfaces: every LAN prefix that no `nat6: prefix` mapping claims goes
+ * to the `nat6: none` uplink whose own address shares the most leading bits
+ * with it (an ISP delegates from its own block), the first listed on a tie.
+ */
+function assignRoutedPrefixes(config: Config, facts: KernelFacts, uplinks: ResolvedUplink[]): void {
+  const routed = uplinks.filter((u) => u.uplink.nat6.mode === 'none' && u.ipv6?.address !== undefined);
+  if (routed.length === 0) return;
+  const mapped = new Set(config.uplinks.flatMap((u) => (u.nat6.mode === 'prefix' ? [u.nat6.lan] : [])));
+  const lanPrefixes = config.lan.flatMap((name) => (facts.interfaces.find((i) => i.name === name)?.addresses6 ?? [])
+    .filter((a) => !isLinkLocal(ipv6ToBigInt(a.address) ?? 0n))
+    .map((a) => ipv6NetworkOf(a.address, a.prefixLen)));
+  for (const prefix of [...new Set(lanPrefixes)].filter((p) => !mapped.has(p))) {
+    const network = ipv6ToBigInt(prefix.split('/')[0])!;
+    const shared = (u: ResolvedUplink) => commonLeadingBits(network, ipv6ToBigInt(u.ipv6!.address!)!);
+    const owner = routed.reduce((best, u) => (shared(u) > shared(best) ? u : best));
+    owner.ipv6!.routedPrefixes.push(prefix);
+  }
+}
+
+function commonLeadingBits(a: bigint, b: bigint): number {
+  const differing = a ^ b;
+  return differing === 0n ? 128 : 128 - differing.toString(2).length;
+}
+
+/** Usable and its IPv6 up: its IPv6 may carry new connections. */
+export function canCarry6(u: ResolvedUplink): boolean {
+  return u.ipv6 !== undefined && !u.ipv6.unusable && u.ipv6.health === 'up';
+}
+
+/**
+ * May be given balanced (and pinned) IPv6 connections. Not with `nat6: none`:
+ * there a source leaves unchanged, and only sources of its own routed
+ * prefixes would pass the ISP's filter; those are sent to it before pins and
+ * balancing (nft.ts, map routed6).
+ */
+export function canBalance6(u: ResolvedUplink): boolean {
+  return canCarry6(u) && u.uplink.nat6.mode !== 'none';
 }
 
 function resolveGateway(uplink: Uplink, facts: KernelFacts): string | undefined {

@@ -8,6 +8,12 @@ export interface KernelFacts {
   /** Default routes of the main table, for `gateway: auto`. */
   mainDefaultRoutes: { dev: string; gateway?: string; metric: number }[];
   /**
+   * IPv6 default routes of the main table, for `gateway6: auto`: the one a
+   * router advertisement installs has the router's link-local next hop
+   * (fe80::1), which is reached on `dev`. Absent: none known.
+   */
+  mainDefaultRoutes6?: { dev: string; gateway?: string; metric: number }[];
+  /**
    * The cgroups named by rules (`cgroup:`) that exist now; one that is not
    * listed is absent, and its rule is left out of the plan until it exists.
    */
@@ -33,9 +39,19 @@ export interface InterfaceFacts {
   pointToPoint: boolean;
   /** IPv4 addresses; `peer` set on point-to-point links. */
   addresses: { address: string; prefixLen: number; peer?: string }[];
+  /**
+   * Global IPv6 addresses fit to be a source: link-local, tentative (DAD not
+   * done) and deprecated (preferred lifetime over) ones left out, stable ones
+   * before temporary (privacy) ones, so the first is the one to NAT to and
+   * route from. Absent: none known.
+   */
+  addresses6?: { address: string; prefixLen: number; temporary?: boolean }[];
 }
 
 export type Health = 'up' | 'down';
+
+/** Which family a route or rule is for; IPv4 when absent, so IPv4-only plans read as they always have. */
+export type Family = 'ipv4' | 'ipv6';
 
 export interface Sysctl {
   /** Dotted name as `sysctl` shows it, e.g. net.ipv4.conf.wan1.rp_filter. */
@@ -47,6 +63,8 @@ export interface Sysctl {
 }
 
 export interface Route {
+  /** IPv4 when absent. The same table number holds an uplink's IPv4 and IPv6 routes: the kernel keeps them apart. */
+  family?: 'ipv6';
   table: number;
   type: 'unicast' | 'unreachable';
   /** 'default' or a CIDR prefix. */
@@ -61,8 +79,10 @@ export interface Route {
 
 /** One `ip rule` (a pinning rule from the config is config/types.ts PinRule). */
 export interface IpRule {
+  /** IPv4 when absent. IPv6 rules take the same priorities: `ip -6 rule` is a list of its own. */
+  family?: 'ipv6';
   priority: number;
-  /** An address, or '0.0.0.0/32' for "a socket with no source address yet". */
+  /** An address or prefix, or '0.0.0.0/32' for "a socket with no source address yet". */
   from?: string;
   fwmark?: { value: number; mask: number };
   /** A table number, or 'main'. */
@@ -122,6 +142,17 @@ export interface UplinkSummary {
   share: number;
   table: number;
   mark: number;
+  /** The IPv6 side, when the plan is dual stack (PlanContext.dualStack) and the uplink carries IPv6 (gateway6 not off). */
+  ipv6?: FamilySummary;
+}
+
+/** One family of an uplink: its own health, address, next hop and share. */
+export interface FamilySummary {
+  health: Health;
+  unusable?: string;
+  address?: string;
+  gateway?: string;
+  share: number;
 }
 
 export interface DesiredState {

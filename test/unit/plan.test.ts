@@ -16,17 +16,23 @@ import type { PinRule } from '../../src/config/types.js';
 import type { CgroupFacts, Health, KernelFacts } from '../../src/plan/state.js';
 
 const dir = new URL('../golden/', import.meta.url);
-const facts = JSON.parse(readFileSync(new URL('facts.json', dir), 'utf8')) as KernelFacts;
+const readFacts = (name: string) => JSON.parse(readFileSync(new URL(name, dir), 'utf8')) as KernelFacts;
+const facts = readFacts('facts.json');
+/** The same machine with IPv6 on every interface (see test/golden/dual-stack.yaml). */
+const dualStackFacts = readFacts('facts-dual-stack.json');
 
-function planFor(configName: string, down: string[] = [], rotationStart?: number) {
+/** `down`: both families of these uplinks; `down6`: only their IPv6. */
+function planFor(configName: string, down: string[] = [], rotationStart?: number, dual?: { down6?: string[] }) {
   const file = `${configName}.yaml`;
   const result = parseConfig(readFileSync(new URL(file, dir), 'utf8'), file);
   assert.ok(result.ok, `golden config ${file} must be valid: ${JSON.stringify(!result.ok && result.errors)}`);
   const health = Object.fromEntries(down.map((name) => [name, 'down' as Health]));
-  return plan({ config: result.config, facts, health, rotationStart });
+  const health6 = Object.fromEntries([...down, ...dual?.down6 ?? []].map((name) => [name, 'down' as Health]));
+  return plan({ config: result.config, facts: dual ? dualStackFacts : facts, health, health6, rotationStart });
 }
 
-const cases: { name: string; config: string; down?: string[] }[] = [
+/** `dual`: planned on facts-dual-stack.json. */
+const cases: { name: string; config: string; down?: string[]; down6?: string[]; dual?: boolean }[] = [
   { name: 'two-uplinks', config: 'two-uplinks' },
   { name: 'weighted-tiers', config: 'weighted-tiers' },
   { name: 'weighted-tiers-tier1-down', config: 'weighted-tiers', down: ['fibre-a', 'fibre-b'] },
@@ -43,12 +49,19 @@ const cases: { name: string; config: string; down?: string[] }[] = [
   { name: 'one-down', config: 'two-uplinks', down: ['isp1'] },
   { name: 'all-down', config: 'two-uplinks', down: ['isp1', 'isp2'] },
   { name: 'unusable', config: 'unusable' },
+  { name: 'dual-stack', config: 'dual-stack', dual: true },
+  { name: 'dual-stack-ipv6-isp1-isp4-down', config: 'dual-stack', dual: true, down6: ['isp1', 'isp4'] },
+  { name: 'dual-stack-isp2-down', config: 'dual-stack', dual: true, down: ['isp2'] },
+  { name: 'dual-stack-pins', config: 'dual-stack-pins', dual: true },
+  { name: 'dual-stack-pins-ipv6-isp1-down', config: 'dual-stack-pins', dual: true, down6: ['isp1'] },
+  { name: 'dual-stack-host', config: 'dual-stack-host', dual: true },
 ];
 
 for (const c of cases) {
   test(`golden plan: ${c.name}`, () => {
-    const title = `${c.config}.yaml, ${c.down?.length ? `down: ${c.down.join(', ')}` : 'all uplinks up'}`;
-    const text = renderPlan(planFor(c.config, c.down), title);
+    const downs = [c.down?.length && `down: ${c.down.join(', ')}`, c.down6?.length && `IPv6 down: ${c.down6.join(', ')}`].filter(Boolean);
+    const title = `${c.config}.yaml, ${downs.length ? downs.join('; ') : 'all uplinks up'}`;
+    const text = renderPlan(planFor(c.config, c.down, undefined, c.dual ? { down6: c.down6 } : undefined), title);
     const golden = new URL(`${c.name}.plan`, dir);
     if (process.env.UPDATE_GOLDEN) writeFileSync(golden, text);
     assert.equal(text, readFileSync(golden, 'utf8'));
@@ -269,4 +282,39 @@ test('rulesOfFamily cuts src and dst to one family', () => {
   const names = (family: 'ipv4' | 'ipv6') => rulesOfFamily(rules, family).map((r) => `${r.name} ${r.src.join(',')} > ${r.dst.join(',')}`);
   assert.deepEqual(names('ipv4'), ['mixed 198.18.0.0/24 > ', 'v4-to-any 198.18.0.0/24 > ', 'any  > ']);
   assert.deepEqual(names('ipv6'), ['mixed fd00::/64 > ', 'v6 fd00::/64 > ', 'any-to-v6  > 2001:db8::/32', 'any  > ']);
+});
+
+test('dual stack: an uplink whose IPv6 is down changes only IPv6 elements, its IPv4 keeps its share', () => {
+  const up = planFor('dual-stack-pins', [], undefined, {});
+  const down6 = planFor('dual-stack-pins', [], undefined, { down6: ['isp1'] });
+  assert.ok(sameStructure(up.nft, down6.nft), 'a family going down is an element update, not a reload');
+  const changed = down6.nft.sets.filter((s) => JSON.stringify(s.elements) !== JSON.stringify(up.nft.sets.find((x) => x.name === s.name)!.elements));
+  assert.deepEqual(changed.map((s) => s.name), ['via6_1', 'via6_3', 'balance6']);
+  assert.deepEqual(down6.uplinks.map((u) => [u.name, u.health, u.share, u.ipv6?.health, u.ipv6?.share]),
+    [['isp1', 'up', 0.333, 'down', 0], ['isp2', 'up', 0.333, 'up', 1], ['isp3', 'up', 0.333, undefined, undefined]]);
+  assert.deepEqual(down6.routes, up.routes);
+  assert.deepEqual(down6.rules, up.rules);
+});
+
+test('dual stack: a routed prefix (nat6: none) leaves by its uplink only, and is refused while that uplink\'s IPv6 is down', () => {
+  const routed = (down6: string[]) => planFor('dual-stack', [], undefined, { down6 }).nft.sets.find((s) => s.name === 'routed6')!.elements;
+  assert.deepEqual(routed([]), ['2001:db8:400:1::/64 : goto mark_isp4']);
+  assert.deepEqual(routed(['isp4']), ['2001:db8:400:1::/64 : goto blocked']);
+  const balance6 = planFor('dual-stack', [], undefined, {}).nft.sets.find((s) => s.name === 'balance6')!.elements;
+  assert.ok(balance6.every((e) => !e.includes('isp4')), 'other sources are never balanced onto a nat6: none uplink');
+});
+
+test('dual stack: the stable IPv6 address is chosen over a temporary one listed first', () => {
+  const isp1 = planFor('dual-stack', [], undefined, {}).uplinks.find((u) => u.name === 'isp1')!;
+  assert.equal(isp1.ipv6?.address, '2001:db8:100::2');
+});
+
+test('dual stack: IPv6 routes and rules take the uplink\'s table and the IPv4 priorities, printed as ip -6', () => {
+  const state = planFor('dual-stack', [], undefined, {});
+  const v6 = state.rules.filter((r) => r.family === 'ipv6');
+  assert.deepEqual([...new Set(v6.map((r) => r.priority))], [10000, 10010, 10101, 10102, 10103, 10104, 10301, 10302, 10303, 10304]);
+  assert.deepEqual([...new Set(state.routes.filter((r) => r.family === 'ipv6').map((r) => r.table))], state.ownedTables);
+  const text = renderPlan(state, 't');
+  assert.match(text, /^ip -6 route replace default via fe80::2:1 dev wan2 src 2001:db8:200::2 table 202$/m);
+  assert.match(text, /^sysctl -w net\.ipv6\.conf\.wan2\.accept_ra=2\n(.*\n)*sysctl -w net\.ipv6\.conf\.all\.forwarding=1$/m);
 });
