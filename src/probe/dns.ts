@@ -11,12 +11,17 @@ import type { Probe } from './oneshot.js';
 const RESPONSE_CODES = new Set(['ENODATA', 'ENOTFOUND', 'ESERVFAIL', 'EREFUSED', 'EFORMERR', 'ENOTIMP']);
 
 export const dnsProbe: Probe = async (target, from, check, signal) => {
+  // c-ares drops an IPv6 zone (fe80::1%wan2 becomes fe80::1, then ECONNREFUSED,
+  // Node 20): say why rather than fail for a reason that misleads.
+  if (target.includes('%')) throw new Error('link-local DNS server: the resolver cannot reach it; give a global address in targets');
   // One try, no retries: the round is the retry. c-ares gets more than the
   // check's timeout so that the round's close, not c-ares's timer, always ends a
   // silent query, and it reads `timeout` like every other method's.
   const resolver = new Resolver({ timeout: 2 * check.timeoutMs, tries: 1 });
-  resolver.setLocalAddress(from.address);
-  resolver.setServers([`${target}:${check.port}`]);
+  if (from.family === 'ipv6') resolver.setLocalAddress('0.0.0.0', from.address);
+  else resolver.setLocalAddress(from.address);
+  // An IPv6 server with a port is written in brackets ([2001:db8::53]:53).
+  resolver.setServers([from.family === 'ipv6' ? `[${target}]:${check.port}` : `${target}:${check.port}`]);
   const onAbort = () => resolver.cancel();
   signal.addEventListener('abort', onAbort, { once: true });
   try {

@@ -16,7 +16,8 @@ export const httpProbe: Probe = (target, from, _check, signal) =>
     const options: RequestOptions = {
       method: 'GET',
       localAddress: from.address,
-      family: 4,
+      // A host name is resolved in the prober's family: each family judges its own path.
+      family: from.family === 'ipv6' ? 6 : 4,
       // A fresh connection each time: a kept-alive one would not test the path anew.
       agent: false,
       headers: { 'user-agent': 'uplinkd-probe', connection: 'close' },

@@ -1,10 +1,14 @@
-// icmp: one long-running fping per uplink, in loop mode, all targets in one
-// process, bound to the uplink's device (-I) and address (-S). Its output,
-// one line per target and probe (fping 5.x, without -q/-Q/-D):
+// icmp: one long-running fping per uplink and family (-6 for IPv6), in loop
+// mode, all targets in one process, bound to the uplink's device (-I) and
+// address (-S). Its output, one line per target and probe (fping 5.x,
+// without -q/-Q/-D):
 //
 //   192.0.2.10 : [7], 64 bytes, 0.052 ms (0.061 avg, 0% loss)
 //   192.0.2.11 : [7], timed out (NaN avg, 100% loss)
+//   fe80::1%wan2 : [7], 64 bytes, 0.040 ms (0.040 avg, 0% loss)
 //
+// A link-local target is given with its zone (targets.ts), which fping 5.1
+// takes and prints back as given, so its lines find their target.
 // The target is padded to the longest target's width; [N] is fping's probe
 // index, from 0. fping prints `timed out` itself, timeout ms after sending,
 // and drops a reply that comes later than that. It prints nothing at all for
@@ -75,6 +79,8 @@ export function fpingArgs(subject: ProbeSubject, check: Check, targets: string[]
     // No gap (or 1 ms) between the probes of one round rather than the
     // default 10, so that a round's last target is not sent long after its first.
     `--interval=${asRoot ? 0 : 1}`,
+    // Each family has its own fping: one process sends one family only.
+    ...(subject.family === 'ipv6' ? ['--ipv6'] : []),
     `--iface=${subject.device}`,
     `--src=${subject.address}`,
     ...targets,

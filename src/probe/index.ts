@@ -25,7 +25,7 @@ import { tcpProbe } from './tcp.js';
 import type { FileResult, ProbeDriver, Prober, ProbeSubject } from './types.js';
 
 export type { ProbeRound, ProbeSubject, Prober, TargetResult } from './types.js';
-export { probeTargets } from './targets.js';
+export { checksFamily, probeTargets } from './targets.js';
 
 const IN_PROCESS: Record<Exclude<ProbeMethod, 'icmp'>, Probe> = { tcp: tcpProbe, http: httpProbe, dns: dnsProbe };
 

@@ -1,14 +1,25 @@
 // The prober's vocabulary, shared by the scheduler and the probe methods.
 
-/** What is being measured: one uplink, as it is right now. */
+import type { Family } from '../plan/state.js';
+
+/**
+ * What is being measured: one family of one uplink, as it is right now. Each
+ * family has its own prober, targets and health (README "Health checks").
+ */
 export interface ProbeSubject {
   /** The uplink's name, for messages. */
   uplink: string;
   /** The uplink's interface, e.g. wan1. */
   device: string;
-  /** The uplink's current IPv4 address: every probe is sent from it. */
+  /** IPv4 when absent. */
+  family?: Family;
+  /** The uplink's current address of that family: every probe is sent from it. */
   address: string;
-  /** Probed when check.targets is empty (the default: [gateway], README "Configuration reference"). */
+  /**
+   * Probed when check.targets has none of this family (the default: [gateway],
+   * README "Configuration reference"). IPv6's may be link-local (fe80::1, from
+   * a router advertisement): it is reached on `device`.
+   */
   gateway?: string;
 }
 

@@ -15,13 +15,15 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Check } from '../../src/config/types.js';
 import { RoundClock, type Timers } from '../../src/probe/clock.js';
 import { FpingDriver, fifoParent, fpingArgs, parseFpingLine, spawnWithFifo, type FpingChild, type FpingProcess } from '../../src/probe/icmp.js';
-import { probeTargets, type ProbeRound, type ProbeSubject } from '../../src/probe/index.js';
+import { checksFamily, probeTargets, type ProbeRound, type ProbeSubject } from '../../src/probe/index.js';
 import { oneShotDriver, probeOnce, type Probe } from '../../src/probe/oneshot.js';
 import { RoundBook } from '../../src/probe/rounds.js';
 import { RoundScheduler } from '../../src/probe/scheduler.js';
 import type { FileResult, ProbeDriver } from '../../src/probe/types.js';
 
 const subject: ProbeSubject = { uplink: 'isp1', device: 'wan1', address: '198.51.100.2', gateway: '198.51.100.1' };
+/** The same uplink's IPv6, its gateway link-local as a router advertisement gives it. */
+const subject6: ProbeSubject = { uplink: 'isp1', device: 'wan1', family: 'ipv6', address: '2001:db8:1::2', gateway: 'fe80::1' };
 
 function checkOf(overrides: Partial<Check> = {}): Check {
   return {
@@ -123,6 +125,17 @@ describe('fping output', () => {
     ]);
   });
 
+  it('is a second fping for IPv6 (-6), sourced from the IPv6 address, bound to the device', () => {
+    assert.deepEqual(fpingArgs(subject6, checkOf({ intervalMs: 100, timeoutMs: 300 }), ['fe80::1%wan1', '2001:db8:ffff::10'], true), [
+      '--loop', '--period=100', '--timeout=300', '--interval=0', '--ipv6', '--iface=wan1', '--src=2001:db8:1::2', 'fe80::1%wan1', '2001:db8:ffff::10',
+    ]);
+  });
+
+  it('reads the lines of a link-local target, given with its zone as fping 5.1 prints it back', () => {
+    assert.deepEqual(parseFpingLine('fe80::1%wan2  : [3], 64 bytes, 0.054 ms (0.053 avg, 0% loss)'),
+      { seq: 3, result: { target: 'fe80::1%wan2', ok: true, latencyMs: 0.054 } });
+  });
+
   it('keeps the 1 ms gap between targets that fping requires of a user other than root', () => {
     assert.ok(fpingArgs(subject, checkOf(), ['192.0.2.1'], false).includes('--interval=1'));
   });
@@ -143,6 +156,22 @@ describe('targets', () => {
     assert.deepEqual(probeTargets(subject, checkOf({ targets: ['2001:db8::1'] })), ['198.51.100.1'], 'no IPv4 target: the gateway');
     const http = checkOf({ method: 'http', targets: ['http://[2001:db8::80]/', 'http://192.0.2.80/', 'https://probe.example.net/'] });
     assert.deepEqual(probeTargets(subject, http), ['http://192.0.2.80/', 'https://probe.example.net/']);
+  });
+  it('of IPv6 are the IPv6 ones of a mixed list, else its gateway; a link-local one is reached on the device', () => {
+    assert.deepEqual(probeTargets(subject6, checkOf({ targets: ['192.0.2.1', '2001:db8::1', 'fe80::9'] })), ['2001:db8::1', 'fe80::9%wan1']);
+    assert.deepEqual(probeTargets(subject6, checkOf({ targets: ['192.0.2.1'] })), ['fe80::1%wan1'], 'no IPv6 target: the gateway');
+    assert.deepEqual(probeTargets({ ...subject6, gateway: '2001:db8:1::1' }, checkOf({ method: 'tcp' })), ['2001:db8:1::1']);
+    assert.deepEqual(probeTargets({ ...subject6, gateway: undefined }, checkOf()), [], 'gateway6: none, or no router advertisement yet');
+  });
+  it('of IPv6 over http are the bracketed URLs and those of a host name, which each family resolves in its own', () => {
+    const http = checkOf({ method: 'http', targets: ['http://[2001:db8::80]/', 'http://192.0.2.80/', 'https://probe.example.net/'] });
+    assert.deepEqual(probeTargets(subject6, http), ['http://[2001:db8::80]/', 'https://probe.example.net/']);
+    assert.ok(checksFamily(http, 'ipv6') && checksFamily(http, 'ipv4'));
+    // A gateway is no web server: a family with no URL of its own is not probed by an http check.
+    const v4only = checkOf({ method: 'http', targets: ['http://192.0.2.80/'] });
+    assert.equal(checksFamily(v4only, 'ipv6'), false);
+    assert.equal(checksFamily(checkOf({ method: 'http', targets: ['http://[2001:db8::80]/'] }), 'ipv4'), false);
+    assert.ok(checksFamily(checkOf({ targets: ['192.0.2.1'] }), 'ipv6'), 'icmp, tcp and dns fall back to the gateway');
   });
 });
 
@@ -326,6 +355,14 @@ describe('the round clock and scheduler', () => {
     assert.deepEqual(driver.opened.map((o) => [o.subject.address, o.targets]), [
       ['198.51.100.2', ['198.51.100.1']], ['198.51.100.130', ['198.51.100.129']],
     ]);
+  });
+
+  it('probes an IPv6 subject\'s own targets from its IPv6 address, not the IPv4 ones', () => {
+    const { timers, clock } = fakeClock();
+    const { driver, prober } = scheduler(clock, checkOf({ intervalMs: 20, timeoutMs: 30, targets: ['192.0.2.1', '2001:db8:ffff::10'] }), subject6);
+    collect(prober);
+    timers.advance(1);
+    assert.deepEqual(driver.opened.map((o) => [o.subject.family, o.subject.address, o.targets]), [['ipv6', '2001:db8:1::2', ['2001:db8:ffff::10']]]);
   });
 
   it('fails the targets at once, without probing, while the uplink has no address', () => {
