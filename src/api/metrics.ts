@@ -2,12 +2,14 @@
 
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { StatusSource } from './socket.js';
-import type { Status, UplinkStatus } from './status.js';
+import type { Family } from '../plan/state.js';
+import type { FamilyStatus, Status, UplinkStatus } from './status.js';
 
 /** Prometheus metrics, filled from a fresh status at each scrape. */
 export interface Metrics {
   registry: Registry;
-  countTransition(uplink: string, to: string): void;
+  /** `family`: given for a dual-stack uplink's transitions (README "Metrics"), left out for an IPv4-only uplink's. */
+  countTransition(uplink: string, to: string, family?: Family): void;
   countRestore(cause: string): void;
 }
 
@@ -26,14 +28,33 @@ export function createMetrics(status: StatusSource): Metrics {
         }
       },
     });
-  gauge('uplinkd_uplink_up', '1 up, 0 down, -1 pending (no verdict yet)', (u) => (u.state === 'up' ? 1 : u.state === 'down' ? 0 : -1));
-  gauge('uplinkd_probe_latency_seconds', 'mean probe round-trip time of the last round', (u) => (u.latency_ms === null ? null : u.latency_ms / 1000));
-  gauge('uplinkd_probe_loss_ratio', 'lost fraction of the last `window` probes', (u) => u.loss);
+  // Health is per family: a dual-stack uplink has one series per family
+  // (family="ipv4", family="ipv6"); an IPv4-only uplink keeps its one series, without the label.
+  const familyGauge = (name: string, help: string, value: (f: FamilyStatus | UplinkStatus) => number | null) =>
+    new Gauge({
+      name, help, labelNames: ['uplink', 'family'], registers: [registry],
+      async collect() {
+        const { uplinks } = await snapshot();
+        this.reset(); // an uplink that became dual stack (or stopped being) leaves no stale series
+        for (const u of uplinks) {
+          const series = u.families ? (['ipv4', 'ipv6'] as const).map((family) => [{ uplink: u.name, family }, u.families![family]] as const) : [[{ uplink: u.name }, u] as const];
+          for (const [labels, of] of series) {
+            const v = value(of);
+            if (v !== null) this.set(labels, v);
+          }
+        }
+      },
+    });
+  familyGauge('uplinkd_uplink_up', '1 up, 0 down, -1 pending (no verdict yet)', (f) => (f.state === 'up' ? 1 : f.state === 'down' ? 0 : -1));
+  familyGauge('uplinkd_probe_latency_seconds', 'mean probe round-trip time of the last round', (f) => (f.latency_ms === null ? null : f.latency_ms / 1000));
+  familyGauge('uplinkd_probe_loss_ratio', 'lost fraction of the last `window` probes', (f) => f.loss);
   gauge('uplinkd_uplink_rx_bits_per_second', 'received rate of the uplink interface', (u) => u.rx_bps);
   gauge('uplinkd_uplink_tx_bits_per_second', 'sent rate of the uplink interface', (u) => u.tx_bps);
   gauge('uplinkd_uplink_share_ratio', 'fraction of new connections the uplink receives now', (u) => u.share);
   gauge('uplinkd_uplink_connections', 'tracked connections marked for the uplink', (u) => u.connections);
-  const transitions = new Counter({ name: 'uplinkd_uplink_transitions_total', help: 'state changes', labelNames: ['uplink', 'to'], registers: [registry] });
+  const transitions = new Counter({
+    name: 'uplinkd_uplink_transitions_total', help: 'state changes (of one family)', labelNames: ['uplink', 'family', 'to'], registers: [registry],
+  });
   const restores = new Counter({
     name: 'uplinkd_restores_total', help: 'restores of kernel state that another program removed or changed, by what had changed',
     labelNames: ['cause'], registers: [registry],
@@ -56,7 +77,7 @@ export function createMetrics(status: StatusSource): Metrics {
   });
   return {
     registry,
-    countTransition: (uplink, to) => transitions.inc({ uplink, to }),
+    countTransition: (uplink, to, family) => transitions.inc(family ? { uplink, family, to } : { uplink, to }),
     countRestore: (cause) => restores.inc({ cause }),
   };
 }

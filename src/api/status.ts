@@ -2,12 +2,15 @@
 // table `uplinkd status` prints.
 
 import type { UplinkState } from '../daemon/health.js';
+import type { Family } from '../plan/state.js';
 
 export interface UplinkStatus {
   name: string;
   interface: string;
+  /** Up while any family is up; pending while none is up and one is pending; else down. */
   state: UplinkState;
   since: string;
+  /** IPv4's (the families' own are under `families`). */
   address: string | null;
   gateway: string | null;
   tier: number;
@@ -17,7 +20,20 @@ export interface UplinkStatus {
   loss: number;
   rx_bps: number;
   tx_bps: number;
+  /** Both families'. */
   connections: number;
+  /** Each family's own health, once the uplink's IPv6 counts (gateway6 not off, and the plan has IPv6): README "Status". */
+  families?: { ipv4: FamilyStatus; ipv6: FamilyStatus };
+}
+
+/** One family of an uplink. */
+export interface FamilyStatus {
+  state: UplinkState;
+  since: string;
+  address: string | null;
+  gateway: string | null;
+  latency_ms: number | null;
+  loss: number;
 }
 
 export interface StatusEvent {
@@ -26,6 +42,8 @@ export interface StatusEvent {
   uplink: string | null;
   event: 'up' | 'down' | 'address' | 'reload' | 'restore';
   reason: string;
+  /** The family an up, down or address event is of, on an uplink whose IPv6 counts (absent on an IPv4-only one). */
+  family?: Family;
 }
 
 /** What the daemon restored after someone else changed its kernel state (README "Self-healing"). */
@@ -47,13 +65,26 @@ function rate(bps: number): string {
   return `${Math.round(bps)}`;
 }
 
+/**
+ * The aligned table. A dual-stack uplink takes two rows: its own, whose
+ * state and figures are IPv4's (as its address is), and an `ipv6` row under
+ * it with IPv6's; the uplink-wide columns (tier, share, rates, connections)
+ * are on the first only. An IPv4-only uplink keeps its one row.
+ */
 export function formatStatus(status: Status, eventCount = 5): string {
   const header = ['UPLINK', 'IFACE', 'STATE', 'SINCE', 'ADDRESS', 'GATEWAY', 'TIER', 'SHARE', 'LATENCY', 'LOSS', 'RX', 'TX', 'CONNS'];
-  const rows = status.uplinks.map((u) => [
-    u.name, u.interface, u.state, u.since.slice(11, 19), u.address ?? '-', u.gateway ?? '-', String(u.tier),
-    `${(u.share * 100).toFixed(1)}%`, u.latency_ms === null ? '-' : `${u.latency_ms.toFixed(1)}ms`,
-    `${(u.loss * 100).toFixed(0)}%`, rate(u.rx_bps), rate(u.tx_bps), String(u.connections),
-  ]);
+  const latency = (ms: number | null) => (ms === null ? '-' : `${ms.toFixed(1)}ms`);
+  const loss = (ratio: number) => `${(ratio * 100).toFixed(0)}%`;
+  const rows = status.uplinks.flatMap((u) => {
+    const v4 = u.families?.ipv4;
+    const v6 = u.families?.ipv6;
+    const row = [
+      u.name, u.interface, v4?.state ?? u.state, (v4?.since ?? u.since).slice(11, 19), u.address ?? '-', u.gateway ?? '-', String(u.tier),
+      `${(u.share * 100).toFixed(1)}%`, latency(u.latency_ms), loss(u.loss), rate(u.rx_bps), rate(u.tx_bps), String(u.connections),
+    ];
+    if (!v6) return [row];
+    return [row, ['  ipv6', '', v6.state, v6.since.slice(11, 19), v6.address ?? '-', v6.gateway ?? '-', '', '', latency(v6.latency_ms), loss(v6.loss), '', '', '']];
+  });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   const out = [line(header), ...rows.map(line)];
@@ -66,7 +97,7 @@ export function formatStatus(status: Status, eventCount = 5): string {
   }
   if (status.events.length > 0) {
     out.push('', 'recent events:');
-    for (const e of status.events.slice(0, eventCount)) out.push(`  ${e.at}  ${e.uplink ?? '*'} ${e.event}: ${e.reason}`);
+    for (const e of status.events.slice(0, eventCount)) out.push(`  ${e.at}  ${e.uplink ?? '*'} ${e.family ? `${e.family} ` : ''}${e.event}: ${e.reason}`);
   }
   return out.join('\n') + '\n';
 }

@@ -26,12 +26,12 @@ import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.
 import type { Logger } from '../log.js';
 import { plan } from '../plan/plan.js';
 import { stickySetsOf } from '../plan/nft.js';
-import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
-import type { Status, UplinkStatus } from '../api/status.js';
+import type { DesiredState, Family, KernelFacts, NftTable, UplinkSummary } from '../plan/state.js';
+import type { FamilyStatus, Status, UplinkStatus } from '../api/status.js';
 import { Converging } from './converging.js';
 import { Events } from './events.js';
 import { Steering } from './steering.js';
-import { ifaceOf, Tracking, type Tracked } from './tracking.js';
+import { firstAddress, ifaceOf, Tracking, type FamilyTrack, type ProberFactory, type Tracked } from './tracking.js';
 
 export class Daemon {
   private config: Config;
@@ -45,13 +45,18 @@ export class Daemon {
   private readonly metrics: Metrics;
   private stopping = false;
 
-  constructor(private readonly configPath: string, config: Config, private readonly log: Logger, private readonly runner: Runner = systemRunner) {
+  constructor(
+    private readonly configPath: string, config: Config, private readonly log: Logger, private readonly runner: Runner = systemRunner,
+    /** The probers (a fake in the unit tests). */
+    makeProber?: ProberFactory,
+  ) {
     this.config = config;
     this.metrics = createMetrics(() => this.status());
-    this.tracking = new Tracking(log, (t, transition) => this.onTransition(t, transition));
-    this.events = new Events(log, () => this.config.hooks, (name) => {
+    this.tracking = new Tracking(log, (t, family, transition) => this.onTransition(t, family, transition), makeProber);
+    this.events = new Events(log, () => this.config.hooks, (name, family) => {
       const t = this.tracking.get(name);
-      return t && { interface: t.uplink.interface, address: t.address ?? ifaceOf(this.facts, t)?.addresses[0]?.address };
+      const f = t?.[family];
+      return t && { interface: t.uplink.interface, address: f?.address ?? firstAddress(ifaceOf(this.facts, t), family), dualStack: t.dualStack };
     });
     this.converging = new Converging(runner, log, () => this.desired(), () => this.tracking.noteUnusable(this.planned()), this.metrics, this.events);
     this.steering = new Steering(log, () => this.config, this.tracking, () => this.planned(), (why) => this.converging.converge(why));
@@ -126,54 +131,74 @@ export class Daemon {
     const weights = this.steering.weights();
     // Cgroups are read again at every plan: nft cannot load one that went away since (a service stopped).
     this.facts = { ...this.facts, cgroups: cgroupFacts(ruleCgroups(this.config)) };
-    const health = this.tracking.health();
-    // Health is tracked for IPv4 only so far: each uplink's IPv6 takes its
-    // IPv4 verdict. Tracking IPv6 on its own (its targets, its rounds) is the
-    // next step of dual stack; the planner already takes it apart.
-    return plan({ config: this.config, facts: this.facts, health, health6: health, weights, rotationStart: this.steering.rotationStart });
+    // Each family its own verdicts: an uplink whose IPv6 is down keeps carrying IPv4, and the other way round.
+    return plan({
+      config: this.config, facts: this.facts, health: this.tracking.health(), health6: this.tracking.health6(), weights,
+      rotationStart: this.steering.rotationStart,
+    });
   }
 
-  private onTransition(t: Tracked, transition: Transition): void {
+  /**
+   * One family of an uplink changed state: the kernel follows, and a family
+   * that went down loses its sticky sources and (flush_on_down) its
+   * connections; the other family's are left alone.
+   */
+  private onTransition(t: Tracked, f: FamilyTrack, transition: Transition): void {
     const at = performance.now();
-    t.since = new Date();
-    this.metrics.countTransition(t.uplink.name, transition.to);
+    const { family } = f;
+    const name = t.uplink.name;
+    // IPv4 is labelled as such once the uplink's IPv6 counts too (README "Status"): an IPv4-only uplink reads as it always has.
+    this.metrics.countTransition(name, transition.to, family === 'ipv6' || t.dualStack ? family : undefined);
     const event = transition.to === 'down' ? 'down' : 'up';
-    this.events.record({ event, uplink: t.uplink.name, reason: transition.reason });
+    this.events.record({ event, uplink: name, family, reason: transition.reason });
     if (transition.from === 'pending' && transition.to === 'up') return; // pending already counted as up
     // Timed to the moment the new state is in the kernel (and, for `down`, the
     // connections are flushed), not to the read-back that follows.
-    void this.converging.converge(`${t.uplink.name} ${event}`, async (slotStartedAt) => {
+    void this.converging.converge(`${name}${family === 'ipv6' ? ' IPv6' : ''} ${event}`, async (slotStartedAt) => {
       if (event === 'down') {
         const index = this.config.uplinks.indexOf(t.uplink);
         const mark = this.converging.installed!.state.uplinks[index].mark;
         const table = this.converging.installed!.state.nft;
-        for (const set of stickySetsOf(table, t.uplink.name)) await flushDynamicSet(this.runner, table, set);
+        for (const set of stickySetsOf(table, name)) {
+          if (setFamily(table, set) === family) await flushDynamicSet(this.runner, table, set);
+        }
         if (this.config.conntrack.flushOnDown) {
-          const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask);
-          this.log.info({ uplink: t.uplink.name, event: 'flush', deleted }, `${t.uplink.name}: ${deleted} connections flushed`);
+          const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask, family);
+          const what = family === 'ipv6' ? 'IPv6 connections' : 'connections';
+          this.log.info({ uplink: name, family, event: 'flush', deleted }, `${name}: ${deleted} ${what} flushed`);
         }
       }
       const now = performance.now();
-      this.log.debug({ uplink: t.uplink.name, ms: now - at, kernelMs: now - slotStartedAt }, 'kernel updated');
+      this.log.debug({ uplink: name, family, ms: now - at, kernelMs: now - slotStartedAt }, 'kernel updated');
     });
   }
 
   private async onKernelChange(what: string): Promise<void> {
     if (this.stopping) return;
+    let facts: KernelFacts;
     try {
-      this.facts = await readFacts(this.runner, ruleCgroups(this.config));
+      facts = await readFacts(this.runner, ruleCgroups(this.config));
     } catch (err) {
       this.log.error(`reading kernel facts failed: ${err instanceof Error ? err.message : err}`);
       return;
     }
-    this.log.trace({ what }, 'kernel event');
-    this.tracking.noteCarrierAndAddresses(this.facts, (t, address) =>
-      this.events.record({ event: 'address', uplink: t.uplink.name, reason: `${t.uplink.interface} address ${t.address ?? 'none'} -> ${address ?? 'none'}`, address }));
-    await this.converging.converge(`kernel event (${what})`);
-    this.tracking.syncProbers(this.facts, this.converging.installed?.state.uplinks);
+    await this.followFacts(facts, what);
     // A route or rule event may be someone deleting ours; an address flush
     // takes the routes that use it along.
     this.converging.checkDrift(`kernel event (${what})`);
+  }
+
+  /** Carrier, addresses and the plan follow the kernel's facts as just read (the unit tests give them here). */
+  private async followFacts(facts: KernelFacts, what: string): Promise<void> {
+    this.facts = facts;
+    this.log.trace({ what }, 'kernel event');
+    // An address of either family changed (a DHCP renew; SLAAC, a new prefix, deprecation): its prober restarts at syncProbers.
+    this.tracking.noteCarrierAndAddresses(this.facts, (t, f, address) => this.events.record({
+      event: 'address', uplink: t.uplink.name, family: f.family, address,
+      reason: `${t.uplink.interface} ${f.family === 'ipv6' ? 'IPv6 address' : 'address'} ${f.address ?? 'none'} -> ${address ?? 'none'}`,
+    }));
+    await this.converging.converge(`kernel event (${what})`);
+    this.tracking.syncProbers(this.facts, this.converging.installed?.state.uplinks);
   }
 
   /**
@@ -182,7 +207,7 @@ export class Daemon {
    * shown by the watchdog timer firing at all.
    */
   serviceHealth(): { healthy: boolean; summary: string } {
-    const states = [...this.tracking.all()].map((t) => t.tracker.state);
+    const states = [...this.tracking.all()].map((t) => t.state);
     const up = states.filter((s) => s === 'up').length;
     const kernelError = this.converging.kernelError;
     const summary = `${up}/${states.length} uplinks up` + (kernelError ? `; kernel: ${kernelError}` : '');
@@ -193,23 +218,43 @@ export class Daemon {
     const connections = await countConnections(this.runner, this.config.kernel.markMask).catch(() => new Map<number, number>());
     const uplinks = [...this.tracking.all()].map((t): UplinkStatus => {
       const planned = this.converging.installed?.state.uplinks.find((u) => u.name === t.uplink.name);
+      const ipv4 = familyStatus(t.ipv4, planned?.address, planned?.gateway);
       return {
         name: t.uplink.name,
         interface: t.uplink.interface,
-        state: t.tracker.state,
+        state: t.state,
         since: t.since.toISOString(),
         address: planned?.address ?? null,
         gateway: planned?.gateway ?? null,
         tier: t.uplink.tier,
         weight: t.uplink.weight,
         share: planned?.share ?? 0,
-        latency_ms: t.tracker.latencyMs === undefined ? null : Math.round(t.tracker.latencyMs * 1000) / 1000,
-        loss: Math.round(t.tracker.loss * 1000) / 1000,
+        latency_ms: ipv4.latency_ms,
+        loss: ipv4.loss,
         rx_bps: Math.round(t.rates.rxBps),
         tx_bps: Math.round(t.rates.txBps),
+        // Both families: one mark per uplink, and `conntrack -L` lists both.
         connections: planned ? connections.get(planned.mark) ?? 0 : 0,
+        ...(t.ipv6 && t.dualStack ? { families: { ipv4, ipv6: familyStatus(t.ipv6, planned?.ipv6?.address, planned?.ipv6?.gateway) } } : {}),
       };
     });
     return { uplinks, events: this.events.recent, self_healing: this.converging.selfHealing() };
   }
+}
+
+function familyStatus(f: FamilyTrack, address: string | undefined, gateway: string | undefined): FamilyStatus {
+  return {
+    state: f.tracker.state,
+    since: f.since.toISOString(),
+    address: address ?? null,
+    gateway: gateway ?? null,
+    latency_ms: f.tracker.latencyMs === undefined ? null : Math.round(f.tracker.latencyMs * 1000) / 1000,
+    loss: Math.round(f.tracker.loss * 1000) / 1000,
+  };
+}
+
+/** Which family's addresses a planned set holds (the sticky sets are `type ipv4_addr` or `type ipv6_addr`). */
+function setFamily(table: NftTable, name: string): Family | undefined {
+  const declaration = table.sets.find((s) => s.name === name)?.declaration ?? '';
+  return /\bipv6_addr\b/.test(declaration) ? 'ipv6' : /\bipv4_addr\b/.test(declaration) ? 'ipv4' : undefined;
 }

@@ -5,12 +5,15 @@
 import { spawn } from 'node:child_process';
 import type { Logger } from '../log.js';
 import type { StatusEvent } from '../api/status.js';
+import type { Family } from '../plan/state.js';
 
 export const HOOK_TIMEOUT_MS = 10_000;
 
 export interface HookEvent {
   event: StatusEvent['event'];
   uplink?: string;
+  /** The family an up, down or address event is of; none for reload and restore. */
+  family?: Family;
   interface?: string;
   address?: string;
   reason: string;
@@ -20,6 +23,7 @@ export function hookEnvironment(e: HookEvent): Record<string, string> {
   return {
     UPLINKD_EVENT: e.event,
     UPLINKD_UPLINK: e.uplink ?? '',
+    UPLINKD_FAMILY: e.family ?? '',
     UPLINKD_INTERFACE: e.interface ?? '',
     UPLINKD_ADDRESS: e.address ?? '',
     UPLINKD_REASON: e.reason,

@@ -3,7 +3,7 @@
 // so packets see either the old shares or the new ones. Connections of an
 // uplink that went down are deleted by their mark, and nothing else.
 
-import type { NftSet, NftTable } from '../plan/state.js';
+import type { Family, NftSet, NftTable } from '../plan/state.js';
 import { mustRun, type Runner } from './runner.js';
 
 const setShape = (s: NftSet) => JSON.stringify([s.name, s.declaration, s.flags, s.timeout]);
@@ -53,9 +53,13 @@ async function conntrackDelete(runner: Runner, filters: string[]): Promise<numbe
   return deleted ? Number(deleted[1]) : 0;
 }
 
-/** Deletes the conntrack entries carrying `mark` under `mask`; returns how many. */
-export function deleteConnections(runner: Runner, mark: number, mask: number): Promise<number> {
-  return conntrackDelete(runner, ['-m', `${mark}/${mask}`]);
+/**
+ * Deletes the conntrack entries of `family` carrying `mark` under `mask`;
+ * returns how many. Both families of an uplink share its mark, and each has
+ * its own health: a family that went down loses its own connections only.
+ */
+export function deleteConnections(runner: Runner, mark: number, mask: number, family: Family): Promise<number> {
+  return conntrackDelete(runner, ['-f', family, '-m', `${mark}/${mask}`]);
 }
 
 /**
@@ -70,7 +74,7 @@ export function deleteUnansweredTcp(runner: Runner): Promise<number> {
   return conntrackDelete(runner, ['-p', 'tcp', '--state', 'SYN_SENT']);
 }
 
-/** Connections per mark value (under mask), from the conntrack table. */
+/** Connections per mark value (under mask), from the conntrack table: `-L` lists both families (conntrack-tools 1.4.7). */
 export async function countConnections(runner: Runner, mask: number): Promise<Map<number, number>> {
   const result = await runner.run('conntrack', ['-L']);
   const counts = new Map<number, number>();
