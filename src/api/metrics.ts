@@ -8,7 +8,7 @@ import type { FamilyStatus, Status, UplinkStatus } from './status.js';
 /** Prometheus metrics, filled from a fresh status at each scrape. */
 export interface Metrics {
   registry: Registry;
-  /** `family`: given for a dual-stack uplink's transitions (README "Metrics"), left out for an IPv4-only uplink's. */
+  /** `family`: given for a dual-stack uplink's transitions, left out for an IPv4-only uplink's (README "Health tracking, failover and kernel events"). */
   countTransition(uplink: string, to: string, family?: Family): void;
   countRestore(cause: string): void;
 }
@@ -37,7 +37,9 @@ export function createMetrics(status: StatusSource): Metrics {
         const { uplinks } = await snapshot();
         this.reset(); // an uplink that became dual stack (or stopped being) leaves no stale series
         for (const u of uplinks) {
-          const series = u.families ? (['ipv4', 'ipv6'] as const).map((family) => [{ uplink: u.name, family }, u.families![family]] as const) : [[{ uplink: u.name }, u] as const];
+          const series: [Record<string, string>, FamilyStatus | UplinkStatus][] = u.families
+            ? [[{ uplink: u.name, family: 'ipv4' }, u.families.ipv4], [{ uplink: u.name, family: 'ipv6' }, u.families.ipv6]]
+            : [[{ uplink: u.name }, u]];
           for (const [labels, of] of series) {
             const v = value(of);
             if (v !== null) this.set(labels, v);

@@ -22,7 +22,10 @@ export interface UplinkStatus {
   tx_bps: number;
   /** Both families'. */
   connections: number;
-  /** Each family's own health, once the uplink's IPv6 counts (gateway6 not off, and the plan has IPv6): README "Status". */
+  /**
+   * Each family's own health, once the uplink's IPv6 counts (gateway6 not off,
+   * and the plan has IPv6): README "Health tracking, failover and kernel events".
+   */
   families?: { ipv4: FamilyStatus; ipv6: FamilyStatus };
 }
 

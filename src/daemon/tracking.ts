@@ -3,8 +3,9 @@
 // family here; what a transition means for the kernel and the event log is
 // the daemon's (daemon.ts onTransition), so this module never touches either.
 //
-// Each family of an uplink has its own health (README "Health checks"): its
-// own targets and rounds, and the plan's `unusable` of that family. Carrier
+// Each family of an uplink has its own health (README "Health tracking,
+// failover and kernel events"): its own targets and rounds, and the plan's
+// `unusable` of that family. Carrier
 // loss takes both down, as a link carries both. An uplink's IPv6 exists when
 // its gateway6 is not `off`, and counts (in the status, the events and the
 // uplink's state) once the installed plan has its IPv6 side (UplinkSummary.ipv6):
@@ -274,7 +275,8 @@ export class Tracking {
     if (!t || !f || f.prober !== prober || this.stopping || round.startedAt < f.ignoreRoundsBefore) return;
     if (family === 'ipv6' && !t.dualStack) return;
     const { verdict, transition } = f.tracker.feed(round);
-    this.log.trace({ uplink: name, ...(family === 'ipv6' ? { family } : {}), good: verdict.good, latency: verdict.latencyMs, loss: verdict.loss }, verdict.reason);
+    const fields = { uplink: name, ...(family === 'ipv6' ? { family } : {}) };
+    this.log.trace({ ...fields, good: verdict.good, latency: verdict.latencyMs, loss: verdict.loss }, verdict.reason);
     this.moved(t, f, transition);
   }
 

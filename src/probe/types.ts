@@ -4,7 +4,8 @@ import type { Family } from '../plan/state.js';
 
 /**
  * What is being measured: one family of one uplink, as it is right now. Each
- * family has its own prober, targets and health (README "Health checks").
+ * family has its own prober, targets and health (README "Health tracking,
+ * failover and kernel events").
  */
 export interface ProbeSubject {
   /** The uplink's name, for messages. */
