@@ -31,7 +31,7 @@ export interface RouteJson {
 }
 /** As `ip -j` prints a rule; `family` is added when read. */
 export interface RuleJson {
-  priority: number; src?: string; srclen?: number; fwmark?: string; fwmask?: string; table?: string; action?: string;
+  priority: number; src?: string; srclen?: number; iif?: string; fwmark?: string; fwmask?: string; ipproto?: string; table?: string; action?: string;
   suppress_prefixlen?: number; family?: Family;
 }
 
@@ -69,15 +69,24 @@ const kernelRouteKey = (r: RouteJson) => routeKey({
 /** What the kernel tells routes apart by (table, destination, metric): `ip route replace` overwrites a route with the same. */
 const routeIdentity = (family: Family, table: string, dst: string, metric: number | undefined) => `${family} ${table} ${dst} ${metricOf(family, metric)}`;
 
-function ruleKey(r: { family: Family; priority: number; from: string; mark: string; target: string; suppress?: number }): string {
-  return [r.family, r.priority, r.from, r.mark, r.target, r.suppress ?? '-'].join(' ');
+function ruleKey(r: { family: Family; priority: number; from: string; iif?: string; mark: string; ipproto?: string; target: string; suppress?: number }): string {
+  // iif and ipproto only where set, so IPv4 keys read as they always have.
+  return [r.family, r.priority, r.from, ...(r.iif ? [`iif ${r.iif}`] : []), r.mark, ...(r.ipproto ? [`ipproto ${r.ipproto}`] : []),
+    r.target, r.suppress ?? '-'].join(' ');
 }
+
+/** Protocol numbers of the names the planner uses: `ip -N` prints a rule's protocol as `ipproto-58`. */
+const IPPROTO_NUMBERS: Record<string, number> = { 'ipv6-icmp': 58 };
+const ipprotoNumber = (p: string | undefined) =>
+  p === undefined ? undefined : String(IPPROTO_NUMBERS[p] ?? /^ipproto-(\d+)$/.exec(p)?.[1] ?? p);
 
 const desiredRuleKey = (r: IpRule) => ruleKey({
   family: familyOf(r),
   priority: r.priority,
   from: r.from ? r.from.replace(new RegExp(`/${hostLength(familyOf(r))}$`), '') : 'all',
+  iif: r.iif,
   mark: r.fwmark ? `${r.fwmark.value}/${r.fwmark.mask}` : '-',
+  ipproto: ipprotoNumber(r.ipproto),
   target: String(r.lookup === 'main' ? RT_TABLE_MAIN : r.lookup),
   suppress: r.suppressPrefixLength,
 });
@@ -88,7 +97,9 @@ const kernelRuleKey = (r: RuleJson) => ruleKey({
   // `from all` for no source (IPv6 ::/0 too); a single address without its length (`from ::` is ::/128).
   from: r.src === undefined || r.src === 'all' ? 'all'
     : r.srclen !== undefined && r.srclen !== hostLength(familyOf(r)) ? `${r.src}/${r.srclen}` : r.src,
+  iif: r.iif,
   mark: r.fwmark ? `${Number(r.fwmark)}/${Number(r.fwmask ?? '0xffffffff')}` : '-',
+  ipproto: ipprotoNumber(r.ipproto),
   target: ruleAction(r) ?? r.table ?? '-',
   suppress: r.suppress_prefixlen,
 });
@@ -311,7 +322,9 @@ export async function applyState(state: DesiredState, runner: Runner, nftMode: N
 function deleteRuleArgs(r: RuleJson): string[] {
   const args = [ipFamily(familyOf(r)), 'rule', 'del', 'priority', String(r.priority)];
   if (r.src && r.src !== 'all') args.push('from', r.srclen !== undefined ? `${r.src}/${r.srclen}` : r.src);
+  if (r.iif) args.push('iif', r.iif);
   if (r.fwmark) args.push('fwmark', `${r.fwmark}/${r.fwmask ?? '0xffffffff'}`);
+  if (r.ipproto) args.push('ipproto', ipprotoNumber(r.ipproto)!);
   const action = ruleAction(r);
   if (action) args.push(action);
   else if (r.table) args.push('lookup', r.table);

@@ -33,7 +33,11 @@ const IPV6_DEFAULT_METRIC = 1024;
 type Family = 'ipv4' | 'ipv6';
 
 interface FakeRoute { table: string; type: 'unicast' | 'unreachable'; dst: string; via?: string; dev?: string; src?: string; scope?: 'link'; metric?: number }
-interface FakeRule { priority: number; from?: string; fwmark?: string; table: string; suppress?: number }
+interface FakeRule { priority: number; from?: string; iif?: string; fwmark?: string; ipproto?: number; table: string; suppress?: number }
+
+/** Protocol numbers by the names uplinkd gives `ip rule … ipproto` (it may give the number too). */
+const IPPROTOS: Record<string, number> = { 'ipv6-icmp': 58 };
+const ipproto = (p: string) => IPPROTOS[p] ?? Number(p);
 interface FakeAddress { dev: string; cidr: string; label: string; scope: string }
 interface FakeSet { kind: 'set' | 'map'; name: string; head: string[]; elements: string[] }
 interface FakeTable { comment: string; sets: FakeSet[]; chains: string[] }
@@ -130,7 +134,7 @@ export class FakeKernel implements Runner {
     if (words[0] === '-batch' && words[1] === '-') return this.ipBatch(args.filter((a) => flags.includes(a)), input ?? '');
     const [object, verb, ...rest] = words;
     if (object === 'route') return json ? ok(JSON.stringify(this.routesOf(family).map((r) => routeJson(r, family)))) : this.route(family, verb, rest);
-    if (object === 'rule') return json ? ok(JSON.stringify(this.rulesOf(family).map(ruleJson))) : this.rule(family, verb, rest);
+    if (object === 'rule') return json ? ok(JSON.stringify(this.rulesOf(family).map((r) => ruleJson(r, numeric)))) : this.rule(family, verb, rest);
     if (object === 'address') return json ? ok(JSON.stringify(this.addressJson(numeric, only))) : this.address(verb, rest);
     if (object === 'mptcp') return this.mptcp(json, verb, rest);
     return undefined;
@@ -198,7 +202,7 @@ export class FakeKernel implements Runner {
   }
 
   private rule(family: Family, verb: string, rest: string[]): CommandResult | undefined {
-    const { opts } = options(rest, ['priority', 'from', 'fwmark', 'lookup', 'suppress_prefixlength']);
+    const { opts } = options(rest, ['priority', 'from', 'iif', 'fwmark', 'ipproto', 'lookup', 'suppress_prefixlength']);
     const table = opts.lookup === 'main' ? RT_TABLE_MAIN : opts.lookup;
     // The kernel keeps a single address's length (32, 128) to itself: it lists it bare.
     const host = family === 'ipv6' ? /\/128$/ : /\/32$/;
@@ -206,6 +210,7 @@ export class FakeKernel implements Runner {
     if (verb === 'add') {
       rules.push({
         priority: Number(opts.priority), table: table!, ...(opts.from ? { from: opts.from.replace(host, '') } : {}),
+        ...(opts.iif ? { iif: opts.iif } : {}), ...(opts.ipproto ? { ipproto: ipproto(opts.ipproto) } : {}),
         ...(opts.fwmark ? { fwmark: opts.fwmark } : {}), ...(opts.suppress_prefixlength ? { suppress: Number(opts.suppress_prefixlength) } : {}),
       });
       return ok();
@@ -213,7 +218,8 @@ export class FakeKernel implements Runner {
     if (verb === 'del') {
       const i = rules.findIndex((r) => r.priority === Number(opts.priority) &&
         (opts.from === undefined || r.from === opts.from.replace(host, '')) &&
-        (opts.fwmark === undefined || sameMark(r.fwmark, opts.fwmark)) && (table === undefined || r.table === table));
+        (opts.fwmark === undefined || sameMark(r.fwmark, opts.fwmark)) && (table === undefined || r.table === table) &&
+        (opts.iif === undefined || r.iif === opts.iif) && (opts.ipproto === undefined || r.ipproto === ipproto(opts.ipproto)));
       if (i < 0) return fail('RTNETLINK answers: No such file or directory');
       rules.splice(i, 1);
       return ok();
@@ -410,7 +416,8 @@ export class FakeKernel implements Runner {
   print(): string {
     const route = (r: FakeRoute, family = 'ip') => [`${family} route`, r.type === 'unreachable' ? 'unreachable' : '', r.dst, r.via && `via ${r.via}`, r.dev && `dev ${r.dev}`,
       r.src && `src ${r.src}`, r.scope && `scope ${r.scope}`, r.metric !== undefined && `metric ${r.metric}`, `table ${r.table}`].filter(Boolean).join(' ');
-    const rule = (r: FakeRule, family = 'ip') => [`${family} rule`, `priority ${String(r.priority).padStart(5, '0')}`, r.from && `from ${r.from}`, r.fwmark && `fwmark ${r.fwmark}`,
+    const rule = (r: FakeRule, family = 'ip') => [`${family} rule`, `priority ${String(r.priority).padStart(5, '0')}`, r.from && `from ${r.from}`,
+      r.iif && `iif ${r.iif}`, r.fwmark && `fwmark ${r.fwmark}`, r.ipproto !== undefined && `ipproto ${r.ipproto}`,
       `lookup ${r.table}`, r.suppress !== undefined && `suppress_prefixlength ${r.suppress}`].filter(Boolean).join(' ');
     const lines = [
       ...this.addresses.map((a) => `ip address ${a.cidr} dev ${a.dev} label ${a.label} scope ${a.scope}`),
@@ -450,12 +457,15 @@ function routeJson(r: FakeRoute, family: Family) {
   };
 }
 
-function ruleJson(r: FakeRule) {
+/** `numeric` (-N): a protocol as `ipproto-58`, as iproute2 6.1 prints it; by name without. */
+function ruleJson(r: FakeRule, numeric: boolean) {
   const [mark, mask] = (r.fwmark ?? '').split('/');
   const [src, len] = (r.from ?? '').split('/');
+  const protoName = Object.entries(IPPROTOS).find(([, n]) => n === r.ipproto)?.[0];
   return {
-    priority: r.priority, src: r.from ? src : 'all', ...(len ? { srclen: Number(len) } : {}),
-    ...(r.fwmark ? { fwmark: mark, fwmask: mask } : {}), table: r.table, ...(r.suppress !== undefined ? { suppress_prefixlen: r.suppress } : {}),
+    priority: r.priority, src: r.from ? src : 'all', ...(len ? { srclen: Number(len) } : {}), ...(r.iif ? { iif: r.iif } : {}),
+    ...(r.fwmark ? { fwmark: mark, fwmask: mask } : {}),
+    ...(r.ipproto !== undefined ? { ipproto: numeric || !protoName ? `ipproto-${r.ipproto}` : protoName } : {}), table: r.table, ...(r.suppress !== undefined ? { suppress_prefixlen: r.suppress } : {}),
   };
 }
 

@@ -271,9 +271,11 @@ describe('the kernel edge on a pretend kernel, dual stack', () => {
     const kernel = kernelWithNeighbours();
     await converge(undefined, dualSteps['dual stack'](), kernel);
     const print = kernel.print();
-    assert.match(print, /^ip -6 route default via fe80::2:1 dev wan2 src 2001:db8:200::2 metric 1024 table 202$/m);
+    assert.match(print, /^ip -6 route default via fe80::2:1 dev wan2 src fd00:0:0:1::1 metric 1024 table 202$/m);
     assert.match(print, /^ip -6 route unreachable default metric 4278198272 table 201$/m);
     assert.match(print, /^ip -6 rule priority 10104 from 2001:db8:400:1::\/64 lookup 204$/m);
+    assert.match(print, /^ip -6 rule priority 10590 iif lo ipproto 58 lookup 254$/m);
+    assert.match(print, /^ip -6 rule priority 10600 iif lo lookup 201$/m);
   });
 
   test('per-family verdicts, an IPv6 renumbering and IPv6 coming and going, in order and in 20 random orders', async () => {
