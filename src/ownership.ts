@@ -57,6 +57,13 @@ export const RULE_OFFSET = {
   fromUplinkAddress: 100,
   /** Connections marked for uplink i; +i. */
   uplinkMark: 300,
+  /**
+   * IPv6, router mode: the router's own ICMPv6 follows the main table, before
+   * unboundLocalSource would give it the LAN source (an error about a packet
+   * that came in on an uplink goes back out there; from a LAN address its ISP
+   * would drop it).
+   */
+  ownIcmp6ToMain: 590,
   /** The router's own unbound sockets pick a neutral source address, so they can be balanced and NATed. */
   unboundLocalSource: 600,
 } as const;

@@ -10,7 +10,7 @@
 // of it. See README "Self-healing".
 
 import type { DesiredState, NftTable } from '../plan/state.js';
-import { applyState, routingDiff, sysctlDiff, type NftMode } from './apply.js';
+import { applyState, plansIpv6, routingDiff, sysctlDiff, type NftMode } from './apply.js';
 import { applyMptcp, mptcpDrift } from './mptcp.js';
 import { type Change, type Runner } from './runner.js';
 import { elementUpdateScript, runNftScript, sameStructure } from './update.js';
@@ -83,10 +83,11 @@ export type DriftScope = 'all' | 'unwatched';
 
 /**
  * Everything that differs between what `installed` says is in the kernel and
- * what is: 2 commands (`nft -j list table`, and one `ip -batch` for rules,
- * routes and addresses), 2 more with `mptcp: subflow` (endpoints and limits),
- * and a few /proc/sys reads. `unwatched` leaves out the first two. An empty
- * list means in step.
+ * what is: 2 commands (`nft -j list table`, and one `ip -4 -batch` for rules,
+ * routes and addresses), 1 more when the plan has IPv6 (`ip -6 -batch` for
+ * its rules and routes), 2 more with `mptcp: subflow` (endpoints and limits),
+ * and a few /proc/sys reads. `unwatched` leaves out the `nft` and `ip`
+ * ones. An empty list means in step.
  */
 export async function findDrift(installed: Installed, runner: Runner, scope: DriftScope = 'all'): Promise<Drift[]> {
   const { state } = installed;
@@ -160,14 +161,14 @@ export async function converge(installed: Installed | undefined, desired: Desire
       if (elements) changes.push({ what: 'nft elements', args: ['nft', '-f', '-'] });
       onlyElements = true;
     } else {
-      changes = await fullApply(desired, runner, sameTable ? { elements } : installed ? 'replace' : 'adopt');
+      changes = await fullApply(desired, runner, sameTable ? { elements } : installed ? 'replace' : 'adopt', readsIpv6(installed, desired));
     }
   } catch (err) {
     if (!sameTable) throw err;
     // The table we meant to update is not the one we know (deleted, or
     // changed under us): replace it whole, with routes and rules.
     fellBack = err instanceof Error ? err.message : String(err);
-    changes = await fullApply(desired, runner, 'replace');
+    changes = await fullApply(desired, runner, 'replace', readsIpv6(installed, desired));
   }
   // MPTCP endpoints follow health too (a full apply converges them itself);
   // before `then`, so a down uplink's subflows are handed over before its
@@ -180,13 +181,23 @@ export async function converge(installed: Installed | undefined, desired: Desire
 }
 
 /**
+ * Whether a full apply must read the IPv6 side: when either plan has one, or
+ * nothing is known of what is installed (a restart adopts whatever a
+ * previous instance left). An IPv4-only daemon thus runs no `ip -6` after
+ * its first apply.
+ */
+function readsIpv6(installed: Installed | undefined, desired: DesiredState): boolean {
+  return installed === undefined || plansIpv6(installed.state) || plansIpv6(desired);
+}
+
+/**
  * applyState, and when it adopted a table it did not itself write (a previous
  * instance's), every planned set rewritten once: that instance may have
  * followed verdicts element by element under the same table digest, so the
  * digest alone cannot tell what the maps hold. Dynamic sets (sticky) are kept.
  */
-async function fullApply(desired: DesiredState, runner: Runner, nftMode: NftMode): Promise<Change[]> {
-  const { changes, nftKept } = await applyState(desired, runner, nftMode);
+async function fullApply(desired: DesiredState, runner: Runner, nftMode: NftMode, ipv6: boolean): Promise<Change[]> {
+  const { changes, nftKept } = await applyState(desired, runner, nftMode, ipv6);
   if (nftMode === 'adopt' && nftKept) {
     const script = elementUpdateScript({ ...desired.nft, sets: [] }, desired.nft);
     await runNftScript(runner, script);

@@ -4,15 +4,23 @@
 import { readFileSync } from 'node:fs';
 import type { InterfaceFacts, KernelFacts } from '../plan/state.js';
 import { cgroupFacts } from './cgroups.js';
-import { mustRun, type Runner } from './runner.js';
+import { mustRun, procSysctl, type Runner } from './runner.js';
 
 interface IpAddrJson {
   ifname: string;
   flags?: string[];
-  addr_info?: { family: string; local: string; prefixlen: number; address?: string }[];
+  addr_info?: {
+    family: string; local: string; prefixlen: number; address?: string; scope?: string;
+    // IPv6 only, each printed (as true) only when set.
+    temporary?: boolean; tentative?: boolean; dadfailed?: boolean; deprecated?: boolean; preferred_life_time?: number;
+  }[];
 }
 
-interface IpRouteJson { dst: string; gateway?: string; dev?: string; metric?: number }
+interface IpRouteJson {
+  dst: string; gateway?: string; dev?: string; metric?: number;
+  /** A multipath route (IPv6 ECMP siblings, e.g. `ip -6 route add default nexthop … nexthop …`): one hop each, no gateway/dev above. */
+  nexthops?: { gateway?: string; dev?: string }[];
+}
 
 export function parseInterfaces(json: string): InterfaceFacts[] {
   return (JSON.parse(json) as IpAddrJson[]).map((link) => {
@@ -24,21 +32,56 @@ export function parseInterfaces(json: string): InterfaceFacts[] {
       addresses: (link.addr_info ?? [])
         .filter((a) => a.family === 'inet')
         .map((a) => ({ address: a.local, prefixLen: a.prefixlen, ...(a.address && a.address !== a.local ? { peer: a.address } : {}) })),
+      addresses6: usableAddresses6(link.addr_info ?? []),
     };
   });
 }
 
+/**
+ * The global IPv6 addresses a socket may use as source now. Left out: other
+ * scopes (link-local fe80::, ::1), tentative ones (DAD still running: the
+ * kernel refuses to bind them), dadfailed ones (another host has it) and
+ * deprecated ones (preferred lifetime over: the kernel stops picking them
+ * for new connections; `ip` prints `deprecated` and preferred_life_time 0).
+ * A temporary (privacy) address comes after the stable ones whatever the
+ * kernel's order (it lists the newest first, so usually the temporary one):
+ * routes and NAT keep to the address that does not change every day.
+ */
+function usableAddresses6(info: NonNullable<IpAddrJson['addr_info']>): NonNullable<InterfaceFacts['addresses6']> {
+  const usable = info
+    .filter((a) => a.family === 'inet6' && a.scope === 'global' && !a.tentative && !a.dadfailed && !a.deprecated && a.preferred_life_time !== 0)
+    .map((a) => ({ address: a.local, prefixLen: a.prefixlen, ...(a.temporary ? { temporary: true } : {}) }));
+  return [...usable.filter((a) => !a.temporary), ...usable.filter((a) => a.temporary)];
+}
+
+/** Default routes in `ip -j route show … default` output, one per next hop (a multipath route lists its hops under `nexthops`). */
+export function parseDefaultRoutes(json: string): KernelFacts['mainDefaultRoutes'] {
+  return (JSON.parse(json || '[]') as IpRouteJson[]).flatMap((r) => (r.nexthops ?? [{ gateway: r.gateway, dev: r.dev }])
+    .filter((hop) => hop.dev)
+    .map((hop) => ({ dev: hop.dev!, ...(hop.gateway ? { gateway: hop.gateway } : {}), metric: r.metric ?? 0 })));
+}
+
+/**
+ * Whether the kernel has IPv6 at all: booted with ipv6.disable=1 it has no
+ * /proc/sys/net/ipv6, and `ip -6` fails. Read through the runner's sysctl
+ * access, so it costs no command.
+ */
+export function hasIpv6(runner: Runner): boolean {
+  return (runner.sysctl ?? procSysctl).read('net/ipv6/conf/all/disable_ipv6') !== undefined;
+}
+
 /** `cgroups`: the config's (ruleCgroups), whose existence and ids are read too. */
 export async function readFacts(runner: Runner, cgroups: readonly string[] = []): Promise<KernelFacts> {
-  const [addrs, routes] = await Promise.all([
+  // One `ip -j address show` answers for both families.
+  const [addrs, routes, routes6] = await Promise.all([
     mustRun(runner, 'ip', ['-j', 'address', 'show']),
     mustRun(runner, 'ip', ['-j', '-4', 'route', 'show', 'table', 'main', 'default']),
+    hasIpv6(runner) ? mustRun(runner, 'ip', ['-j', '-6', 'route', 'show', 'table', 'main', 'default']) : '[]',
   ]);
   return {
     interfaces: parseInterfaces(addrs),
-    mainDefaultRoutes: (JSON.parse(routes) as IpRouteJson[])
-      .filter((r) => r.dev)
-      .map((r) => ({ dev: r.dev!, gateway: r.gateway, metric: r.metric ?? 0 })),
+    mainDefaultRoutes: parseDefaultRoutes(routes),
+    mainDefaultRoutes6: parseDefaultRoutes(routes6),
     ...(cgroups.length > 0 ? { cgroups: cgroupFacts(cgroups) } : {}),
   };
 }

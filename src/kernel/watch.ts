@@ -94,9 +94,46 @@ export function watchLines(argv: string[], relevant: (line: string) => string | 
   };
 }
 
-/** Links, addresses, routes (every table) and rules. `what` is the first two words of each line, e.g. "Deleted 10301:". */
+/**
+ * Links, addresses, routes (every table) and rules, of both families: SLAAC
+ * addresses, their deprecation, router-advertised default routes and IPv6
+ * rules are events like their IPv4 kinds. `what` is the first two words of
+ * each line, e.g. "Deleted 10301:".
+ */
 export function watchKernel(onChange: (what: string) => void, opts: WatchOptions = {}): KernelWatcher {
-  return watchLines(['ip', '-4', 'monitor', 'link', 'address', 'route', 'rule'], (line) => line.split(' ').slice(0, 2).join(' '), onChange, opts);
+  return watchLines(['ip', 'monitor', 'link', 'address', 'route', 'rule'], ipMonitorChanges(), onChange, opts);
+}
+
+/**
+ * Reads `ip monitor link address route rule` output line by line and returns
+ * what each event is about, or undefined for what changes nothing uplinkd
+ * reads:
+ * - the indented second line of an address (`valid_lft … preferred_lft …`);
+ * - an address announced again exactly as it was last announced: every
+ *   router advertisement (a few seconds apart, or minutes) re-announces each
+ *   SLAAC address with fresh lifetimes, and a DHCP renew its lease, on the
+ *   second line only. A change of its flags (DAD done, `deprecated`) reads
+ *   as a new first line and counts. (The RA's refresh of its default route's
+ *   lifetime prints nothing.)
+ * The first announcement of an address after the monitor starts counts once:
+ * the monitor has no memory of before.
+ */
+export function ipMonitorChanges(): (line: string) => string | undefined {
+  // By `ifindex: dev family address`, the first line as last announced.
+  const addresses = new Map<string, string>();
+  const address = /^(Deleted )?(\d+: \S+\s+inet6? \S+)(.*)$/;
+  return (line) => {
+    if (/^\s/.test(line)) return undefined;
+    const m = address.exec(line);
+    if (m) {
+      const [, deleted, id, rest] = m;
+      const head = rest.trim().replace(/\s+/g, ' ');
+      if (deleted) addresses.delete(id);
+      else if (addresses.get(id) === head) return undefined;
+      else addresses.set(id, head);
+    }
+    return line.split(' ').slice(0, 2).join(' ');
+  };
 }
 
 /**

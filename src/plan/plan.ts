@@ -23,7 +23,7 @@ export function plan(input: PlanInput): DesiredState {
     addresses: hostSourceAddress(ctx),
     routes: [
       ...ctx.uplinks.flatMap((u) => uplinkRoutes(u, ctx.localSource)),
-      ...(ctx.dualStack ? ctx.uplinks.flatMap(uplinkRoutes6) : []),
+      ...(ctx.dualStack ? ctx.uplinks.flatMap((u) => uplinkRoutes6(u, unboundSource6(ctx) && ctx.localSource6)) : []),
     ],
     ownedTables: ctx.uplinks.map((u) => u.table),
     tableRange: { from: uplinkTable(config.kernel, 0), to: uplinkTable(config.kernel, MAX_UPLINKS - 1) },
@@ -130,9 +130,10 @@ function uplinkRoutes(u: ResolvedUplink, localSource: string | undefined): Route
  * The IPv6 routes of an uplink's table: the same table number as its IPv4
  * routes (the kernel keeps the families apart), and the same three kinds. The
  * next hop may be link-local (an RA's fe80::1): `dev` says where it lies. No
- * scope: IPv6 routes have none.
+ * scope: IPv6 routes have none. `localSource6`: the source of the router's
+ * unbound sockets on the default route (see unboundSource6).
  */
-function uplinkRoutes6(u: ResolvedUplink): Route[] {
+function uplinkRoutes6(u: ResolvedUplink, localSource6: string | undefined): Route[] {
   const v6 = u.ipv6;
   if (!v6) return [];
   const { table } = u;
@@ -143,7 +144,9 @@ function uplinkRoutes6(u: ResolvedUplink): Route[] {
       routes.push({ family: 'ipv6', table, type: 'unicast', dst: ipv6NetworkOf(v6.address, v6.prefixLen), dev, src: v6.address,
         why: `${u.uplink.name}'s own IPv6 prefix is reached directly on ${dev}` });
     }
-    routes.push({ family: 'ipv6', table, type: 'unicast', dst: 'default', via: v6.gateway, dev, src: v6.address,
+    routes.push({ family: 'ipv6', table, type: 'unicast', dst: 'default', via: v6.gateway, dev,
+      // Unbound sockets get the LAN source (unboundSource6), but where it would leave untranslated (nat6: none).
+      src: (u.uplink.nat6.mode !== 'none' ? localSource6 : undefined) ?? v6.address,
       why: `${u.uplink.name}'s IPv6 way out` });
   }
   routes.push({ family: 'ipv6', table, type: 'unreachable', dst: 'default', metric: FALLBACK_METRIC,
@@ -152,11 +155,28 @@ function uplinkRoutes6(u: ResolvedUplink): Route[] {
 }
 
 /**
- * The IPv6 rules, at the IPv4 rules' priorities (`ip -6 rule` is a list of
- * its own). No rule for unbound sockets: an IPv6 socket's source is chosen by
- * the main table's route, which makes it one uplink's address (split access).
+ * Router mode: the table the router's own unbound IPv6 sockets are sent to
+ * first, so that they take the LAN address (localSource6) as source and are
+ * balanced and NATed like the LAN's connections: the first uplink whose IPv6
+ * is usable and NATed (a `nat6: none` ISP would drop a LAN source outside its
+ * routed prefix). Undefined in host mode (no neutral IPv6 source, see
+ * PlanContext.localSource6) or without a LAN IPv6 address.
  */
-function rules6({ config, marks, uplinks }: PlanContext): IpRule[] {
+function unboundSource6({ config, uplinks, localSource6 }: PlanContext): ResolvedUplink | undefined {
+  if (config.lan.length === 0 || !localSource6) return undefined;
+  return uplinks.find((u) => u.ipv6?.address && !u.ipv6.unusable && u.uplink.nat6.mode !== 'none');
+}
+
+/**
+ * The IPv6 rules, at the IPv4 rules' priorities (`ip -6 rule` is a list of
+ * its own). The router's unbound sockets: IPv4's `from 0.0.0.0/32` has no
+ * IPv6 twin (an IPv6 rule with a source never matches a lookup made before
+ * the source is chosen), so the rule matches the router's own packets
+ * (`iif lo`) that no earlier rule decided; ICMPv6 is left to the main table
+ * before it (RULE_OFFSET.ownIcmp6ToMain).
+ */
+function rules6(ctx: PlanContext): IpRule[] {
+  const { config, marks, uplinks } = ctx;
   const own = config.kernel;
   const at = (offset: number, index = 0) => rulePriority(own, offset, index);
   const out: IpRule[] = [
@@ -178,6 +198,13 @@ function rules6({ config, marks, uplinks }: PlanContext): IpRule[] {
   for (const u of uplinks.filter((x) => x.ipv6)) {
     out.push({ family: 'ipv6', priority: at(RULE_OFFSET.uplinkMark, u.index + 1), fwmark: { value: u.mark, mask: marks.mask }, lookup: u.table,
       why: `IPv6 connections marked for ${u.uplink.name}: the same mark as its IPv4 ones` });
+  }
+  const sourceTable = unboundSource6(ctx);
+  if (sourceTable) {
+    out.push({ family: 'ipv6', priority: at(RULE_OFFSET.ownIcmp6ToMain), iif: 'lo', ipproto: 'ipv6-icmp', lookup: 'main',
+      why: "the router's own ICMPv6 follows the main table: an error goes back out the uplink its packet came in on, from that uplink's address" });
+    out.push({ family: 'ipv6', priority: at(RULE_OFFSET.unboundLocalSource), iif: 'lo', lookup: sourceTable.table,
+      why: `the router's unbound IPv6 sockets take the LAN address ${ctx.localSource6} as source, so they are balanced like the LAN and NATed to the uplink chosen` });
   }
   return out;
 }

@@ -31,7 +31,9 @@ export function routeArgs(route: Route, verb: 'replace' | 'del' = 'replace'): st
 export function ruleArgs(rule: IpRule): string[] {
   const args = ['rule', 'add', 'priority', String(rule.priority)];
   if (rule.from) args.push('from', rule.from);
+  if (rule.iif) args.push('iif', rule.iif);
   if (rule.fwmark) args.push('fwmark', `${hex(rule.fwmark.value)}/${hex(rule.fwmark.mask)}`);
+  if (rule.ipproto) args.push('ipproto', rule.ipproto);
   args.push('lookup', String(rule.lookup));
   if (rule.suppressPrefixLength !== undefined) args.push('suppress_prefixlength', String(rule.suppressPrefixLength));
   return args;

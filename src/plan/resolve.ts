@@ -81,6 +81,13 @@ export interface PlanContext {
    * bound to an uplink, balance them and NAT them to the uplink chosen.
    */
   localSource?: string;
+  /**
+   * Router mode: the IPv6 counterpart of localSource, the first global
+   * IPv6 address of the LAN interfaces. Host mode has none: no address in
+   * the config could serve as a neutral IPv6 source, so there the machine's
+   * own IPv6 sockets keep the source the main table's route gives them.
+   */
+  localSource6?: string;
   /** See PlanInput.rotationStart. */
   rotationStart: number;
   /** The rules' cgroups that exist (KernelFacts.cgroups); pins on the others are left out until they do. */
@@ -129,8 +136,9 @@ export function resolve({ config, facts, health = {}, health6 = {}, weights, rot
   const localSource = config.lan.length === 0
     ? config.kernel.hostSource
     : config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address).find((a) => a !== undefined);
+  const localSource6 = config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses6?.[0]?.address).find((a) => a !== undefined);
   const dualStack = uplinks.some((u) => u.ipv6?.address !== undefined);
-  return { config, marks, uplinks, localSource, rotationStart, cgroups: facts.cgroups ?? [], dualStack };
+  return { config, marks, uplinks, localSource, localSource6, rotationStart, cgroups: facts.cgroups ?? [], dualStack };
 }
 
 function resolveIpv6(uplink: Uplink, iface: InterfaceFacts | undefined, facts: KernelFacts, health: Health): ResolvedIpv6 | undefined {

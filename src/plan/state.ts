@@ -84,6 +84,14 @@ export interface IpRule {
   priority: number;
   /** An address or prefix, or '0.0.0.0/32' for "a socket with no source address yet". */
   from?: string;
+  /**
+   * The incoming interface; `lo` is the machine's own packets. IPv6 needs it
+   * where IPv4 has `from 0.0.0.0/32`: an IPv6 rule with a source never
+   * matches a lookup made before the source is chosen (fib6_rule_match).
+   */
+  iif?: string;
+  /** A protocol by name as iproute2 takes it, e.g. `ipv6-icmp`. */
+  ipproto?: string;
   fwmark?: { value: number; mask: number };
   /** A table number, or 'main'. */
   lookup: number | 'main';

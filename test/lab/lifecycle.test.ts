@@ -85,6 +85,64 @@ test('foreign nft table, ip rule and routing tables stay byte-identical through 
   }
 });
 
+test('a foreign IPv6 rule and table stay byte-identical through a dual-stack apply and flush; uplinkd\'s IPv6 rules and routes come and go', async () => {
+  // The lab has no IPv6 of its own: the router's interfaces get it here, the
+  // addresses of the lab's dual-stack plan (README "Lab"), static, with the
+  // ISPs' gateways named in the config (nothing answers at them).
+  const router = (...argv: string[]) => labExec(lab.name, 'router', argv);
+  const must = async (...argv: string[]) => assert.equal((await router(...argv)).code, 0, argv.join(' '));
+  const devs = [...lab.uplinks.map((u) => u.routerIf), lab.lanIf];
+  const ipv6 = (on: boolean) => ['sysctl', '-qw', `net.ipv6.conf.all.disable_ipv6=${on ? 0 : 1}`, ...devs.map((d) => `net.ipv6.conf.${d}.disable_ipv6=${on ? 0 : 1}`)];
+  try {
+    await must(...ipv6(true));
+    for (const [i, u] of lab.uplinks.entries()) {
+      await must('ip', '-6', 'address', 'add', `2001:db8:${i + 1}::2/64`, 'dev', u.routerIf, 'nodad');
+      await must('ip', '-6', 'route', 'add', 'default', 'via', `2001:db8:${i + 1}::1`, 'dev', u.routerIf, 'metric', String(101 + i));
+    }
+    await must('ip', '-6', 'address', 'add', '2001:db8:ff00::1/64', 'dev', lab.lanIf, 'nodad');
+    await must('ip', '-6', 'rule', 'add', 'priority', '20000', 'from', '2001:db8:ee::/48', 'lookup', '77');
+    await must('ip', '-6', 'route', 'add', '2001:db8:ee::/48', 'via', '2001:db8:ff00::99', 'dev', lab.lanIf, 'table', '77');
+    const dual = writeLabConfig(lab, 'dual.yaml', labConfig(lab, { uplink: (_, k) => `    gateway6: 2001:db8:${k}::1\n` }));
+    const read = async () => ({
+      rule: (await router('ip', '-6', 'rule', 'show', 'priority', '20000')).stdout,
+      t77: (await router('ip', '-6', 'route', 'show', 'table', '77')).stdout,
+    });
+    const rules6 = async () => (await router('ip', '-6', 'rule', 'show')).stdout;
+    const owned6 = async () => (await router('ip', '-6', 'route', 'show', 'table', 'all')).stdout.split('\n').filter((l) => / table 20\d /.test(l));
+    const before = await read();
+    assert.match(before.rule, /^20000:\tfrom 2001:db8:ee::\/48 lookup 77$/m);
+    assert.match(before.t77, /^2001:db8:ee::\/48 via 2001:db8:ff00::99 dev /m);
+    const rulesBefore = await rules6();
+
+    const applied = await mustUplinkd(lab, 'apply', '-c', dual);
+    assert.match(applied, /^\[#\] ip -6 rule add priority 10301 fwmark 0x00000100\/0x0000ff00 lookup 201$/m);
+    assert.deepEqual(await read(), before, 'after apply');
+    const rules = await rules6();
+    for (const line of [
+      '10000:\tfrom all lookup main suppress_prefixlength 0', '10101:\tfrom 2001:db8:1::2 lookup 201', '10102:\tfrom 2001:db8:2::2 lookup 202',
+      '10302:\tfrom all fwmark 0x200/0xff00 lookup 202', '10590:\tfrom all iif lo ipproto ipv6-icmp lookup main', '10600:\tfrom all iif lo lookup 201',
+    ]) assert.ok(rules.split('\n').some((l) => l.trimEnd() === line), `${line} in:\n${rules}`);
+    const routes = (await owned6()).join('\n');
+    assert.match(routes, /^2001:db8:1::\/64 dev wan1 table 201 .*src 2001:db8:1::2/m);
+    // The router's unbound sockets' source (rule 10600) is the LAN address, on another interface.
+    assert.match(routes, /^default via 2001:db8:2::1 dev wan2 table 202 .*src 2001:db8:ff00::1 /m);
+    assert.match(routes, /^unreachable default dev lo table 201 .*metric 4278198272 /m);
+    const get = (await router('ip', '-6', 'route', 'get', '2001:db8:ffff::10', 'ipproto', 'tcp')).stdout;
+    assert.match(get, / table 201 src 2001:db8:ff00::1 /, get);
+    assert.equal(await mustUplinkd(lab, 'apply', '-c', dual), '', 'a second dual-stack apply has nothing to say');
+
+    await mustUplinkd(lab, 'flush');
+    assert.deepEqual(await read(), before, 'after flush');
+    assert.equal(await rules6(), rulesBefore, 'flush leaves the IPv6 rules as they were before apply');
+    assert.deepEqual(await owned6(), [], 'no IPv6 route left in uplinkd\'s tables');
+  } finally {
+    await router('ip', '-6', 'rule', 'del', 'priority', '20000');
+    // Disabling IPv6 again takes the addresses, and the routes with them.
+    await router(...ipv6(false));
+    await router('sysctl', '-qw', 'net.ipv6.conf.all.forwarding=0');
+  }
+});
+
 test('flush leaves no residue: ruleset, rules and routes as before apply', async () => {
   const clean = await kernelSnapshot(lab);
   await mustUplinkd(lab, 'apply', '-c', config);

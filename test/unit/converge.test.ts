@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parseConfig } from '../../src/config/load.js';
 import { converge, fingerprintOf, RestoreBackoff, type Installed } from '../../src/kernel/converge.js';
-import { nftChanges, watchLines } from '../../src/kernel/watch.js';
+import { ipMonitorChanges, nftChanges, watchLines } from '../../src/kernel/watch.js';
 import type { CommandResult, Runner } from '../../src/kernel/runner.js';
 import { jsonAnswers } from './fake-kernel.js';
 import { plan } from '../../src/plan/plan.js';
@@ -169,4 +169,49 @@ test('a monitor that exited is started again and its restart counts as a change:
   assert.ok(seen.some((w) => w.endsWith(' monitor restarted')), seen.join(' | '));
   // Restarted after its 500 ms pause, reported 20 ms after that.
   assert.ok(Date.now() - started >= 500, `${Date.now() - started} ms`);
+});
+
+test('ip monitor: a router advertisement re-announcing addresses with fresh lifetimes is no change; DAD, deprecation, rules and routes are', () => {
+  // As iproute2 6.1 printed `ip monitor link address route rule` in a namespace on Linux 6.18 (interface names
+  // renamed): 2001:db8:9::8 added (tentative, then DAD done), deprecated, an IPv6 rule and route, all deleted, an IPv4
+  // rule; meanwhile dnsmasq's router advertisements (every 4 s) refreshed wan2's SLAAC and temporary addresses.
+  const lines = [
+    '3: wan1    inet6 2001:db8:9::8/64 scope global tentative ',
+    '       valid_lft forever preferred_lft forever',
+    '6: wan2    inet6 2001:db8:2:0:c076:6bff:fe01:a58b/64 scope global dynamic mngtmpaddr ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '6: wan2    inet6 2001:db8:2:0:5390:77d4:4132:ab9a/64 scope global temporary dynamic ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '3: wan1    inet6 2001:db8:9::8/64 scope global ',
+    '       valid_lft forever preferred_lft forever',
+    'local 2001:db8:9::8 dev wan1 table local proto kernel metric 0 pref medium',
+    '3: wan1    inet6 2001:db8:9::8/64 scope global deprecated ',
+    '       valid_lft forever preferred_lft 0sec',
+    '10700:\tfrom 2001:db8:9::8 lookup 203',
+    'default via fe80::9 dev wan1 table 203 metric 1024 pref medium',
+    'Deleted 10700:\tfrom 2001:db8:9::8 lookup 203',
+    'Deleted 3: wan1    inet6 2001:db8:9::8/64 scope global deprecated ',
+    '       valid_lft forever preferred_lft 0sec',
+    'Deleted local 2001:db8:9::8 dev wan1 table local proto kernel metric 0 pref medium',
+    '10700:\tfrom 192.0.2.5 lookup 203',
+    'Deleted 10700:\tfrom 192.0.2.5 lookup 203',
+    '6: wan2    inet6 2001:db8:2:0:c076:6bff:fe01:a58b/64 scope global dynamic mngtmpaddr ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '6: wan2    inet6 2001:db8:2:0:5390:77d4:4132:ab9a/64 scope global temporary dynamic ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '6: wan2    inet6 2001:db8:2:0:c076:6bff:fe01:a58b/64 scope global dynamic mngtmpaddr ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '6: wan2    inet6 2001:db8:2:0:5390:77d4:4132:ab9a/64 scope global temporary dynamic ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '6: wan2    inet6 2001:db8:2:0:c076:6bff:fe01:a58b/64 scope global dynamic mngtmpaddr ',
+    '       valid_lft 600sec preferred_lft 600sec',
+    '6: wan2    inet6 2001:db8:2:0:5390:77d4:4132:ab9a/64 scope global temporary dynamic ',
+    '       valid_lft 600sec preferred_lft 600sec',
+  ];
+  const seen = lines.map(ipMonitorChanges()).filter((x) => x !== undefined);
+  assert.deepEqual(seen, [
+    // The first announcements of wan2's addresses after the start count once; the 6 later ones do not.
+    '3: wan1', '6: wan2', '6: wan2', '3: wan1', 'local 2001:db8:9::8', '3: wan1', '10700:\tfrom 2001:db8:9::8', 'default via',
+    'Deleted 10700:\tfrom', 'Deleted 3:', 'Deleted local', '10700:\tfrom 192.0.2.5', 'Deleted 10700:\tfrom',
+  ]);
 });

@@ -4,6 +4,13 @@
 // calls uplinkd makes from that state, and prints itself as sorted `ip`/`nft`
 // lines so a test can compare whole kernel states.
 //
+// Each family has its own routes and rules, as in the kernel: the same table
+// number or priority in IPv4 and IPv6 are two different things. IPv6 is
+// answered as Linux 6.18 and iproute2 6.1 print it: a route added without a
+// metric gets 1024, an `unreachable` is listed on `dev lo`, a rule's /128
+// source without its length, and flushing a table with no IPv6 route fails.
+// A kernel booted without IPv6 can be pretended (ipv6Missing).
+//
 // MPTCP is held as the kernel's path manager holds it and answered as
 // iproute2 6.1 (Debian 12) prints it: at most 8 endpoints, ids and addresses
 // unique, limits at most 8, `limits show` as text even with -j; and a kernel
@@ -20,9 +27,17 @@ const RTN_UNREACHABLE = '7';
 const RT_SCOPE_LINK = '253';
 const RT_TABLE_MAIN = '254';
 const RT_SCOPES: Record<string, number> = { global: 0, site: 200, link: 253, host: 254 };
+/** IP6_RT_PRIO_USER: the metric of an IPv6 route added without one. */
+const IPV6_DEFAULT_METRIC = 1024;
+
+type Family = 'ipv4' | 'ipv6';
 
 interface FakeRoute { table: string; type: 'unicast' | 'unreachable'; dst: string; via?: string; dev?: string; src?: string; scope?: 'link'; metric?: number }
-interface FakeRule { priority: number; from?: string; fwmark?: string; table: string; suppress?: number }
+interface FakeRule { priority: number; from?: string; iif?: string; fwmark?: string; ipproto?: number; table: string; suppress?: number }
+
+/** Protocol numbers by the names uplinkd gives `ip rule … ipproto` (it may give the number too). */
+const IPPROTOS: Record<string, number> = { 'ipv6-icmp': 58 };
+const ipproto = (p: string) => IPPROTOS[p] ?? Number(p);
 interface FakeAddress { dev: string; cidr: string; label: string; scope: string }
 interface FakeSet { kind: 'set' | 'map'; name: string; head: string[]; elements: string[] }
 interface FakeTable { comment: string; sets: FakeSet[]; chains: string[] }
@@ -55,6 +70,15 @@ export class FakeKernel implements Runner {
     { priority: 32766, table: RT_TABLE_MAIN },
     { priority: 32767, table: '253' },
   ];
+  /** IPv6 routes: a list of their own, the same table numbers. */
+  routes6: FakeRoute[] = [];
+  /** IPv6 rules, as a fresh namespace has them (no `default` table rule in IPv6). */
+  rules6: FakeRule[] = [
+    { priority: 0, table: '255' },
+    { priority: 32766, table: RT_TABLE_MAIN },
+  ];
+  /** Like a kernel booted with ipv6.disable=1: no /proc/sys/net/ipv6, and every `ip -6` fails. */
+  ipv6Missing = false;
   addresses: FakeAddress[] = [{ dev: 'lo', cidr: '127.0.0.1/8', label: 'lo', scope: 'host' }];
   tables = new Map<string, FakeTable | string>();
   endpoints: FakeEndpoint[] = [];
@@ -71,7 +95,9 @@ export class FakeKernel implements Runner {
   private mptcpSeen = 0;
 
   readonly sysctl: SysctlAccess = {
-    read: (path) => this.settings.get(path),
+    // /proc/sys/net/ipv6 exists exactly when the kernel has IPv6.
+    read: (path) => (path.startsWith('net/ipv6/') && this.ipv6Missing ? undefined
+      : this.settings.get(path) ?? (path === 'net/ipv6/conf/all/disable_ipv6' ? '0' : undefined)),
     write: (path, value) => {
       if (this.settings.get(path) !== value) this.changes.push(`sysctl ${path}=${value}`);
       this.settings.set(path, value);
@@ -100,12 +126,16 @@ export class FakeKernel implements Runner {
   private ip(args: string[], input?: string): CommandResult | undefined {
     const json = args[0] === '-j';
     const numeric = args.includes('-N');
-    const words = args.filter((a) => !['-j', '-N', '-4'].includes(a));
-    if (words[0] === '-batch' && words[1] === '-') return this.ipBatch(args.filter((a) => ['-j', '-N', '-4'].includes(a)), input ?? '');
+    const family: Family = args.includes('-6') ? 'ipv6' : 'ipv4';
+    const only = args.includes('-6') ? 'inet6' : args.includes('-4') ? 'inet' : undefined;
+    const flags = ['-j', '-N', '-4', '-6'];
+    if (family === 'ipv6' && this.ipv6Missing) return fail('RTNETLINK answers: Address family not supported by protocol');
+    const words = args.filter((a) => !flags.includes(a));
+    if (words[0] === '-batch' && words[1] === '-') return this.ipBatch(args.filter((a) => flags.includes(a)), input ?? '');
     const [object, verb, ...rest] = words;
-    if (object === 'route') return json ? ok(JSON.stringify(this.routes.map(routeJson))) : this.route(verb, rest);
-    if (object === 'rule') return json ? ok(JSON.stringify(this.rules.map(ruleJson))) : this.rule(verb, rest);
-    if (object === 'address') return json ? ok(JSON.stringify(this.addressJson(numeric))) : this.address(verb, rest);
+    if (object === 'route') return json ? ok(JSON.stringify(this.routesOf(family).map((r) => routeJson(r, family)))) : this.route(family, verb, rest);
+    if (object === 'rule') return json ? ok(JSON.stringify(this.rulesOf(family).map((r) => ruleJson(r, numeric)))) : this.rule(family, verb, rest);
+    if (object === 'address') return json ? ok(JSON.stringify(this.addressJson(numeric, only))) : this.address(verb, rest);
     if (object === 'mptcp') return this.mptcp(json, verb, rest);
     return undefined;
   }
@@ -122,10 +152,25 @@ export class FakeKernel implements Runner {
     return ok(stdout);
   }
 
-  private route(verb: string, rest: string[]): CommandResult | undefined {
+  private routesOf(family: Family): FakeRoute[] {
+    return family === 'ipv6' ? this.routes6 : this.routes;
+  }
+
+  private setRoutes(family: Family, routes: FakeRoute[]): void {
+    if (family === 'ipv6') this.routes6 = routes;
+    else this.routes = routes;
+  }
+
+  private rulesOf(family: Family): FakeRule[] {
+    return family === 'ipv6' ? this.rules6 : this.rules;
+  }
+
+  private route(family: Family, verb: string, rest: string[]): CommandResult | undefined {
     if (verb === 'flush') {
       const { opts } = options(rest, ['table']);
-      this.routes = this.routes.filter((r) => r.table !== opts.table);
+      const kept = this.routesOf(family).filter((r) => r.table !== opts.table);
+      if (family === 'ipv6' && kept.length === this.routes6.length) return fail('Error: ipv6: FIB table does not exist.\nFlush terminated');
+      this.setRoutes(family, kept);
       return ok();
     }
     const unreachable = rest[0] === 'unreachable';
@@ -133,42 +178,50 @@ export class FakeKernel implements Runner {
     const route: FakeRoute = {
       table: opts.table ?? RT_TABLE_MAIN, type: unreachable ? 'unreachable' : 'unicast', dst: words[0],
       ...(opts.via ? { via: opts.via } : {}), ...(opts.dev ? { dev: opts.dev } : {}), ...(opts.src ? { src: opts.src } : {}),
-      ...(opts.scope === 'link' ? { scope: 'link' as const } : {}), ...(opts.metric ? { metric: Number(opts.metric) } : {}),
+      ...(opts.scope === 'link' ? { scope: 'link' as const } : {}),
+      ...(opts.metric ? { metric: Number(opts.metric) } : family === 'ipv6' ? { metric: IPV6_DEFAULT_METRIC } : {}),
     };
     // The kernel identifies a route by table, destination and metric.
     const same = (r: FakeRoute) => r.table === route.table && r.dst === route.dst && (r.metric ?? 0) === (route.metric ?? 0);
     if (verb === 'replace') {
       if (route.src && !this.addresses.some((a) => a.cidr.split('/')[0] === route.src)) return fail('Error: Invalid prefsrc address.');
-      this.routes = [...this.routes.filter((r) => !same(r)), route];
+      if (family === 'ipv6' && route.via?.startsWith('fe80:') && !route.dev) return fail('Error: Gateway device not specified.');
+      this.setRoutes(family, [...this.routesOf(family).filter((r) => !same(r)), route]);
       return ok();
     }
     if (verb === 'del') {
       // As fib_table_delete: a gateway, device or source given must match too.
-      const i = this.routes.findIndex((r) => same(r) && r.type === route.type &&
+      const routes = this.routesOf(family);
+      const i = routes.findIndex((r) => same(r) && r.type === route.type &&
         (!route.via || r.via === route.via) && (!route.dev || r.dev === route.dev) && (!route.src || r.src === route.src));
       if (i < 0) return fail('RTNETLINK answers: No such process');
-      this.routes.splice(i, 1);
+      routes.splice(i, 1);
       return ok();
     }
     return undefined;
   }
 
-  private rule(verb: string, rest: string[]): CommandResult | undefined {
-    const { opts } = options(rest, ['priority', 'from', 'fwmark', 'lookup', 'suppress_prefixlength']);
+  private rule(family: Family, verb: string, rest: string[]): CommandResult | undefined {
+    const { opts } = options(rest, ['priority', 'from', 'iif', 'fwmark', 'ipproto', 'lookup', 'suppress_prefixlength']);
     const table = opts.lookup === 'main' ? RT_TABLE_MAIN : opts.lookup;
+    // The kernel keeps a single address's length (32, 128) to itself: it lists it bare.
+    const host = family === 'ipv6' ? /\/128$/ : /\/32$/;
+    const rules = this.rulesOf(family);
     if (verb === 'add') {
-      this.rules.push({
-        priority: Number(opts.priority), table: table!, ...(opts.from ? { from: opts.from.replace(/\/32$/, '') } : {}),
+      rules.push({
+        priority: Number(opts.priority), table: table!, ...(opts.from ? { from: opts.from.replace(host, '') } : {}),
+        ...(opts.iif ? { iif: opts.iif } : {}), ...(opts.ipproto ? { ipproto: ipproto(opts.ipproto) } : {}),
         ...(opts.fwmark ? { fwmark: opts.fwmark } : {}), ...(opts.suppress_prefixlength ? { suppress: Number(opts.suppress_prefixlength) } : {}),
       });
       return ok();
     }
     if (verb === 'del') {
-      const i = this.rules.findIndex((r) => r.priority === Number(opts.priority) &&
-        (opts.from === undefined || r.from === opts.from.replace(/\/32$/, '')) &&
-        (opts.fwmark === undefined || sameMark(r.fwmark, opts.fwmark)) && (table === undefined || r.table === table));
+      const i = rules.findIndex((r) => r.priority === Number(opts.priority) &&
+        (opts.from === undefined || r.from === opts.from.replace(host, '')) &&
+        (opts.fwmark === undefined || sameMark(r.fwmark, opts.fwmark)) && (table === undefined || r.table === table) &&
+        (opts.iif === undefined || r.iif === opts.iif) && (opts.ipproto === undefined || r.ipproto === ipproto(opts.ipproto)));
       if (i < 0) return fail('RTNETLINK answers: No such file or directory');
-      this.rules.splice(i, 1);
+      rules.splice(i, 1);
       return ok();
     }
     return undefined;
@@ -188,20 +241,25 @@ export class FakeKernel implements Runner {
       // As the kernel does: routes that name a deleted address as their source go with it.
       const address = cidr.split('/')[0];
       this.routes = this.routes.filter((r) => r.src !== address);
+      this.routes6 = this.routes6.filter((r) => r.src !== address);
       return ok();
     }
     return undefined;
   }
 
-  /** `numeric` (-N): scopes as rtnetlink numbers, as `ip -N` prints them. */
-  private addressJson(numeric = false) {
+  /** `numeric` (-N): scopes as rtnetlink numbers, as `ip -N` prints them. `only`: one family's (-4, -6). An IPv6 address has no label. */
+  private addressJson(numeric = false, only?: 'inet' | 'inet6') {
+    const info = (a: FakeAddress) => {
+      const family = a.cidr.includes(':') ? 'inet6' : 'inet';
+      return {
+        family, local: a.cidr.split('/')[0], prefixlen: Number(a.cidr.split('/')[1]), ...(family === 'inet' ? { label: a.label } : {}),
+        scope: numeric ? String(RT_SCOPES[a.scope] ?? a.scope) : a.scope,
+      };
+    };
     const devs = [...new Set(this.addresses.map((a) => a.dev))];
     return devs.map((ifname) => ({
       ifname,
-      addr_info: this.addresses.filter((a) => a.dev === ifname).map((a) => ({
-        family: 'inet', local: a.cidr.split('/')[0], prefixlen: Number(a.cidr.split('/')[1]), label: a.label,
-        scope: numeric ? String(RT_SCOPES[a.scope] ?? a.scope) : a.scope,
-      })),
+      addr_info: this.addresses.filter((a) => a.dev === ifname).map(info).filter((a) => !only || a.family === only),
     }));
   }
 
@@ -356,14 +414,17 @@ export class FakeKernel implements Runner {
 
   /** Everything, as sorted lines: two kernels print the same exactly when they hold the same. */
   print(): string {
-    const route = (r: FakeRoute) => ['ip route', r.type === 'unreachable' ? 'unreachable' : '', r.dst, r.via && `via ${r.via}`, r.dev && `dev ${r.dev}`,
+    const route = (r: FakeRoute, family = 'ip') => [`${family} route`, r.type === 'unreachable' ? 'unreachable' : '', r.dst, r.via && `via ${r.via}`, r.dev && `dev ${r.dev}`,
       r.src && `src ${r.src}`, r.scope && `scope ${r.scope}`, r.metric !== undefined && `metric ${r.metric}`, `table ${r.table}`].filter(Boolean).join(' ');
-    const rule = (r: FakeRule) => ['ip rule', `priority ${String(r.priority).padStart(5, '0')}`, r.from && `from ${r.from}`, r.fwmark && `fwmark ${r.fwmark}`,
+    const rule = (r: FakeRule, family = 'ip') => [`${family} rule`, `priority ${String(r.priority).padStart(5, '0')}`, r.from && `from ${r.from}`,
+      r.iif && `iif ${r.iif}`, r.fwmark && `fwmark ${r.fwmark}`, r.ipproto !== undefined && `ipproto ${r.ipproto}`,
       `lookup ${r.table}`, r.suppress !== undefined && `suppress_prefixlength ${r.suppress}`].filter(Boolean).join(' ');
     const lines = [
       ...this.addresses.map((a) => `ip address ${a.cidr} dev ${a.dev} label ${a.label} scope ${a.scope}`),
-      ...this.routes.map(route),
-      ...this.rules.map(rule),
+      ...this.routes.map((r) => route(r)),
+      ...this.rules.map((r) => rule(r)),
+      ...this.routes6.map((r) => route(r, 'ip -6')),
+      ...this.rules6.map((r) => rule(r, 'ip -6')),
       ...this.mptcpShow().map((e) => `ip mptcp endpoint ${e}`),
       `ip mptcp limits subflow ${this.limits.subflows} add_addr_accepted ${this.limits.addAddrAccepted}`,
       ...[...this.settings].map(([k, v]) => `sysctl ${k}=${v}`),
@@ -385,19 +446,26 @@ function sameMark(a: string | undefined, b: string): boolean {
   return a !== undefined && n(a) === n(b);
 }
 
-function routeJson(r: FakeRoute) {
+function routeJson(r: FakeRoute, family: Family) {
+  // An IPv6 unreachable route lives on lo; the kernel says so.
+  const dev = r.dev ?? (family === 'ipv6' && r.type === 'unreachable' ? 'lo' : undefined);
   return {
-    ...(r.type === 'unreachable' ? { type: RTN_UNREACHABLE } : {}), dst: r.dst, ...(r.via ? { gateway: r.via } : {}), ...(r.dev ? { dev: r.dev } : {}),
-    ...(r.src ? { prefsrc: r.src } : {}), ...(r.scope ? { scope: RT_SCOPE_LINK } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}), table: r.table,
+    ...(r.type === 'unreachable' ? { type: RTN_UNREACHABLE } : {}), dst: r.dst, ...(r.via ? { gateway: r.via } : {}), ...(dev ? { dev } : {}),
+    ...(r.src ? { prefsrc: r.src } : {}), ...(r.scope ? { scope: RT_SCOPE_LINK } : {}), ...(r.metric !== undefined ? { metric: r.metric } : {}),
+    // IPv6 routes also say `pref medium`; main's IPv6 routes are listed without their table.
+    ...(family === 'ipv6' ? { pref: 'medium' } : {}), ...(family === 'ipv6' && r.table === RT_TABLE_MAIN ? {} : { table: r.table }),
   };
 }
 
-function ruleJson(r: FakeRule) {
+/** `numeric` (-N): a protocol as `ipproto-58`, as iproute2 6.1 prints it; by name without. */
+function ruleJson(r: FakeRule, numeric: boolean) {
   const [mark, mask] = (r.fwmark ?? '').split('/');
   const [src, len] = (r.from ?? '').split('/');
+  const protoName = Object.entries(IPPROTOS).find(([, n]) => n === r.ipproto)?.[0];
   return {
-    priority: r.priority, src: r.from ? src : 'all', ...(len ? { srclen: Number(len) } : {}),
-    ...(r.fwmark ? { fwmark: mark, fwmask: mask } : {}), table: r.table, ...(r.suppress !== undefined ? { suppress_prefixlen: r.suppress } : {}),
+    priority: r.priority, src: r.from ? src : 'all', ...(len ? { srclen: Number(len) } : {}), ...(r.iif ? { iif: r.iif } : {}),
+    ...(r.fwmark ? { fwmark: mark, fwmask: mask } : {}),
+    ...(r.ipproto !== undefined ? { ipproto: numeric || !protoName ? `ipproto-${r.ipproto}` : protoName } : {}), table: r.table, ...(r.suppress !== undefined ? { suppress_prefixlen: r.suppress } : {}),
   };
 }
 

@@ -312,9 +312,44 @@ test('dual stack: the stable IPv6 address is chosen over a temporary one listed 
 test('dual stack: IPv6 routes and rules take the uplink\'s table and the IPv4 priorities, printed as ip -6', () => {
   const state = planFor('dual-stack', [], undefined, {});
   const v6 = state.rules.filter((r) => r.family === 'ipv6');
-  assert.deepEqual([...new Set(v6.map((r) => r.priority))], [10000, 10010, 10101, 10102, 10103, 10104, 10301, 10302, 10303, 10304]);
+  assert.deepEqual([...new Set(v6.map((r) => r.priority))], [10000, 10010, 10101, 10102, 10103, 10104, 10301, 10302, 10303, 10304, 10590, 10600]);
   assert.deepEqual([...new Set(state.routes.filter((r) => r.family === 'ipv6').map((r) => r.table))], state.ownedTables);
   const text = renderPlan(state, 't');
-  assert.match(text, /^ip -6 route replace default via fe80::2:1 dev wan2 src 2001:db8:200::2 table 202$/m);
+  assert.match(text, /^ip -6 route replace default via fe80::2:1 dev wan2 src fd00:0:0:1::1 table 202$/m);
   assert.match(text, /^sysctl -w net\.ipv6\.conf\.wan2\.accept_ra=2\n(.*\n)*sysctl -w net\.ipv6\.conf\.all\.forwarding=1$/m);
+});
+
+test("dual stack: the router's unbound IPv6 sockets take the LAN address, through the first NATed uplink; host mode keeps main's", () => {
+  const state = planFor('dual-stack', [], undefined, {});
+  const at = (p: number) => state.rules.filter((r) => r.family === 'ipv6' && r.priority === p).map((r) => renderPlan({ ...state, rules: [r] }, 't'))
+    .map((t) => t.split('\n').find((l) => l.startsWith('ip -6 rule'))).join();
+  assert.equal(at(10590), 'ip -6 rule add priority 10590 iif lo ipproto ipv6-icmp lookup main');
+  assert.equal(at(10600), 'ip -6 rule add priority 10600 iif lo lookup 201');
+  const defaults = Object.fromEntries(state.routes.filter((r) => r.family === 'ipv6' && r.dst === 'default' && r.type === 'unicast').map((r) => [r.table, r.src]));
+  // isp4 (nat6: none) would let the LAN source leave untranslated: its own address stays.
+  assert.deepEqual(defaults, { 201: 'fd00:0:0:1::1', 202: 'fd00:0:0:1::1', 203: 'fd00:0:0:1::1', 204: '2001:db8:400::2' });
+  // With isp1's IPv6 unusable (no global address), the next one's table.
+  const noWan1 = { ...dualStackFacts, interfaces: dualStackFacts.interfaces.map((i) => (i.name === 'wan1' ? { ...i, addresses6: [] } : i)) };
+  const result = parseConfig(readFileSync(new URL('dual-stack.yaml', dir), 'utf8'), 'dual-stack');
+  assert.ok(result.ok);
+  const moved = plan({ config: result.config, facts: noWan1 }).rules.find((r) => r.family === 'ipv6' && r.priority === 10600);
+  assert.equal(moved?.lookup, 202);
+  const host = planFor('dual-stack-host', [], undefined, {});
+  assert.ok(!host.rules.some((r) => r.family === 'ipv6' && r.priority >= 10590), 'host mode: no neutral IPv6 source');
+  assert.ok(host.routes.filter((r) => r.family === 'ipv6' && r.dst === 'default' && r.type === 'unicast').every((r) => r.src?.startsWith('2001:db8:')));
+});
+
+test('gateway6 auto follows the main table\'s IPv6 default routes on its own interface: lowest metric, link-local next hop kept', () => {
+  const result = parseConfig(readFileSync(new URL('dual-stack.yaml', dir), 'utf8'), 'dual-stack');
+  assert.ok(result.ok);
+  const gateways = (routes: KernelFacts['mainDefaultRoutes6']) => Object.fromEntries(plan({ config: result.config, facts: { ...dualStackFacts, mainDefaultRoutes6: routes } })
+    .uplinks.map((u) => [u.name, u.ipv6?.gateway ?? u.ipv6?.unusable]));
+  // Two routers advertising on wan2 (one multipath route, each hop read apart by kernel/facts.ts), and wan3's route gone.
+  assert.deepEqual(gateways([
+    { dev: 'wan2', gateway: 'fe80::2:7', metric: 2048 },
+    { dev: 'wan2', gateway: 'fe80::2:1', metric: 1024 },
+    { dev: 'wan2', gateway: 'fe80::2:2', metric: 1024 },
+  ]), {
+    isp1: 'fe80::1', isp2: 'fe80::2:1', isp3: 'no IPv6 default route on wan3 in the main table (gateway6: auto)', isp4: undefined,
+  });
 });
