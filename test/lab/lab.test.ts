@@ -313,11 +313,24 @@ test('a lab up that fails leaves nothing behind', async () => {
   } finally {
     process.env.PATH = path;
     delete process.env.LAB_TEST_MARK;
-    rmSync(fakeBin, { recursive: true });
   }
   assert.deepEqual(await namespacesOf(broken), []);
   assert.equal(existsSync(`/run/uplinkd-lab/${broken}`), false);
   assert.equal(processesWithEnv(`LAB_TEST_MARK=${broken}`), 0, 'its whoami was stopped');
+
+  // An ISP that never advertises: lab up says so within a few seconds, and cleans up.
+  rmSync(join(fakeBin, 'iperf3'));
+  writeFileSync(join(fakeBin, 'dnsmasq'), '#!/bin/sh\nexec sleep 60\n', { mode: 0o755 });
+  process.env.PATH = `${fakeBin}:${path}`;
+  const startedAt = Date.now();
+  try {
+    await assert.rejects(labUp({ name: broken }), /isp2: no router advertisement applied within 5000 ms: wanted 2001:db8:2::2\/64 by SLAAC/);
+  } finally {
+    process.env.PATH = path;
+    rmSync(fakeBin, { recursive: true });
+  }
+  assert.ok(Date.now() - startedAt < 10_000, `gave up after ${Date.now() - startedAt} ms`);
+  assert.deepEqual(await namespacesOf(broken), []);
 });
 
 test('lab down removes everything, and again is no error', async () => {
