@@ -615,11 +615,16 @@ async function startDhcpServer(state: LabState, u: LabUplink, subnet: CustomerSu
 }
 
 async function stopDhcpServer(state: LabState, u: LabUplink): Promise<void> {
-  const dhcp = dhcpOf(u);
-  if (dhcp.serverPid === undefined) return;
-  await stopPid(dhcp.serverPid);
-  state.pids = state.pids.filter((p) => p !== dhcp.serverPid);
-  delete dhcp.serverPid;
+  await stopServerOf(state, dhcpOf(u));
+}
+
+/** Stops the server recorded in `holder.serverPid` (a DHCP or RA dnsmasq) and forgets it. */
+async function stopServerOf(state: LabState, holder: { serverPid?: number }): Promise<void> {
+  const pid = holder.serverPid;
+  if (pid === undefined) return;
+  await stopPid(pid);
+  state.pids = state.pids.filter((p) => p !== pid);
+  delete holder.serverPid;
 }
 
 /**
@@ -699,11 +704,7 @@ async function startRaServer(state: LabState, u: LabUplink, k: number, routerLif
 }
 
 async function stopRaServer(state: LabState, u: LabUplink): Promise<void> {
-  const ra = raOf(u);
-  if (ra.serverPid === undefined) return;
-  await stopPid(ra.serverPid);
-  state.pids = state.pids.filter((p) => p !== ra.serverPid);
-  delete ra.serverPid;
+  await stopServerOf(state, raOf(u));
 }
 
 /**
