@@ -1121,9 +1121,9 @@ export function describeLab(state: LabState): string {
     ...(state.host
       ? [`  router  a multihomed host (no LAN); uplinkd gives its unbound connections the source ${HOST_SOURCE} on lo`]
       : [`  lan     ${state.lanHost}/24 on eth0 (+ sources ${state.lanSources[0]}-${last.split('.')[3]}), default via ${state.lanAddress}`,
-        `  router  ${state.lanIf} ${state.lanAddress}/24`]),
-    ...(state.host ? [] : [`  lan     ${state.lanHost6}/64 (+ sources ${state.lanSources6[0]}-${state.lanSources6.at(-1)!.split(':').pop()}` +
-      ` and 2001:db8:k:200::2/64 per uplink), default via ${state.lanAddress6}`]),
+        `          ${state.lanHost6}/64 (+ sources ${state.lanSources6[0]}-${state.lanSources6.at(-1)!.split(':').pop()}` +
+          ` and 2001:db8:k:200::2/64 per IPv6 uplink), default via ${state.lanAddress6}`,
+        `  router  ${state.lanIf} ${state.lanAddress}/24, ${state.lanAddress6}/64 (+ 2001:db8:k:200::1/64)`]),
     ...state.uplinks.map((u, i) =>
       `          ${u.routerIf} ${u.address}/${u.prefixLen} via ${u.gateway} metric ${uplinkWiring(i + 1).metric} -> ${u.name}` +
       (u.capacity ? `, ${u.capacity}` : '') + (u.dhcp ? dhcpSummary(u) : '') +
