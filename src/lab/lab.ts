@@ -262,7 +262,7 @@ function sysctlsFor(ns: string, state: LabState): string[] {
     `net.ipv4.conf.default.rp_filter=${rpFilter}`,
     ...v6('disable_ipv6', 0),
     ...v6('forwarding', forwards ? 1 : 0),
-    // Router advertisements are taken only where the lab says so (the RA uplink, setUpRaLink).
+    // Router advertisements are taken only where the lab says so (the RA uplink, wireUplink6).
     ...v6('accept_ra', 0),
     // No duplicate address detection: the lab's links have no one else on
     // them, and an address is usable at once instead of tentative for a second.
