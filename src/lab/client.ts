@@ -8,6 +8,9 @@
 //   client stream --url http://192.0.2.10:8080/ --every-ms 10 --duration-ms N
 //               [--sources a,b] [--timeout-ms 1000]
 //
+// --dst ADDR (either family) instead of --url or --host: the whoami at ADDR
+// on --port, e.g. --dst 2001:db8:ffff::10 --sources 2001:db8:ff00::101.
+//
 // Every request is a new connection (HTTP: agent off; UDP: a new socket, so a
 // new source port unless --sport pins one flow). --sources binds the requests
 // round-robin to those local addresses. http and udp print one JSON
@@ -18,7 +21,7 @@
 
 import dgram from 'node:dgram';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIPv6, type AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { monotonicMs, type StreamSample } from './measure.js';
@@ -68,7 +71,7 @@ function httpRequest(url: string, timeoutMs: number): Request {
 function udpRequest(host: string, port: number, sport: number, timeoutMs: number): Request {
   return (source) =>
     new Promise((resolve, reject) => {
-      const socket = dgram.createSocket('udp4');
+      const socket = dgram.createSocket(isIPv6(host) ? 'udp6' : 'udp4');
       const finish = (err: Error | null, answer?: Answer) => {
         clearTimeout(timer);
         socket.close();
@@ -146,6 +149,7 @@ async function main(): Promise<void> {
       port: { type: 'string', default: '8080' },
       sport: { type: 'string', default: '0' },
       count: { type: 'string', default: '100' },
+      dst: { type: 'string' },
       sources: { type: 'string', default: '' },
       concurrency: { type: 'string', default: '8' },
       'timeout-ms': { type: 'string', default: '2000' },
@@ -157,6 +161,9 @@ async function main(): Promise<void> {
   const timeoutMs = Number(values['timeout-ms']);
   const sport = Number(values.sport);
   const sources = values.sources ? values.sources.split(',') : [];
+  const dst = values.dst;
+  const url = dst === undefined ? values.url : `http://${isIPv6(dst) ? `[${dst}]` : dst}:${values.port}/`;
+  const host = dst ?? values.host;
   let request: Request;
   let concurrency = Number(values.concurrency);
   if (mode === 'stream') {
@@ -166,12 +173,12 @@ async function main(): Promise<void> {
       process.stderr.write('client stream: --every-ms, --duration-ms and --timeout-ms must be positive numbers\n');
       process.exit(2);
     }
-    await stream(httpRequest(values.url, timeoutMs), everyMs, durationMs, sources);
+    await stream(httpRequest(url, timeoutMs), everyMs, durationMs, sources);
     return;
   }
-  if (mode === 'http') request = httpRequest(values.url, timeoutMs);
+  if (mode === 'http') request = httpRequest(url, timeoutMs);
   else if (mode === 'udp') {
-    request = udpRequest(values.host, Number(values.port), sport, timeoutMs);
+    request = udpRequest(host, Number(values.port), sport, timeoutMs);
     // One pinned source port is one flow: its requests can only go one at a time.
     if (sport) concurrency = 1;
   } else {

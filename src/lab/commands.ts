@@ -4,7 +4,7 @@
 
 import type { Command } from 'commander';
 import { DEMO_LAB, DemoInterrupted, labDemo } from './demo.js';
-import { describeLab, labDhcpStart, labDhcpStop, labDown, labExec, labFail, labHeal, labRenumber, labUp, loadLab } from './lab.js';
+import { describeLab, labDhcpStart, labDhcpStop, labDown, labExec, labFail, labHeal, labRaMove, labRenumber, labUp, loadLab } from './lab.js';
 
 const say = (text: string) => process.stdout.write(text + '\n');
 
@@ -57,12 +57,13 @@ export function registerLabCommands(program: Command): void {
 
   sub('fail <uplink>', 'break an uplink')
     .option('--mode <mode>', 'link | upstream | loss:N%', 'upstream')
-    .action(async (uplink: string, opts: { mode: string }, cmd: Command) => {
-      await labFail(labName(cmd), uplink, opts.mode);
-      say(`${uplink}: failed (${opts.mode})`);
+    .option('--family <family>', 'ipv4 | ipv6: fail upstream or loss:N% for that family only (default: both; not with link)')
+    .action(async (uplink: string, opts: { mode: string; family?: string }, cmd: Command) => {
+      await labFail(labName(cmd), uplink, opts.mode, opts.family);
+      say(`${uplink}: failed (${opts.mode}${opts.family ? `, ${opts.family} only` : ''})`);
     });
 
-  sub('heal <uplink>', 'undo whatever fail did to an uplink').action(async (uplink: string, _opts: unknown, cmd: Command) => {
+  sub('heal <uplink>', 'undo whatever fail did to an uplink, for both families').action(async (uplink: string, _opts: unknown, cmd: Command) => {
     await labHeal(labName(cmd), uplink);
     say(`${uplink}: healed`);
   });
@@ -87,6 +88,13 @@ export function registerLabCommands(program: Command): void {
     async (uplink: string, _opts: unknown, cmd: Command) => {
       const u = await labDhcpStart(labName(cmd), uplink);
       say(`${u.name}: DHCP server started; ${u.routerIf} has ${u.address}/${u.prefixLen} via ${u.gateway} again (${u.tookMs} ms)`);
+    },
+  );
+
+  sub('ra-move <uplink>', "the ISP's IPv6 router changes: the old one says goodbye, a new one advertises from another link-local address").action(
+    async (uplink: string, _opts: unknown, cmd: Command) => {
+      const { uplink: u, from, to, tookMs } = await labRaMove(labName(cmd), uplink);
+      say(`${u.name}: ${u.routerIf}'s IPv6 default route is now via ${to} (was ${from}; ${tookMs} ms)`);
     },
   );
 

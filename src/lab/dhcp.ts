@@ -3,6 +3,9 @@
 // the router's wan<k> configures address, prefix route and default route
 // itself, as on a cable or LTE line. This module only computes the commands
 // and reads what the client installed; lab.ts runs them and tracks the pids.
+// The same for IPv6 router advertisements on the RA uplink: another dnsmasq
+// in the ISP advertises the customer /64, and the router's own kernel takes
+// its address (SLAAC) and default route from them.
 //
 // What keeps both off the host:
 // - dnsmasq: no DNS (--port=0), no config file, no resolv.conf or hosts
@@ -50,19 +53,24 @@ function netmask(prefixLen: number): string {
   return numberToIpv4(prefixMask(prefixLen));
 }
 
+/** dnsmasq in the foreground on the ISP's eth0, serving nothing of the host's (see the top of this file). */
+const DNSMASQ_ON_ETH0 = [
+  'dnsmasq',
+  '--keep-in-foreground',
+  '--conf-file=/dev/null',
+  '--port=0', // DHCP or RA only: no DNS server, so nothing of the host's resolver is read or served
+  '--no-resolv',
+  '--no-hosts',
+  '--interface=eth0',
+  '--except-interface=lo',
+  '--bind-interfaces',
+];
+
 /** dnsmasq in the foreground on the ISP's eth0, leasing exactly `subnet.address` with `subnet.gateway` as router. */
 export function dnsmasqArgv(stateDir: string, uplink: string, subnet: CustomerSubnet): string[] {
   const dir = dhcpDir(stateDir, uplink);
   return [
-    'dnsmasq',
-    '--keep-in-foreground',
-    '--conf-file=/dev/null',
-    '--port=0', // DHCP only: no DNS server, so nothing of the host's resolver is read or served
-    '--no-resolv',
-    '--no-hosts',
-    '--interface=eth0',
-    '--except-interface=lo',
-    '--bind-interfaces',
+    ...DNSMASQ_ON_ETH0,
     `--dhcp-range=${subnet.address},${subnet.address},${netmask(subnet.prefixLen)},${LEASE_TIME}`,
     `--dhcp-option=option:router,${subnet.gateway}`,
     // A client asking for an address of the other /28 (after a renumber) is
@@ -153,5 +161,64 @@ export function leaseApplied(installed: InstalledLease, subnet: CustomerSubnet, 
   return {
     address: installed.addresses.includes(`${subnet.address}/${subnet.prefixLen}`),
     route: installed.defaults.some((r) => r.gateway === subnet.gateway && r.metric === metric),
+  };
+}
+
+// ------------------------------------------------------------ router advertisements (the RA uplink)
+
+/** How long `lab up` and `ra-move` wait for the router to apply an advertisement. */
+export const RA_WITHIN_MS = 5_000;
+
+/**
+ * Seconds between advertisements, and how long each makes the sender the
+ * default router. Short, so a lost or changed router shows within a minute,
+ * as in tests that follow it; dnsmasq sends a few at once when it starts.
+ */
+export const RA_INTERVAL_S = 3;
+export const RA_ROUTER_LIFETIME_S = 60;
+
+/** Where the RA server's files live, inside the lab's state directory. */
+export function raDir(stateDir: string, uplink: string): string {
+  return join(stateDir, `ra-${uplink}`);
+}
+
+/**
+ * dnsmasq advertising `prefix` (a /64) on the ISP's eth0 for SLAAC
+ * (`ra-only`: no DHCPv6), with itself (its link-local address) as the
+ * default router for `routerLifetimeS`; 0 is the goodbye of a router going away.
+ */
+export function raArgv(stateDir: string, uplink: string, prefix: string, routerLifetimeS = RA_ROUTER_LIFETIME_S): string[] {
+  const dir = raDir(stateDir, uplink);
+  const [network, length] = prefix.split('/');
+  return [
+    ...DNSMASQ_ON_ETH0,
+    '--enable-ra',
+    `--dhcp-range=${network},ra-only,${length},10m`,
+    `--ra-param=eth0,${RA_INTERVAL_S},${routerLifetimeS}`,
+    `--dhcp-leasefile=${join(dir, 'leases')}`,
+    `--pid-file=${join(dir, 'ra.pid')}`,
+    '--log-facility=-',
+  ];
+}
+
+export interface InstalledRa {
+  /** Global IPv6 addresses on the interface; dynamic: with a lifetime, as SLAAC gives it. */
+  addresses: { address: string; prefixLen: number; dynamic: boolean }[];
+  /** The main-table IPv6 default routes on the interface, with the protocol that installed them (ra, static, ...). */
+  defaults: { gateway?: string; protocol?: string; metric: number }[];
+}
+
+/** What the kernel took from router advertisements on `ifname` in namespace `ns` (and anything else of IPv6 there). */
+export async function installedRa(ns: string, ifname: string): Promise<InstalledRa> {
+  const [addrs, routes] = await Promise.all([
+    ip(ns, '-j', '-6', 'address', 'show', 'dev', ifname, 'scope', 'global'),
+    ip(ns, '-j', '-6', 'route', 'show', 'table', 'main', 'default', 'dev', ifname),
+  ]);
+  type AddrJson = { addr_info?: { local: string; prefixlen: number; dynamic?: boolean }[] };
+  type RouteJson = { gateway?: string; protocol?: string; metric?: number };
+  return {
+    addresses: (JSON.parse(addrs) as AddrJson[]).flatMap((l) => l.addr_info ?? [])
+      .map((a) => ({ address: a.local, prefixLen: a.prefixlen, dynamic: a.dynamic === true })),
+    defaults: (JSON.parse(routes) as RouteJson[]).map((r) => ({ gateway: r.gateway, protocol: r.protocol, metric: r.metric ?? 0 })),
   };
 }

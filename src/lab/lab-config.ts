@@ -5,13 +5,22 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LabState } from './lab.js';
-import { HOST_SOURCE } from './topology.js';
+import { HOST_SOURCE, LAN6, uplinkWiring6 } from './topology.js';
+
+/**
+ * An uplink's nat6 in the lab: the config's modes, with `prefix` mapping the
+ * LAN's 2001:db8:ff00::/64 onto the uplink's routed 2001:db8:k:100::/64.
+ */
+export type LabNat6 = 'snat' | 'masquerade' | 'prefix' | 'none';
 
 /** One of the lab's uplinks in the config. */
 export interface LabUplinkConfig {
   /** Which uplink of the lab, 1-based. */
   k: number;
   gateway?: 'auto' | 'none';
+  /** auto, none, off or an address, e.g. the ISP's static 2001:db8:k::1 (uplinkWiring6(k).gateway). */
+  gateway6?: string;
+  nat6?: LabNat6;
   weight?: number;
   /** A tc rate for both directions, e.g. 20mbit. */
   capacity?: string;
@@ -53,6 +62,8 @@ export function labConfig(lab: LabState, opts: LabConfigOptions = {}): string {
     if (!u) throw new Error(`lab ${lab.name} has no uplink ${spec.k}`);
     lines.push(`  ${u.name}:`, `    interface: ${u.routerIf}`);
     if (spec.gateway) lines.push(`    gateway: ${spec.gateway}`);
+    if (spec.gateway6) lines.push(`    gateway6: ${spec.gateway6}`);
+    if (spec.nat6) lines.push(`    nat6: ${nat6Yaml(spec.nat6, spec.k)}`);
     if (spec.weight !== undefined) lines.push(`    weight: ${spec.weight}`);
     if (spec.capacity) lines.push(`    capacity: {up: ${spec.capacity}, down: ${spec.capacity}}`);
     const targets = spec.targets ?? opts.checkTargets;
@@ -71,15 +82,28 @@ export function labConfig(lab: LabState, opts: LabConfigOptions = {}): string {
   return `${lines.join('\n')}\n${opts.top ?? ''}`;
 }
 
-/** The config `uplinkd lab up` writes to the lab's configPath: every uplink as the lab built it, probing the lab's server. */
+function nat6Yaml(nat6: LabNat6, k: number): string {
+  return nat6 === 'prefix' ? `{prefix: {lan: ${LAN6.prefix}, uplink: ${uplinkWiring6(k).prefixTarget}}}` : nat6;
+}
+
+/**
+ * The config `uplinkd lab up` writes to the lab's configPath: every uplink as
+ * the lab built it, probing the lab's server in each family it carries.
+ * gateway6 is auto everywhere, as gateway is: the router's main table holds
+ * each uplink's IPv6 default route (static via 2001:db8:k::1, or from the RA
+ * via fe80::1), as a router's own clients install them. A point-to-point
+ * uplink carries no IPv6 in the lab: gateway6 off.
+ */
 export function labUpConfig(lab: LabState): string {
   return labConfig(lab, {
     comment: [
       `uplinkd config for lab ${lab.name}, written by \`uplinkd lab up\`.`,
       `Run uplinkd in the router: uplinkd lab --name ${lab.name} exec router -- uplinkd run -c ${lab.configPath}`,
     ],
-    uplinks: lab.uplinks.map((u, i) => ({ k: i + 1, gateway: u.pointToPoint ? 'none' : 'auto', weight: 1, capacity: u.capacity })),
-    checkTargets: [lab.server],
+    uplinks: lab.uplinks.map((u, i) => ({
+      k: i + 1, gateway: u.pointToPoint ? 'none' : 'auto', gateway6: u.address6 ? 'auto' : 'off', ...(u.address6 ? { nat6: 'snat' as const } : {}),
+      weight: 1, capacity: u.capacity, targets: u.address6 ? [lab.server, lab.server6] : [lab.server],
+    })),
     api: { http: 'off' },
   });
 }

@@ -3,9 +3,14 @@
 //
 //   lan (198.18.0.2) ── router ──wan<k>── isp<k> ── inet (192.0.2.0/24, whoami, iperf3)
 //
+// Dual stack: every link also carries IPv6 (addresses in topology.ts), except
+// point-to-point uplinks, which stay IPv4-only. Uplink 2 learns its IPv6
+// address (SLAAC) and default route from a router advertisement sent by
+// dnsmasq in isp2 (dhcp.ts raArgv), as on a typical consumer line.
+//
 // The router is set up the way a plain Linux router with DHCP uplinks is: one
-// main-table default route per uplink (metric 100+k), forwarding on, and
-// nothing else. No policy routing, marks or NAT: that is uplinkd's job, and
+// main-table default route per uplink and family (metric 100+k), forwarding
+// on, and nothing else. No policy routing, marks or NAT: that is uplinkd's job, and
 // the ISPs drop what leaks out unNATed, as real ones do. The lab installs what
 // a DHCP client would; on uplinks chosen with `dhcp`, a real DHCP server and
 // client do it (dhcp.ts).
@@ -21,15 +26,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClientResult } from './client.js';
 import { labUpConfig } from './lab-config.js';
 import {
-  clientArgv, clientDir, clientMounts, DHCPCD_DB_DIR, dnsmasqArgv, installedLease, LEASE_WITHIN_MS, leaseApplied,
-  MOUNT_HOLDER_ARGV, serverLeaseFile,
+  clientArgv, clientDir, clientMounts, DHCPCD_DB_DIR, dnsmasqArgv, installedLease, installedRa, LEASE_WITHIN_MS, leaseApplied,
+  MOUNT_HOLDER_ARGV, RA_WITHIN_MS, raArgv, raDir, serverLeaseFile,
 } from './dhcp.js';
 import { runCommand, type CommandOptions, type CommandResult } from '../kernel/runner.js';
 import { inNamespace, ip, labProgram, must, nft } from './run.js';
 import {
   HOST_SOURCE,
-  INTERNET, LAN, MAX_LAB_UPLINKS, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround, uplinkWiring,
-  type CustomerSubnet, type LabNode,
+  INTERNET, INTERNET6, LAN, LAN6, MAX_LAB_UPLINKS, RA_UPLINK, checkLabName, labNamespacePattern, namespaceOf, parseRate, subnetsAround,
+  uplinkWiring, uplinkWiring6, type CustomerSubnet, type LabNode,
 } from './topology.js';
 
 export type { ClientResult } from './client.js';
@@ -70,6 +75,17 @@ export interface LabDhcp {
 
 export type LabFault = 'link' | 'upstream' | `loss:${number}%`;
 
+export type LabFamily = 'ipv4' | 'ipv6';
+export const LAB_FAMILIES: readonly LabFamily[] = ['ipv4', 'ipv6'];
+
+/** The router advertisements of the RA uplink (dnsmasq in the ISP, see dhcp.ts raArgv). */
+export interface LabRa {
+  /** dnsmasq sending them; unset while stopped. */
+  serverPid?: number;
+  /** The link-local address they come from: the router's IPv6 next hop (fe80::1, or fe80::3 after `labRaMove`). */
+  router: string;
+}
+
 export interface LabUplink {
   /** isp<k> */
   name: string;
@@ -84,8 +100,16 @@ export interface LabUplink {
   pointToPoint?: boolean;
   /** The fault `labFail` put on it, until `labHeal`. */
   fault?: LabFault;
+  /** The one family the fault hits (`lab fail --family`); absent: both. */
+  faultFamily?: LabFamily;
   /** Addressed by real DHCP; address, prefixLen and gateway are what the lab's server leases. */
   dhcp?: LabDhcp;
+  /** The router's global IPv6 address on the uplink (/64); absent on an IPv4-only (point-to-point) uplink. */
+  address6?: string;
+  /** Its IPv6 next hop: 2001:db8:k::1, or on the RA uplink the advertising router's link-local address. */
+  gateway6?: string;
+  /** Set on the RA uplink: address6 comes from SLAAC and the default route from the advertisement. */
+  ra?: LabRa;
 }
 
 export interface LabState {
@@ -98,8 +122,12 @@ export interface LabState {
   lanAddress: '198.18.0.1';
   lanHost: '198.18.0.2';
   lanSources: string[];
+  lanAddress6: string;
+  lanHost6: string;
+  lanSources6: string[];
   uplinks: LabUplink[];
   server: string;
+  server6: string;
   whoamiPort: number;
   iperfPort: number;
   configPath: string;
@@ -126,6 +154,7 @@ export async function labUp(opts: LabOptions): Promise<LabState> {
     for (let k = 1; k <= state.uplinks.length; k++) await wireUplink(state, k);
     await limitCapacities(state);
     await startDhcp(state);
+    await startRa(state);
     writeFileSync(state.configPath, labUpConfig(state));
     await startServers(state);
     saveState(state);
@@ -166,18 +195,31 @@ function newLabState(opts: LabOptions): LabState {
     lanAddress: LAN.routerAddress,
     lanHost: LAN.host,
     lanSources: [...LAN.sources],
+    lanAddress6: LAN6.routerAddress,
+    lanHost6: LAN6.host,
+    lanSources6: [...LAN6.sources],
     uplinks: isps.map((ispNs, i) => {
       const wiring = uplinkWiring(i + 1);
+      const wiring6 = uplinkWiring6(i + 1);
       const [first] = wiring.subnets;
       const capacity = capacities.length === 1 ? capacities[0] : capacities[i];
       const pointToPoint = opts.pointToPoint?.includes(i + 1) ?? false;
       const dhcp = opts.dhcp?.includes(i + 1) ?? false;
+      const ra = !pointToPoint && i + 1 === RA_UPLINK;
+      // A point-to-point uplink stays IPv4-only: on a veth, "every destination
+      // on the link" would need the ISP to proxy neighbour discovery for the
+      // whole internet. Its config says gateway6: off.
+      const v6 = pointToPoint ? {} : {
+        address6: wiring6.address, gateway6: ra ? wiring6.gatewayLinkLocal : wiring6.gateway,
+        ...(ra ? { ra: { router: wiring6.gatewayLinkLocal } } : {}),
+      };
       return {
         name: wiring.name, routerIf: wiring.routerIf, address: first.address, prefixLen: pointToPoint ? 32 : first.prefixLen,
-        gateway: first.gateway, ispNs, capacity, ...(pointToPoint ? { pointToPoint } : {}), ...(dhcp ? { dhcp: {} } : {}),
+        gateway: first.gateway, ispNs, capacity, ...(pointToPoint ? { pointToPoint } : {}), ...(dhcp ? { dhcp: {} } : {}), ...v6,
       };
     }),
     server: INTERNET.server,
+    server6: INTERNET6.server,
     whoamiPort: INTERNET.whoamiPort,
     iperfPort: INTERNET.iperfPort,
     configPath: join(stateDir, 'uplinkd.yaml'),
@@ -206,19 +248,32 @@ async function createNamespaces(state: LabState): Promise<void> {
 /**
  * A new namespace copies its IPv4 settings from the host's, so every one that
  * matters is set explicitly: the lab behaves the same on every machine.
+ * Set before any link exists, so every interface inherits the `default` ones.
  */
 function sysctlsFor(ns: string, state: LabState): string[] {
   const forwards = ns === state.ns.router || state.ns.isps.includes(ns);
   // The router filters by reverse path loosely, as systemd-based distributions
   // ship it; the other nodes not at all (the ISPs filter explicitly, in nft).
   const rpFilter = ns === state.ns.router ? 2 : 0;
+  const v6 = (key: string, value: number) => [`net.ipv6.conf.all.${key}=${value}`, `net.ipv6.conf.default.${key}=${value}`];
   return [
     `net.ipv4.ip_forward=${forwards ? 1 : 0}`,
     `net.ipv4.conf.all.rp_filter=${rpFilter}`,
     `net.ipv4.conf.default.rp_filter=${rpFilter}`,
-    // IPv4 only: no router solicitations or DAD noise in captures and counters.
-    'net.ipv6.conf.all.disable_ipv6=1',
-    'net.ipv6.conf.default.disable_ipv6=1',
+    ...v6('disable_ipv6', 0),
+    ...v6('forwarding', forwards ? 1 : 0),
+    // Router advertisements are taken only where the lab says so (the RA uplink, wireUplink6).
+    ...v6('accept_ra', 0),
+    // No duplicate address detection: the lab's links have no one else on
+    // them, and an address is usable at once instead of tentative for a second.
+    ...v6('accept_dad', 0),
+    ...v6('dad_transmits', 0),
+    ...v6('use_tempaddr', 0),
+    // Link-local addresses as the kernel makes them (EUI-64); the lab fixes
+    // them itself where a test names them (ISP fe80::1, router fe80::2).
+    'net.ipv6.conf.default.addr_gen_mode=0',
+    // An ISP's eth0 taken down (`lab fail --mode link`) keeps its addresses, as IPv4 does.
+    ...v6('keep_addr_on_down', 1),
   ];
 }
 
@@ -243,6 +298,16 @@ async function wireLan(state: LabState): Promise<void> {
   const extra = LAN.sources.map((a) => `address add ${a}/${LAN.prefixLen} dev eth0\n`).join('');
   await must(['ip', '-n', lan, '-batch', '-'], { input: extra });
   await ip(lan, 'route', 'add', 'default', 'via', LAN.routerAddress);
+
+  // IPv6: the LAN prefix, and for each IPv6 uplink a /64 of its routed
+  // prefix (for nat6 none). The kernel lists the newest IPv6 address first
+  // and prefers it among equals, so the host's own address goes in last to
+  // be its default source.
+  const routedLans = state.uplinks.flatMap((u, i) => (u.address6 ? [uplinkWiring6(i + 1).routedLan] : []));
+  await configure(router, LAN.routerIf, `${LAN6.routerAddress}/${LAN6.prefixLen}`, ...routedLans.map((r) => `${r.router}/64`));
+  const extra6 = [...LAN6.sources.map((a) => `${a}/${LAN6.prefixLen}`), ...routedLans.map((r) => `${r.host}/64`), `${LAN6.host}/${LAN6.prefixLen}`];
+  await must(['ip', '-n', lan, '-batch', '-'], { input: extra6.map((cidr) => `address add ${cidr} dev eth0\n`).join('') });
+  await ip(lan, '-6', 'route', 'add', 'default', 'via', LAN6.routerAddress);
 }
 
 /**
@@ -253,6 +318,9 @@ async function wireLan(state: LabState): Promise<void> {
 async function wireInternet(state: LabState): Promise<void> {
   await ip(state.ns.inet, 'address', 'add', `${INTERNET.server}/32`, 'dev', 'lo');
   await ip(state.ns.inet, 'route', 'add', 'local', INTERNET.prefix, 'dev', 'lo', 'table', 'local');
+  // The same for IPv6: all of 2001:db8:ffff::/48, and the server 2001:db8:ffff::10.
+  await ip(state.ns.inet, 'address', 'add', `${INTERNET6.server}/128`, 'dev', 'lo');
+  await ip(state.ns.inet, '-6', 'route', 'add', 'local', INTERNET6.prefix, 'dev', 'lo', 'table', 'local');
 }
 
 async function wireUplink(state: LabState, k: number): Promise<void> {
@@ -260,13 +328,20 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
   const isp = state.ns.isps[k - 1];
   const { name, routerIf, metric, subnets, transit } = uplinkWiring(k);
   const [first, second] = subnets;
+  const w6 = uplinkWiring6(k);
+  const u = state.uplinks[k - 1];
 
   // The customer link. The ISP holds the gateway of both customer subnets from
   // the start, like an access router serving many, so a renumber moves only
   // the customer and the ISP's anti-spoofing set.
   await veth(router, routerIf, isp, 'eth0');
-  await configure(isp, 'eth0', `${first.gateway}/${first.prefixLen}`, `${second.gateway}/${second.prefixLen}`);
-  if (state.uplinks[k - 1].pointToPoint) {
+  // Both ends get fixed link-local addresses (the ISP's is the RA uplink's next hop) instead of EUI-64 ones.
+  await ip(router, 'link', 'set', routerIf, 'addrgenmode', 'none');
+  await ip(isp, 'link', 'set', 'eth0', 'addrgenmode', 'none');
+  const ispV6 = u.address6 ? [`${w6.gateway}/64`, `${w6.gatewayLinkLocal}/64`] : [];
+  await configure(isp, 'eth0', `${first.gateway}/${first.prefixLen}`, `${second.gateway}/${second.prefixLen}`, ...ispV6);
+  if (u.address6) await wireUplink6(state, k);
+  if (u.pointToPoint) {
     // What pppd would install: the local address with the ISP as its peer,
     // and a default route on the link itself. On a veth the router then
     // ARPs for every destination, so the ISP answers for all it can route.
@@ -291,8 +366,58 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
   // The way back to both customer subnets. Answers come from the server
   // address, so a UDP reply matches the request it answers.
   for (const s of subnets) await ip(inet, 'route', 'add', s.prefix, 'via', transit.ispAddress, 'src', INTERNET.server);
+  // IPv6: the same, for everything of the customer's.
+  await configure(isp, 'eth1', `${w6.transit.ispAddress}/${w6.transit.prefixLen}`);
+  await configure(inet, name, `${w6.transit.inetAddress}/${w6.transit.prefixLen}`);
+  await ip(isp, '-6', 'route', 'add', 'default', 'via', w6.transit.inetAddress);
+  await ip(inet, '-6', 'route', 'add', w6.customer, 'via', w6.transit.ispAddress, 'src', INTERNET6.server);
+  await routeDelegated(state, k);
 
-  await nft(isp, ispRuleset(first.prefix, state.uplinks[k - 1].dhcp !== undefined));
+  await nft(isp, ispRuleset(first.prefix, w6.customer, u.dhcp !== undefined));
+}
+
+/**
+ * The router's IPv6 on uplink k, before the link comes up: link-local
+ * fe80::2, and either the static 2001:db8:k::2/64 with a main-table default
+ * route via 2001:db8:k::1 (metric 100+k), or, on the RA uplink, what the
+ * ISP's router advertisement gives (startRa): an address by SLAAC, made with
+ * the token ::2 so it is 2001:db8:k::2 too, and a default route via fe80::1
+ * with the same metric.
+ */
+async function wireUplink6(state: LabState, k: number): Promise<void> {
+  const { router } = state.ns;
+  const { routerIf, metric } = uplinkWiring(k);
+  const w6 = uplinkWiring6(k);
+  if (state.uplinks[k - 1].ra) {
+    // accept_ra=2: with forwarding on, 1 would ignore the advertisement.
+    await inNamespace(router, 'sysctl', '-q', '-w',
+      `net.ipv6.conf.${routerIf}.accept_ra=2`, `net.ipv6.conf.${routerIf}.autoconf=1`,
+      `net.ipv6.conf.${routerIf}.accept_ra_defrtr=1`, `net.ipv6.conf.${routerIf}.accept_ra_pinfo=1`,
+      `net.ipv6.conf.${routerIf}.ra_defrtr_metric=${metric}`);
+    await ip(router, 'token', 'set', '::2/64', 'dev', routerIf);
+    await ip(router, 'address', 'add', `${w6.routerLinkLocal}/64`, 'dev', routerIf);
+    return;
+  }
+  await ip(router, 'address', 'add', `${w6.routerLinkLocal}/64`, 'dev', routerIf);
+  await ip(router, 'address', 'add', `${w6.address}/64`, 'dev', routerIf);
+  await ip(router, 'link', 'set', routerIf, 'up');
+  await ip(router, '-6', 'route', 'add', 'default', 'via', w6.gateway, 'dev', routerIf, 'metric', String(metric));
+}
+
+/**
+ * The ISP routes the customer's delegated prefixes to the router's
+ * link-local address. `replace`: heal re-adds them, since an interface taken
+ * down loses every route through it, and its link-local address too
+ * (keep_addr_on_down keeps only the global ones).
+ */
+async function routeDelegated(state: LabState, k: number): Promise<void> {
+  const u = state.uplinks[k - 1];
+  if (!u.address6) return;
+  const w6 = uplinkWiring6(k);
+  await ip(u.ispNs, 'address', 'replace', `${u.ra?.router ?? w6.gatewayLinkLocal}/64`, 'dev', 'eth0');
+  for (const prefix of w6.routed) {
+    await ip(u.ispNs, '-6', 'route', 'replace', prefix, 'via', w6.routerLinkLocal, 'dev', 'eth0');
+  }
 }
 
 /**
@@ -302,21 +427,29 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
  * address, fail visibly instead of working by accident in the lab.
  * Faults are rules in two chains of their own, which heal simply flushes.
  */
-function ispRuleset(customerPrefix: string, dhcp: boolean): string {
+function ispRuleset(customerPrefix: string, customerPrefix6: string, dhcp: boolean): string {
   // A DHCP client speaks from 0.0.0.0 until it has a lease (its DISCOVER, and
   // the REQUEST of a reboot or rebind); the ISP's own server is where it goes.
   const dhcpIn = dhcp ? '\n    iifname "eth0" ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept' : '';
+  // IPv6 (counted apart, as spoofed6): link-local sources (neighbour and
+  // router discovery) and :: (MLD before a link-local exists) never leave the
+  // link, so only the rest must be the customer's.
   return `
 table inet lab {
   counter spoofed {}
+  counter spoofed6 {}
   counter upstream {}
+  counter upstream6 {}
   counter loss {}
+  counter loss6 {}
   set customer { type ipv4_addr; flags interval; elements = { ${customerPrefix} } }
+  set customer6 { type ipv6_addr; flags interval; elements = { ${customerPrefix6} } }
   chain link_fault {}
   chain upstream_fault {}
   chain prerouting {
     type filter hook prerouting priority raw; policy accept;${dhcpIn}
     iifname "eth0" ip saddr != @customer counter name "spoofed" drop
+    iifname "eth0" ip6 saddr != @customer6 ip6 saddr != { ::, fe80::/10 } counter name "spoofed6" drop
     jump link_fault
   }
   chain forward {
@@ -367,8 +500,9 @@ async function startServers(state: LabState): Promise<void> {
  * pid; `labDown` stops it with everything else. A UDP answer from a socket on
  * 0.0.0.0 leaves from the address the route back prefers, not necessarily the
  * one asked: on a multihomed node, give `host` to answer UDP from that address.
+ * The default `::` answers both families.
  */
-export async function labWhoami(name: string, node: LabNode | string, port: number, host = '0.0.0.0'): Promise<number> {
+export async function labWhoami(name: string, node: LabNode | string, port: number, host = '::'): Promise<number> {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`port ${port} is not a port`);
   const state = loadLab(name);
   const argv = [...labProgram('whoami'), '--port', String(port), '--host', host];
@@ -481,11 +615,16 @@ async function startDhcpServer(state: LabState, u: LabUplink, subnet: CustomerSu
 }
 
 async function stopDhcpServer(state: LabState, u: LabUplink): Promise<void> {
-  const dhcp = dhcpOf(u);
-  if (dhcp.serverPid === undefined) return;
-  await stopPid(dhcp.serverPid);
-  state.pids = state.pids.filter((p) => p !== dhcp.serverPid);
-  delete dhcp.serverPid;
+  await stopServerOf(state, dhcpOf(u));
+}
+
+/** Stops the server recorded in `holder.serverPid` (a DHCP or RA dnsmasq) and forgets it. */
+async function stopServerOf(state: LabState, holder: { serverPid?: number }): Promise<void> {
+  const pid = holder.serverPid;
+  if (pid === undefined) return;
+  await stopPid(pid);
+  state.pids = state.pids.filter((p) => p !== pid);
+  delete holder.serverPid;
 }
 
 /**
@@ -535,6 +674,103 @@ async function waitForLease(state: LabState, u: LabUplink, k: number, subnet: Cu
           `${logTail(state, `dhcp-client-${u.name}`)}\n  server: ${logTail(state, `dhcp-server-${u.name}`)}`,
       );
     }
+    await sleep(20);
+  }
+}
+
+// ---------------------------------------------------------------- the RA uplink
+
+/** Starts the RA uplink's advertisements and waits until the router has its SLAAC address and default route. */
+async function startRa(state: LabState): Promise<void> {
+  const k = state.uplinks.findIndex((u) => u.ra) + 1;
+  if (k === 0) return;
+  const u = state.uplinks[k - 1];
+  mkdirSync(raDir(state.stateDir, u.name), { recursive: true });
+  await startRaServer(state, u, k);
+  await waitForRa(state, u, k, raOf(u).router);
+}
+
+function raOf(u: LabUplink): LabRa {
+  if (!u.ra) throw new Error(`${u.name} does not learn IPv6 from router advertisements (only isp${RA_UPLINK} does)`);
+  return u.ra;
+}
+
+/** `routerLifetimeS` 0: the advertisement says "no longer a default router", as a router going away sends it. */
+async function startRaServer(state: LabState, u: LabUplink, k: number, routerLifetimeS?: number): Promise<void> {
+  const argv = raArgv(state.stateDir, u.name, uplinkWiring6(k).prefix, routerLifetimeS);
+  // dnsmasq sends router advertisements from a raw ICMPv6 socket, which ss does not list: nothing to wait for here.
+  const server = startServer(state, u.ispNs, `ra-server-${u.name}`, argv, []);
+  raOf(u).serverPid = server.pid;
+}
+
+async function stopRaServer(state: LabState, u: LabUplink): Promise<void> {
+  await stopServerOf(state, raOf(u));
+}
+
+/**
+ * Waits until the router has the SLAAC address on the RA uplink and a
+ * default route via `router` learnt from the advertisement (`proto ra`);
+ * throws, naming what is there and the server's log, after RA_WITHIN_MS.
+ */
+async function waitForRa(state: LabState, u: LabUplink, k: number, router: string): Promise<void> {
+  const want = uplinkWiring6(k).address;
+  const deadline = Date.now() + RA_WITHIN_MS;
+  for (;;) {
+    const seen = await installedRa(state.ns.router, u.routerIf);
+    const address = seen.addresses.find((a) => a.address === want && a.dynamic);
+    if (address && seen.defaults.some((r) => r.gateway === router && r.protocol === 'ra')) {
+      u.address6 = address.address;
+      u.gateway6 = router;
+      return;
+    }
+    const pid = raOf(u).serverPid;
+    const failed = pid === undefined || !isAlive(pid) ? 'dnsmasq (router advertisements) exited' : Date.now() > deadline ? `no router advertisement applied within ${RA_WITHIN_MS} ms` : undefined;
+    if (failed) {
+      throw new Error(
+        `${u.name}: ${failed}: wanted ${want}/64 by SLAAC and a default route via ${router} proto ra on ${u.routerIf}, ` +
+          `it has ${JSON.stringify(seen)}\n  server: ${logTail(state, `ra-server-${u.name}`)}`,
+      );
+    }
+    await sleep(20);
+  }
+}
+
+/**
+ * The ISP replaces the router on the RA uplink: the old one says goodbye
+ * (an advertisement with router lifetime 0, so the router drops its default
+ * route at once), then the new one advertises from another link-local
+ * address (fe80::1 and fe80::3 in turn). Resolves with the new next hop once
+ * the router has its default route via it.
+ */
+export async function labRaMove(name: string, uplink: string): Promise<{ uplink: LabUplink; from: string; to: string; tookMs: number }> {
+  const state = loadLab(name);
+  const { u, k } = findUplink(state, uplink);
+  const ra = raOf(u);
+  const from = ra.router;
+  const to = from === 'fe80::1' ? 'fe80::3' : 'fe80::1';
+  const startedAt = Date.now();
+  try {
+    await stopRaServer(state, u);
+    await startRaServer(state, u, k, 0);
+    await waitUntilAsync(async () => !(await installedRa(state.ns.router, u.routerIf)).defaults.some((r) => r.gateway === from), RA_WITHIN_MS,
+      `${u.name}: the router kept its default route via ${from} after a goodbye advertisement`);
+    await stopRaServer(state, u);
+    await ip(u.ispNs, 'address', 'add', `${to}/64`, 'dev', 'eth0');
+    await ip(u.ispNs, 'address', 'delete', `${from}/64`, 'dev', 'eth0');
+    ra.router = to;
+    await startRaServer(state, u, k);
+    await waitForRa(state, u, k, to);
+  } finally {
+    saveState(state);
+  }
+  return { uplink: u, from, to, tookMs: Date.now() - startedAt };
+}
+
+/** Polls an async `ready` every 20 ms; throws `message` after timeoutMs. */
+async function waitUntilAsync(ready: () => Promise<boolean>, timeoutMs: number, message: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await ready())) {
+    if (Date.now() > deadline) throw new Error(`${message} (${timeoutMs} ms)`);
     await sleep(20);
   }
 }
@@ -748,11 +984,16 @@ export async function labClient(name: string, node: LabNode | string, args: stri
   return JSON.parse(r.stdout) as ClientResult;
 }
 
-/** The ISP's counters, in packets: spoofed (anti-spoofing drops), upstream and loss (fault drops). */
-export async function labCounters(name: string, uplink: string): Promise<Record<'spoofed' | 'upstream' | 'loss', number>> {
+export type LabCounter = 'spoofed' | 'upstream' | 'loss' | 'spoofed6' | 'upstream6' | 'loss6';
+
+/**
+ * The ISP's counters, in packets: spoofed (anti-spoofing drops), upstream and
+ * loss (fault drops), for IPv4; the same with a 6 for IPv6.
+ */
+export async function labCounters(name: string, uplink: string): Promise<Record<LabCounter, number>> {
   const { u } = findUplink(loadLab(name), uplink);
   const out = await inNamespace(u.ispNs, 'nft', '-j', 'list', 'counters', 'table', 'inet', 'lab');
-  const counters = { spoofed: 0, upstream: 0, loss: 0 };
+  const counters = { spoofed: 0, upstream: 0, loss: 0, spoofed6: 0, upstream6: 0, loss6: 0 };
   for (const item of (JSON.parse(out) as { nftables: { counter?: { name: string; packets: number } }[] }).nftables) {
     if (item.counter && item.counter.name in counters) counters[item.counter.name as keyof typeof counters] = item.counter.packets;
   }
@@ -765,21 +1006,43 @@ export async function labCounters(name: string, uplink: string): Promise<Record<
  * - upstream: the ISP stops forwarding; its gateway address still answers pings.
  * - loss:N%: the ISP drops N% of the packets it receives, in both directions
  *   (nft numgen: this kernel has no netem).
+ * `family` limits upstream and loss to IPv4 or IPv6 (rules matching only that
+ * family, counted in upstream/loss or upstream6/loss6); default both. A link
+ * carries both, so it cannot fail for one.
  */
-export async function labFail(name: string, uplink: string, mode: LabFault | string): Promise<void> {
+export async function labFail(name: string, uplink: string, mode: LabFault | string, family?: LabFamily | string): Promise<void> {
   const state = loadLab(name);
-  const { u } = findUplink(state, uplink);
+  const { u, k } = findUplink(state, uplink);
   const fault = checkFault(mode);
-  await clearFaults(u);
+  const only = family === undefined ? undefined : checkFamily(family);
+  if (fault === 'link' && only) throw new Error(`--family ${only} does not go with --mode link: a link carries both families; fail upstream or loss:N% for one`);
+  const families = only ? [only] : LAB_FAMILIES;
+  await clearFaults(state, k);
   if (fault === 'link') await ip(u.ispNs, 'link', 'set', 'eth0', 'down');
-  else if (fault === 'upstream') await nft(u.ispNs, `add rule inet lab upstream_fault counter name "upstream" drop\n`);
-  else {
+  else if (fault === 'upstream') {
+    await nft(u.ispNs, families.map((f) => `add rule inet lab upstream_fault meta nfproto ${f} counter name "${counterOf('upstream', f)}" drop\n`).join(''));
+  } else {
     const basisPoints = Math.round(Number(fault.slice(5, -1)) * 100);
     const share = basisPoints < 10000 ? `numgen random mod 10000 < ${basisPoints} ` : '';
-    await nft(u.ispNs, `add rule inet lab link_fault ${share}counter name "loss" drop\n`);
+    // Neighbour and router discovery pass, as ARP (which no inet hook sees)
+    // does for IPv4: the loss is of traffic, not of the neighbours.
+    const nd = 'icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } return\n';
+    await nft(u.ispNs, (families.includes('ipv6') ? `add rule inet lab link_fault ${nd}` : '') +
+      families.map((f) => `add rule inet lab link_fault meta nfproto ${f} ${share}counter name "${counterOf('loss', f)}" drop\n`).join(''));
   }
   u.fault = fault;
+  if (only) u.faultFamily = only;
+  else delete u.faultFamily;
   saveState(state);
+}
+
+function counterOf(what: 'upstream' | 'loss', family: LabFamily): LabCounter {
+  return family === 'ipv4' ? what : `${what}6`;
+}
+
+function checkFamily(family: string): LabFamily {
+  if (family === 'ipv4' || family === 'ipv6') return family;
+  throw new Error(`family '${family}' must be ipv4 or ipv6 (or left out: both)`);
 }
 
 function checkFault(mode: string): LabFault {
@@ -792,14 +1055,17 @@ function checkFault(mode: string): LabFault {
 /** Undoes any fault, whichever it was. */
 export async function labHeal(name: string, uplink: string): Promise<void> {
   const state = loadLab(name);
-  const { u } = findUplink(state, uplink);
-  await clearFaults(u);
+  const { u, k } = findUplink(state, uplink);
+  await clearFaults(state, k);
   delete u.fault;
+  delete u.faultFamily;
   saveState(state);
 }
 
-async function clearFaults(u: LabUplink): Promise<void> {
+async function clearFaults(state: LabState, k: number): Promise<void> {
+  const u = state.uplinks[k - 1];
   await ip(u.ispNs, 'link', 'set', 'eth0', 'up');
+  await routeDelegated(state, k);
   await nft(u.ispNs, 'flush chain inet lab link_fault\nflush chain inet lab upstream_fault\n');
 }
 
@@ -855,17 +1121,26 @@ export function describeLab(state: LabState): string {
     ...(state.host
       ? [`  router  a multihomed host (no LAN); uplinkd gives its unbound connections the source ${HOST_SOURCE} on lo`]
       : [`  lan     ${state.lanHost}/24 on eth0 (+ sources ${state.lanSources[0]}-${last.split('.')[3]}), default via ${state.lanAddress}`,
-        `  router  ${state.lanIf} ${state.lanAddress}/24`]),
+        `          ${state.lanHost6}/64 (+ sources ${state.lanSources6[0]}-${state.lanSources6.at(-1)!.split(':').pop()}` +
+          ` and 2001:db8:k:200::2/64 per IPv6 uplink), default via ${state.lanAddress6}`,
+        `  router  ${state.lanIf} ${state.lanAddress}/24, ${state.lanAddress6}/64 (+ 2001:db8:k:200::1/64)`]),
     ...state.uplinks.map((u, i) =>
       `          ${u.routerIf} ${u.address}/${u.prefixLen} via ${u.gateway} metric ${uplinkWiring(i + 1).metric} -> ${u.name}` +
-      (u.capacity ? `, ${u.capacity}` : '') + (u.dhcp ? dhcpSummary(u) : '') + (u.fault ? `, FAULT ${u.fault}` : ''),
+      (u.capacity ? `, ${u.capacity}` : '') + (u.dhcp ? dhcpSummary(u) : '') +
+      (u.fault ? `, FAULT ${u.fault}${u.faultFamily ? ` (${u.faultFamily} only)` : ''}` : '') +
+      `\n            ${u.address6 ? `${u.address6}/64 via ${u.gateway6}${u.ra ? raSummary(u) : ''}` : 'no IPv6 (point-to-point)'}`,
     ),
     `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}`,
+    `          ${INTERNET6.prefix}: whoami and iperf3 on [${state.server6}] too`,
     `  config  ${state.configPath}`,
     `  try     ${cli} exec ${state.host ? 'router' : 'lan'} -- curl -s http://${state.server}:${state.whoamiPort}/`,
-    `          ${cli} fail isp1 --mode upstream | heal isp1 | renumber isp1 | down`,
+    `          ${cli} fail isp1 --mode upstream [--family ipv6] | heal isp1 | renumber isp1 | down`,
     ...(dhcpUplink ? [`          ${cli} renumber ${dhcpUplink.name} | dhcp-stop ${dhcpUplink.name} | dhcp-start ${dhcpUplink.name}`] : []),
   ].join('\n');
+}
+
+function raSummary(u: LabUplink): string {
+  return u.ra?.serverPid === undefined ? ' (router advertisements STOPPED)' : ` (SLAAC and default route from dnsmasq's router advertisements in ${u.name})`;
 }
 
 function dhcpSummary(u: LabUplink): string {

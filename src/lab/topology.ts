@@ -1,10 +1,16 @@
 // The lab's names and numbers, computed and never applied here: which
 // namespace is which, and every address of every link. Only reserved
-// documentation and benchmarking ranges are used (RFC 5737, RFC 2544).
+// documentation and benchmarking ranges are used (RFC 5737, RFC 2544, and
+// 2001:db8::/32 of RFC 3849 for IPv6).
 //
 //   lan ──lan0── router ──wan1── isp1 ──isp1── inet (192.0.2.0/24 + servers)
 //   198.18.0.0/24        ──wan2── isp2 ──isp2──
 //                        198.51.100.0/28 per uplink    203.0.113.0/30 per ISP
+//
+// IPv6, k = uplink number (one hex digit):
+//   lan 2001:db8:ff00::/64 ── router ── 2001:db8:k::/64 ── isp<k> ── 2001:db8:f:k::/64 ── inet (2001:db8:ffff::/48)
+//   The ISP routes 2001:db8:k:100::/56 and 2001:db8:k:200::/56 to the router
+//   and drops customer packets from outside 2001:db8:k::/48.
 
 export const LAB_NAME = /^[a-z0-9][a-z0-9-]{0,11}$/;
 export const MAX_LAB_UPLINKS = 8;
@@ -32,6 +38,67 @@ export const INTERNET = {
   whoamiPort: 8080,
   iperfPort: 5201,
 } as const;
+
+/** The LAN's IPv6 side (README "The lab": IPv6). */
+export const LAN6 = {
+  routerAddress: '2001:db8:ff00::1',
+  host: '2001:db8:ff00::2',
+  prefix: '2001:db8:ff00::/64',
+  prefixLen: 64,
+  /** Extra sources, like LAN.sources: 2001:db8:ff00::100..13f. */
+  sources: Array.from({ length: 64 }, (_, i) => `2001:db8:ff00::${(0x100 + i).toString(16)}`),
+} as const;
+
+export const INTERNET6 = {
+  /** Every address of this prefix is local to the inet namespace. */
+  prefix: '2001:db8:ffff::/48',
+  server: '2001:db8:ffff::10',
+} as const;
+
+/** The uplink whose IPv6 address and default route come from a router advertisement. */
+export const RA_UPLINK = 2;
+
+export interface UplinkWiring6 {
+  /** The customer link 2001:db8:k::/64. */
+  prefix: string;
+  /** Its ISP side: 2001:db8:k::1, and fe80::1 as the link-local next hop. */
+  gateway: string;
+  gatewayLinkLocal: 'fe80::1';
+  /** The router's side: 2001:db8:k::2 (static, or by SLAAC with the token ::2 on the RA uplink), link-local fe80::2. */
+  address: string;
+  routerLinkLocal: 'fe80::2';
+  /** Everything of the customer's: the ISP drops customer packets from outside it (BCP 38). */
+  customer: string;
+  /**
+   * Prefixes the ISP routes to the router (via fe80::2): the first holds
+   * 2001:db8:k:100::/64, the nat6 prefix target; the second the LAN's routed
+   * 2001:db8:k:200::/64, for nat6 none (it is not inside the first /56).
+   */
+  routed: [string, string];
+  /** `nat6: prefix` maps the LAN's 2001:db8:ff00::/64 onto this. */
+  prefixTarget: string;
+  /** A LAN prefix from the routed space: router lan0 ::1, LAN host ::2 (for nat6 none). */
+  routedLan: { prefix: string; router: string; host: string };
+  /** The /64 between the ISP (eth1, ::2) and the internet (isp<k>, ::1). */
+  transit: { ispAddress: string; inetAddress: string; prefixLen: 64 };
+}
+
+/** k is 1-based. */
+export function uplinkWiring6(k: number): UplinkWiring6 {
+  const p = `2001:db8:${k.toString(16)}`;
+  return {
+    prefix: `${p}::/64`,
+    gateway: `${p}::1`,
+    gatewayLinkLocal: 'fe80::1',
+    address: `${p}::2`,
+    routerLinkLocal: 'fe80::2',
+    customer: `${p}::/48`,
+    routed: [`${p}:100::/56`, `${p}:200::/56`],
+    prefixTarget: `${p}:100::/64`,
+    routedLan: { prefix: `${p}:200::/64`, router: `${p}:200::1`, host: `${p}:200::2` },
+    transit: { ispAddress: `2001:db8:f:${k.toString(16)}::2`, inetAddress: `2001:db8:f:${k.toString(16)}::1`, prefixLen: 64 },
+  };
+}
 
 export type LabNode = 'lan' | 'router' | 'inet' | `isp${number}`;
 

@@ -96,10 +96,11 @@ export async function labWipe(name: string, kind: WipeKind): Promise<void> {
     case 'address-flush': {
       // dhclient-script on a changed lease: flush, add the address, then the default
       // route. The kernel drops every route that used the address, uplinkd's own
-      // table's included, and nothing in the plan changes.
+      // table's included, and nothing in the plan changes. IPv4 only (-4), as
+      // dhclient-script flushes: the uplink's IPv6 is another client's.
       const k = lab.uplinks.length;
       const u = lab.uplinks[k - 1];
-      await must(['ip', '-n', router, '-batch', '-'], {
+      await must(['ip', '-4', '-n', router, '-batch', '-'], {
         input: `address flush dev ${u.routerIf}\naddress add ${u.address}/${u.prefixLen} dev ${u.routerIf}\n` +
           `route add default via ${u.gateway} dev ${u.routerIf} metric ${uplinkWiring(k).metric}\n`,
       });
