@@ -148,7 +148,9 @@ test('host failover: with isp1 failed beyond its gateway, new connections use th
 test('flush leaves the host as it was: no address on lo, no rule, route or table of uplinkd', async () => {
   const read = async () => {
     const out = async (argv: string[]) => (await labExec(lab.name, 'router', argv)).stdout;
-    return [await out(['ip', 'address', 'show']), await out(['ip', 'rule', 'show']), await out(['ip', 'route', 'show', 'table', 'all']), await out(['nft', 'list', 'ruleset'])];
+    // Router advertisements (uplink 2) count their lifetimes down; what they gave must stay, not the seconds left.
+    const lifetimes = (text: string) => text.replace(/(valid_lft|preferred_lft|expires) \d+sec/g, '$1 Nsec');
+    return [lifetimes(await out(['ip', 'address', 'show'])), await out(['ip', 'rule', 'show']), lifetimes(await out(['ip', 'route', 'show', 'table', 'all'])), await out(['nft', 'list', 'ruleset'])];
   };
   const untouched = await read();
   daemon = await startDaemon(lab, config('flush.yaml', { uplink: (name) => targets(name) }));
