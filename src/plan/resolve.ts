@@ -175,11 +175,22 @@ function resolveGateway6(uplink: Uplink, facts: KernelFacts): string | undefined
 }
 
 /**
+ * How close a LAN prefix must lie to a `nat6: none` uplink's own address to be
+ * taken as that uplink's routed (delegated) prefix: the same /48, the largest
+ * block an ISP delegates to one site. A LAN prefix farther from every such
+ * uplink (a ULA, or a prefix of the operator's own) is not routed by any: it
+ * is NATed by the other uplinks, never sent out unNATed to an ISP that would
+ * drop it.
+ */
+const ROUTED_PREFIX_SHARED_BITS = 48;
+
+/**
  * `nat6: none`: which of the LAN's IPv6 prefixes each such uplink routes. The
  * config names none (a delegated prefix changes), so they are read off the
  * LAN interfaces: every LAN prefix that no `nat6: prefix` mapping claims goes
  * to the `nat6: none` uplink whose own address shares the most leading bits
- * with it (an ISP delegates from its own block), the first listed on a tie.
+ * with it (an ISP delegates from its own block), at least
+ * ROUTED_PREFIX_SHARED_BITS, the first listed on a tie.
  */
 function assignRoutedPrefixes(config: Config, facts: KernelFacts, uplinks: ResolvedUplink[]): void {
   const routed = uplinks.filter((u) => u.uplink.nat6.mode === 'none' && u.ipv6?.address !== undefined);
@@ -192,7 +203,7 @@ function assignRoutedPrefixes(config: Config, facts: KernelFacts, uplinks: Resol
     const network = ipv6ToBigInt(prefix.split('/')[0])!;
     const shared = (u: ResolvedUplink) => commonLeadingBits(network, ipv6ToBigInt(u.ipv6!.address!)!);
     const owner = routed.reduce((best, u) => (shared(u) > shared(best) ? u : best));
-    owner.ipv6!.routedPrefixes.push(prefix);
+    if (shared(owner) >= ROUTED_PREFIX_SHARED_BITS) owner.ipv6!.routedPrefixes.push(prefix);
   }
 }
 

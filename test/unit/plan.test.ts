@@ -353,3 +353,13 @@ test('gateway6 auto follows the main table\'s IPv6 default routes on its own int
     isp1: 'fe80::1', isp2: 'fe80::2:1', isp3: 'no IPv6 default route on wan3 in the main table (gateway6: auto)', isp4: undefined,
   });
 });
+
+test('dual stack: a LAN prefix outside every nat6: none uplink\'s /48 is not routed unNATed, it is NATed by the others', () => {
+  const text = readFileSync(new URL('dual-stack.yaml', dir), 'utf8').replace(/nat6:\n      prefix: \{lan: fd00:0:0:1::\/64, uplink: 2001:db8:300:1::\/64\}/, 'nat6: snat');
+  const result = parseConfig(text, 'dual-stack.yaml');
+  assert.ok(result.ok);
+  const state = plan({ config: result.config, facts: dualStackFacts });
+  // fd00:0:0:1::/64 (a ULA) shares no /48 with isp4's 2001:db8:400::…; 2001:db8:400:1::/64 does.
+  assert.deepEqual(state.nft.sets.find((s) => s.name === 'routed6')!.elements, ['2001:db8:400:1::/64 : goto mark_isp4']);
+  assert.ok(!state.rules.some((r) => r.family === 'ipv6' && r.from === 'fd00:0:0:1::/64'), 'the ULA prefix gets no source rule to isp4');
+});
