@@ -86,8 +86,12 @@ test('IPv6 split access: a service on the router answers through each uplink; a 
     labClient(lab.name, 'inet', ['http', '--dst', address, '--port', String(port), '--count', '10', '--timeout-ms', '1000']);
   const routedHost = uplinkWiring6(2).routedLan.host;
   // Without uplinkd the main table answers both by isp1, whose ISP drops uplink 2's sources.
-  assert.equal((await reach(wan2, routerPort)).ok, 0, 'the lab must make asymmetric IPv6 replies fail');
-  assert.equal((await reach(routedHost, 8082)).ok, 0, 'the lab must make asymmetric IPv6 replies fail');
+  // Checked on servers of their own, stopped afterwards: their unanswered
+  // connections would retransmit SYN-ACKs by isp1 for seconds, into the count below.
+  const precheck = [await labWhoami(lab.name, 'router', routerPort + 10), await labWhoami(lab.name, 'lan', 8092)];
+  assert.equal((await reach(wan2, routerPort + 10)).ok, 0, 'the lab must make asymmetric IPv6 replies fail');
+  assert.equal((await reach(routedHost, 8092)).ok, 0, 'the lab must make asymmetric IPv6 replies fail');
+  for (const pid of precheck) process.kill(pid, 'SIGKILL');
   await run();
   for (const address of [wan1, wan2]) {
     const r = await reach(address, routerPort);
@@ -200,6 +204,11 @@ test('the gateway learnt from router advertisements is followed when the ISP\'s 
   const followed = await waitFor(async () => /via fe80::3 dev wan2/.test(await route()), 5000);
   assert.ok(followed, `uplinkd's table ${table} did not follow the new router: ${await route()}`);
   assert.doesNotMatch(await route(), /fe80::1/);
+  // Between the old router's goodbye and the new one's first advertisement
+  // wan2 had no IPv6 default route, so its IPv6 was rightly taken down; its
+  // probes through the new router bring it back.
+  const back = await waitFor(async () => (await familyStates(daemon!)).isp2?.ipv6 === 'up', 10_000);
+  assert.ok(back, `isp2's IPv6 not back up through the new router: ${JSON.stringify(await familyStates(daemon!))}`);
   const after = await connections6('lan', 50, source);
   assert.deepEqual(after.seen, { [wan2]: 50 }, JSON.stringify(after.errors));
   assert.equal(loadLab(lab.name).uplinks[1].gateway6, 'fe80::3');
