@@ -178,7 +178,7 @@ function hooks(b: TableContext): Part {
   const onlyNewConnections = [
     { text: `ct mark & ${b.mask} vmap @restore`, why: 'a known connection keeps its uplink' },
     { text: 'ct state != new return' },
-    ...(dualStack ? LINK_LOCAL_EXEMPTION : [{ text: 'meta nfproto != ipv4 return', why: 'IPv4 only for now' }]),
+    ...(dualStack ? LINK_LOCAL_EXEMPTION : [{ text: 'meta nfproto != ipv4 return', why: 'no uplink carries IPv6 now (none has a global IPv6 address): IPv6 follows the main table' }]),
   ];
   const chains: NftChain[] = [
     {
@@ -373,7 +373,7 @@ function sourceNat(b: TableContext): Part {
         { text: `ct mark & ${mask} != 0 iifname != @uplink_interfaces oifname != @uplink_interfaces ct mark set ct mark & ${keep}`,
           why: 'a local route won (LAN, VPN): not an uplink connection, so no uplink going down may flush it' },
         { text: 'oifname @masquerade_interfaces meta nfproto ipv4 masquerade',
-          why: b.dualStack ? 'IPv4 only: nat6 decides for IPv6, below' : 'IPv4 only, like everything uplinkd does' },
+          why: b.dualStack ? 'IPv4 only: nat6 decides for IPv6, below' : 'IPv4 only: no uplink carries IPv6 now' },
         { text: 'snat ip to oifname map @snat_address', why: 'interfaces missing from the map are not matched' },
         ...(routerMode ? [] : [{ text: `ip saddr ${config.kernel.hostSource} masquerade`,
           why: 'host mode: the neutral source never leaves as it is, even by a route no uplink owns (via: main to a VPN)' }]),
