@@ -22,7 +22,9 @@ let isp1: string;
 let isp2: string;
 let daemon: LabDaemon | undefined;
 
-const check = '    check: { targets: [192.0.2.10], max_loss: 20% }\n';
+// Targets of both families, beyond the ISP: the lab is dual-stack, and an uplink is
+// down only once both families are (`lab fail` breaks both unless given --family).
+const check = '    check: { targets: [192.0.2.10, 2001:db8:ffff::10], max_loss: 20% }\n';
 
 before(async () => {
   lab = await labUp({ name: uniqueLabName('dmn'), uplinks: 2, capacities: ['20mbit', '10mbit'] });
@@ -311,16 +313,21 @@ test('status --json matches the schema; status exits 3 when no daemon runs', asy
   const s = await daemonStatus(lab, path);
   assert.deepEqual(Object.keys(s).sort(), ['events', 'self_healing', 'uplinks']);
   assert.deepEqual(s.self_healing, { restores: 0, by_cause: {}, last: null, backoff_ms: 0 });
-  const keys = ['name', 'interface', 'state', 'since', 'address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss', 'rx_bps', 'tx_bps', 'connections'];
+  // The lab is dual-stack, so each uplink has both families (README "IPv6").
+  const keys = ['name', 'interface', 'state', 'since', 'address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss', 'rx_bps', 'tx_bps', 'connections', 'families'];
   for (const u of s.uplinks) {
     assert.deepEqual(Object.keys(u), keys);
+    assert.deepEqual(Object.keys(u.families!), ['ipv4', 'ipv6']);
+    for (const f of Object.values(u.families!)) assert.deepEqual(Object.keys(f), ['state', 'since', 'address', 'gateway', 'latency_ms', 'loss']);
+    assert.equal(u.families!.ipv4.address, u.address);
+    assert.match(u.families!.ipv6.address ?? '', /^2001:db8:[12]::2$/);
     assert.ok(['up', 'down', 'pending'].includes(u.state));
     assert.ok(!Number.isNaN(Date.parse(u.since)));
     for (const k of ['tier', 'weight', 'share', 'loss', 'rx_bps', 'tx_bps', 'connections'] as const) assert.equal(typeof u[k], 'number', k);
     assert.equal(typeof u.latency_ms, 'number');
   }
   assert.deepEqual(s.uplinks.map((u) => [u.name, u.interface, u.address, u.share]), [['isp1', 'wan1', isp1, 0.5], ['isp2', 'wan2', isp2, 0.5]]);
-  for (const e of s.events) assert.deepEqual(Object.keys(e), ['at', 'uplink', 'event', 'reason']);
+  for (const e of s.events) assert.deepEqual(Object.keys(e), e.event === 'reload' ? ['at', 'uplink', 'event', 'reason'] : ['at', 'uplink', 'event', 'reason', 'family']);
   const table = (await mustUplinkd(lab, 'status', '-c', path)).split('\n');
   assert.match(table[0], /^UPLINK\s+IFACE\s+STATE/);
   const mode = (await labExec(lab.name, 'router', ['stat', '-c', '%a', join(lab.stateDir, 'uplinkd.sock')])).stdout.trim();
@@ -336,7 +343,9 @@ test('probes of an uplink leave through it while it is down', async () => {
   await new Promise((r) => setTimeout(r, 1000));
   const later = { isp1: await labCounters(lab.name, 'isp1'), isp2: await labCounters(lab.name, 'isp2') };
   assert.ok(later.isp1.upstream - before.isp1.upstream >= 5, `isp1's ISP saw ${later.isp1.upstream - before.isp1.upstream} probe packets in 1 s`);
+  assert.ok(later.isp1.upstream6 - before.isp1.upstream6 >= 5, `isp1's ISP saw ${later.isp1.upstream6 - before.isp1.upstream6} IPv6 probe packets in 1 s`);
   assert.equal(later.isp2.spoofed - before.isp2.spoofed, 0, 'nothing with a foreign source reached isp2');
+  assert.equal(later.isp2.spoofed6 - before.isp2.spoofed6, 0, 'nothing with a foreign IPv6 source reached isp2');
 });
 
 test('a point-to-point uplink (gateway: none, peer-addressed) balances, tracks and fails over', async () => {
@@ -382,14 +391,15 @@ test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback',
   assert.deepEqual(status.uplinks.map((u) => u.state), ['up', 'up']);
   const metrics = await get('http://127.0.0.1:9271/metrics');
   for (const line of [
-    'uplinkd_uplink_up{uplink="isp1"} 1',
+    'uplinkd_uplink_up{uplink="isp1",family="ipv4"} 1',
+    'uplinkd_uplink_up{uplink="isp1",family="ipv6"} 1',
     'uplinkd_uplink_share_ratio{uplink="isp2"} 0.5',
   ]) assert.ok(metrics.includes(line), `missing ${line}\n${metrics}`);
   for (const name of ['uplinkd_probe_latency_seconds', 'uplinkd_probe_loss_ratio', 'uplinkd_uplink_rx_bits_per_second',
     'uplinkd_uplink_tx_bits_per_second', 'uplinkd_uplink_connections', 'uplinkd_uplink_transitions_total']) {
     assert.match(metrics, new RegExp(`^# TYPE ${name} `, 'm'));
   }
-  assert.match(metrics, /^uplinkd_uplink_transitions_total\{uplink="isp1",to="up"\} 1$/m);
+  assert.match(metrics, /^uplinkd_uplink_transitions_total\{uplink="isp1",family="ipv4",to="up"\} 1$/m);
   assert.ok((await get('http://127.0.0.1:9271/', '-X', 'POST')).endsWith('405'), 'read-only');
   // Only on loopback: the router's LAN address does not answer.
   const r = await labExec(lab.name, 'lan', ['curl', '-s', '-m', '1', 'http://198.18.0.1:9271/api/status']);
