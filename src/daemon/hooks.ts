@@ -36,17 +36,17 @@ export function runHooks(hooks: string[], e: HookEvent, log: Logger): void {
     let stderr = '';
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-500)));
     const timer = setTimeout(() => {
-      log.warn({ hook, event: e.event }, `hook ${hook} ran past ${HOOK_TIMEOUT_MS / 1000} s; killed`);
+      log.warn({ hook, event: e.event, uplink: e.uplink, family: e.family }, `hook ${hook} ran past ${HOOK_TIMEOUT_MS / 1000} s; killed`);
       child.kill('SIGKILL');
     }, HOOK_TIMEOUT_MS);
     child.on('error', (err) => {
       clearTimeout(timer);
-      log.warn({ hook, event: e.event }, `hook ${hook} could not run: ${err.message}`);
+      log.warn({ hook, event: e.event, uplink: e.uplink, family: e.family }, `hook ${hook} could not run: ${err.message}`);
     });
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       if (code !== 0 && signal !== 'SIGKILL') {
-        log.warn({ hook, event: e.event, code, signal }, `hook ${hook} failed (${signal ?? `exit ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`);
+        log.warn({ hook, event: e.event, uplink: e.uplink, family: e.family, code, signal }, `hook ${hook} failed (${signal ?? `exit ${code}`})${stderr ? `: ${stderr.trim()}` : ''}`);
       }
     });
   }

@@ -272,24 +272,27 @@ test('SIGTERM stops tracking and leaves the kernel state in place', async () => 
 test('hooks run with the event in their environment; one that hangs is killed after 10 s, and says so in the log', async () => {
   const out = join(lab.stateDir, 'hook.log');
   const hook = join(lab.stateDir, 'hook.sh');
-  writeFileSync(hook, `#!/bin/sh\necho "$UPLINKD_EVENT|$UPLINKD_UPLINK|$UPLINKD_INTERFACE|$UPLINKD_ADDRESS|$UPLINKD_REASON" >> ${out}\n`);
+  writeFileSync(hook, `#!/bin/sh\necho "$UPLINKD_EVENT|$UPLINKD_UPLINK|$UPLINKD_FAMILY|$UPLINKD_INTERFACE|$UPLINKD_ADDRESS|$UPLINKD_REASON" >> ${out}\n`);
   chmodSync(hook, 0o755);
   // The hanging hook notes its pid and event, then becomes the sleep (exec: the same process).
   const slow = join(lab.stateDir, 'slow.sh');
   const slowPids = join(lab.stateDir, 'slow.pids');
-  writeFileSync(slow, `#!/bin/sh\necho "$$ $UPLINKD_EVENT $UPLINKD_UPLINK" >> ${slowPids}\nexec sleep 30\n`);
+  writeFileSync(slow, `#!/bin/sh\necho "$$ $UPLINKD_EVENT $UPLINKD_UPLINK $UPLINKD_FAMILY" >> ${slowPids}\nexec sleep 30\n`);
   chmodSync(slow, 0o755);
   writeFileSync(out, '');
   writeFileSync(slowPids, '');
   const path = config(`hooks: [${slow}, ${hook}]\n`);
   daemon = await startDaemon(lab, path);
   await labFail(lab.name, 'isp1', 'upstream');
-  assert.ok(await waitFor(async () => readFileSync(out, 'utf8').includes('down|isp1'), 5000), readFileSync(out, 'utf8'));
-  const line = readFileSync(out, 'utf8').split('\n').find((l) => l.startsWith('down|isp1'))!;
-  const [event, uplink, iface, address, reason] = line.split('|');
-  assert.deepEqual([event, uplink, iface, address], ['down', 'isp1', 'wan1', isp1]);
-  assert.match(reason, /rounds bad/);
-  const hungPid = async () => readFileSync(slowPids, 'utf8').split('\n').find((l) => l.endsWith(' down isp1'))?.split(' ')[0];
+  // One event per family (the lab is dual-stack), each with that family's address.
+  const downLine = (family: string) => readFileSync(out, 'utf8').split('\n').find((l) => l.startsWith(`down|isp1|${family}|`));
+  assert.ok(await waitFor(async () => downLine('ipv4') !== undefined && downLine('ipv6') !== undefined, 5000), readFileSync(out, 'utf8'));
+  for (const [family, ownAddress] of [['ipv4', isp1], ['ipv6', lab.uplinks[0].address6!]]) {
+    const [event, uplink, , iface, address, reason] = downLine(family)!.split('|');
+    assert.deepEqual([event, uplink, iface, address], ['down', 'isp1', 'wan1', ownAddress]);
+    assert.match(reason, /rounds bad/);
+  }
+  const hungPid = async () => readFileSync(slowPids, 'utf8').split('\n').find((l) => l.endsWith(' down isp1 ipv4'))?.split(' ')[0];
   assert.ok(await waitFor(async () => (await hungPid()) !== undefined, 2000), `the hanging hook ran for the down event: ${readFileSync(slowPids, 'utf8')}`);
   const pid = (await hungPid())!;
   const hungAt = Date.now();
@@ -301,8 +304,8 @@ test('hooks run with the event in their environment; one that hangs is killed af
   assert.ok(await waitFor(async () => !isAlive(pid), 13_000 - (Date.now() - hungAt), 100), `hook pid ${pid} still running ${Date.now() - hungAt} ms after it started`);
   const goneAfterMs = Date.now() - hungAt;
   assert.ok(goneAfterMs >= 9000, `killed ${goneAfterMs} ms after it started, before its 10 s`);
-  const killed = daemon.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { hook?: string; event?: string; msg?: string })
-    .filter((entry) => entry.hook === slow && entry.event === 'down');
+  const killed = daemon.logs().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { hook?: string; event?: string; family?: string; msg?: string })
+    .filter((entry) => entry.hook === slow && entry.event === 'down' && entry.family === 'ipv4');
   assert.deepEqual(killed.map((entry) => entry.msg), [`hook ${slow} ran past 10 s; killed`], daemon.logs());
 });
 

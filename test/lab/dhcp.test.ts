@@ -117,8 +117,9 @@ async function macOf(ifname: string): Promise<string> {
   return link.address;
 }
 
+/** The uplink's IPv4 state: DHCP gives only IPv4 (its IPv6 stays up through a lost lease, README "IPv6"). */
 async function stateOf(path: string, uplink: string): Promise<string | undefined> {
-  return (await daemonStatus(lab, path)).uplinks.find((u) => u.name === uplink)?.state;
+  return (await daemonStatus(lab, path)).uplinks.find((u) => u.name === uplink)?.families?.ipv4.state;
 }
 
 // ------------------------------------------------------------ tests
@@ -187,7 +188,7 @@ test('a renumber through the real client is followed within 1 s of the client ap
   assert.deepEqual(Object.keys(r.seen).sort(), [isp1, fresh].sort(), JSON.stringify(r.seen));
 });
 
-test('a lost lease (server stopped, lease expired) takes isp2 down; new connections all go via isp1', async () => {
+test('a lost lease (server stopped, lease expired) takes isp2\'s IPv4 down; new connections all go via isp1; its IPv6 stays up', async () => {
   const stoppedAt = Date.now();
   const { leaseLeftS } = await labDhcpStop(lab.name, 'isp2');
   assert.ok(leaseLeftS !== undefined && leaseLeftS <= 120, `lease left: ${leaseLeftS} s`);
@@ -202,7 +203,10 @@ test('a lost lease (server stopped, lease expired) takes isp2 down; new connecti
   assert.equal(r.ok, 100, JSON.stringify(r.errors));
   assert.deepEqual(r.seen, { [isp1]: 100 }, 'every new connection goes via isp1');
   const down = await waitFor(async () => (await stateOf(path, 'isp2')) === 'down', 10_000, 100);
-  assert.ok(down, `isp2 down in status once its lease expired: ${JSON.stringify((await daemonStatus(lab, path)).uplinks.find((u) => u.name === 'isp2'))}\n${daemon!.logs().slice(-3000)}`);
+  const isp2 = (await daemonStatus(lab, path)).uplinks.find((u) => u.name === 'isp2');
+  assert.ok(down, `isp2's IPv4 down in status once its lease expired: ${JSON.stringify(isp2)}\n${daemon!.logs().slice(-3000)}`);
+  assert.equal(isp2?.families?.ipv6.state, 'up', 'the lease was IPv4 only: isp2 keeps carrying IPv6');
+  assert.equal(isp2?.state, 'up', 'an uplink is up while any family is');
 });
 
 test('a new lease brings isp2 back up', async () => {

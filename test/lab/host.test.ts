@@ -51,7 +51,8 @@ function config(name: string, opts: { uplink?: (name: string, k: number) => stri
   return writeLabConfig(lab, name, labConfig(lab, { uplink: opts.uplink, top: opts.top, api: { http: 'off' } }));
 }
 
-const targets = (name: string) => `    check: { targets: [${lab.server}] }\n`;
+// Both families beyond the ISP: an uplink is down once both are (the lab is dual-stack).
+const targets = (name: string) => `    check: { targets: [${lab.server}, ${lab.server6}] }\n`;
 
 test('weighted 2:1:1: the host\'s own unbound connections are spread by weight, each share within ±5 points', async () => {
   daemon = await startDaemon(lab, config('weighted.yaml', { uplink: (name, k) => `    weight: ${k === 1 ? 2 : 1}\n${targets(name)}` }));

@@ -86,20 +86,10 @@ test('foreign nft table, ip rule and routing tables stay byte-identical through 
 });
 
 test('a foreign IPv6 rule and table stay byte-identical through a dual-stack apply and flush; uplinkd\'s IPv6 rules and routes come and go', async () => {
-  // The lab has no IPv6 of its own: the router's interfaces get it here, the
-  // addresses of the lab's dual-stack plan (README "Lab"), static, with the
-  // ISPs' gateways named in the config (nothing answers at them).
+  // The lab's own IPv6 (README "The lab"), with the ISPs' gateways named in the config.
   const router = (...argv: string[]) => labExec(lab.name, 'router', argv);
   const must = async (...argv: string[]) => assert.equal((await router(...argv)).code, 0, argv.join(' '));
-  const devs = [...lab.uplinks.map((u) => u.routerIf), lab.lanIf];
-  const ipv6 = (on: boolean) => ['sysctl', '-qw', `net.ipv6.conf.all.disable_ipv6=${on ? 0 : 1}`, ...devs.map((d) => `net.ipv6.conf.${d}.disable_ipv6=${on ? 0 : 1}`)];
   try {
-    await must(...ipv6(true));
-    for (const [i, u] of lab.uplinks.entries()) {
-      await must('ip', '-6', 'address', 'add', `2001:db8:${i + 1}::2/64`, 'dev', u.routerIf, 'nodad');
-      await must('ip', '-6', 'route', 'add', 'default', 'via', `2001:db8:${i + 1}::1`, 'dev', u.routerIf, 'metric', String(101 + i));
-    }
-    await must('ip', '-6', 'address', 'add', '2001:db8:ff00::1/64', 'dev', lab.lanIf, 'nodad');
     await must('ip', '-6', 'rule', 'add', 'priority', '20000', 'from', '2001:db8:ee::/48', 'lookup', '77');
     await must('ip', '-6', 'route', 'add', '2001:db8:ee::/48', 'via', '2001:db8:ff00::99', 'dev', lab.lanIf, 'table', '77');
     const dual = writeLabConfig(lab, 'dual.yaml', labConfig(lab, { uplink: (_, k) => `    gateway6: 2001:db8:${k}::1\n` }));
@@ -137,9 +127,7 @@ test('a foreign IPv6 rule and table stay byte-identical through a dual-stack app
     assert.deepEqual(await owned6(), [], 'no IPv6 route left in uplinkd\'s tables');
   } finally {
     await router('ip', '-6', 'rule', 'del', 'priority', '20000');
-    // Disabling IPv6 again takes the addresses, and the routes with them.
-    await router(...ipv6(false));
-    await router('sysctl', '-qw', 'net.ipv6.conf.all.forwarding=0');
+    await router('ip', '-6', 'route', 'flush', 'table', '77');
   }
 });
 

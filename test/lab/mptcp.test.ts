@@ -36,7 +36,7 @@ afterEach(async () => {
 /** A host-mode config (no `lan`): probes to the server, `mptcp` as given, isp2 in `isp2Tier`. */
 function config(name: string, opts: { mptcp?: 'off' | 'subflow'; isp2Tier?: number } = {}): string {
   const yaml = labConfig(lab, {
-    uplink: (uplink) => `    check: { targets: [${lab.server}] }\n${uplink === 'isp2' && opts.isp2Tier ? `    tier: ${opts.isp2Tier}\n` : ''}`,
+    uplink: (uplink) => `    check: { targets: [${lab.server}, ${lab.server6}] }\n${uplink === 'isp2' && opts.isp2Tier ? `    tier: ${opts.isp2Tier}\n` : ''}`,
     api: { http: 'off' }, top: `mptcp: ${opts.mptcp ?? 'subflow'}\n`,
   });
   assert.doesNotMatch(yaml, /^lan:/m, 'host mode');
