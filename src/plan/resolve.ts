@@ -5,7 +5,7 @@
 
 import type { Config, Uplink } from '../config/types.js';
 import { balanceBuckets, marksFor, uplinkTable, type Marks } from '../ownership.js';
-import { ipv6NetworkOf, ipv6ToBigInt, isLinkLocal, isMulticast } from '../config/ipv6.js';
+import { bigIntToIpv6, ipv6NetworkOf, ipv6PrefixRange, ipv6ToBigInt, isLinkLocal, isMulticast } from '../config/ipv6.js';
 import type { Health, InterfaceFacts, KernelFacts } from './state.js';
 
 export interface PlanInput {
@@ -136,9 +136,30 @@ export function resolve({ config, facts, health = {}, health6 = {}, weights, rot
   const localSource = config.lan.length === 0
     ? config.kernel.hostSource
     : config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses[0]?.address).find((a) => a !== undefined);
-  const localSource6 = config.lan.map((name) => facts.interfaces.find((i) => i.name === name)?.addresses6?.[0]?.address).find((a) => a !== undefined);
+  const localSource6 = routerSource6(config, facts, uplinks);
   const dualStack = uplinks.some((u) => u.ipv6?.address !== undefined);
   return { config, marks, uplinks, localSource, localSource6, rotationStart, cgroups: facts.cgroups ?? [], dualStack };
+}
+
+/**
+ * The source the router's own unbound IPv6 sockets take (PlanContext.localSource6):
+ * a LAN address, so they are balanced and NATed like the LAN. Not one of a
+ * routed prefix (`nat6: none`: it would pin them to that uplink), and
+ * preferably one of the LAN's own prefixes rather than a provider's (which
+ * lies in an uplink's /48 and changes when that provider renumbers); the
+ * lowest of those, so the choice does not depend on the order the kernel
+ * lists addresses in (newest first).
+ */
+function routerSource6(config: Config, facts: KernelFacts, uplinks: ResolvedUplink[]): string | undefined {
+  const routed = uplinks.flatMap((u) => u.ipv6?.routedPrefixes ?? []).map((p) => ipv6PrefixRange(p));
+  const uplinkAddresses = uplinks.flatMap((u) => (u.ipv6?.address ? [ipv6ToBigInt(u.ipv6.address)!] : []));
+  const candidates = config.lan.flatMap((name) => facts.interfaces.find((i) => i.name === name)?.addresses6 ?? [])
+    .filter((a) => !a.temporary)
+    .map((a) => ipv6ToBigInt(a.address)!)
+    .filter((value) => !routed.some((r) => value >= r.from && value <= r.to));
+  const providers = (value: bigint) => uplinkAddresses.some((a) => commonLeadingBits(value, a) >= ROUTED_PREFIX_SHARED_BITS);
+  const [best] = candidates.sort((a, b) => Number(providers(a)) - Number(providers(b)) || (a < b ? -1 : a > b ? 1 : 0));
+  return best === undefined ? undefined : bigIntToIpv6(best);
 }
 
 function resolveIpv6(uplink: Uplink, iface: InterfaceFacts | undefined, facts: KernelFacts, health: Health): ResolvedIpv6 | undefined {
