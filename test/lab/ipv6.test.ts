@@ -183,6 +183,8 @@ test('IPv6 failover: isp1 failed for IPv6 only takes its IPv6 down, new IPv6 con
   }
   console.log(`# IPv6 failover (upstream, ipv6 only): ${failoverMs} ms`);
   assert.ok(failoverMs !== undefined, 'new IPv6 connections never all succeeded through isp2 within 10 s');
+  // The bound IPv4 has for an upstream fault (test/lab/daemon.test.ts), the client's start-up included.
+  assert.ok(failoverMs <= 1500, `IPv6 failover took ${failoverMs} ms`);
   const six = await connections6('lan', 100);
   assert.deepEqual(six.seen, { [wan2]: 100 }, JSON.stringify(six.errors));
   const four = await labClient(lab.name, 'lan', ['http', '--count', '200', '--concurrency', '16']);
@@ -213,4 +215,37 @@ test('the gateway learnt from router advertisements is followed when the ISP\'s 
   assert.deepEqual(after.seen, { [wan2]: 50 }, JSON.stringify(after.errors));
   assert.equal(loadLab(lab.name).uplinks[1].gateway6, 'fe80::3');
   await labRaMove(lab.name, 'isp2'); // back to fe80::1 for whatever runs next
+});
+
+test('IPv6 address changes are followed within 1 s: a new address, then that address deprecated', async () => {
+  const router = (...argv: string[]) => labExec(lab.name, 'router', argv);
+  const fresh = '2001:db8:1::3';
+  const isp1Only = ['--sources', lab.lanSources6[0]];
+  await run(undefined, { rules: `  - { name: to-isp1, src: ${lab.lanSources6[0]}, via: isp1 }\n` });
+  assert.deepEqual((await connections6('lan', 10, isp1Only)).seen, { [wan1]: 10 });
+  /** Milliseconds from `changedAt` to the start of the first batch whose connections all left from `address`. */
+  const followed = async (address: string, changedAt: number): Promise<number | undefined> => {
+    while (Date.now() < changedAt + 5000) {
+      const tryAt = Date.now();
+      const batch = await connections6('lan', 5, [...isp1Only, '--timeout-ms', '300']);
+      if (batch.ok === 5 && Object.keys(batch.seen).every((a) => a === address)) return tryAt - changedAt;
+    }
+    return undefined;
+  };
+  try {
+    // The kernel lists the newest address first; uplinkd takes the first stable one.
+    assert.equal((await router('ip', '-6', 'address', 'add', `${fresh}/64`, 'dev', 'wan1', 'nodad')).code, 0);
+    const added = await followed(fresh, Date.now());
+    console.log(`# new IPv6 address: the first batch that saw only it started ${added} ms after the change`);
+    assert.ok(added !== undefined && added <= 1000, `new connections left from ${fresh} only after ${added} ms`);
+    // Deprecated (preferred lifetime over, as when a prefix is withdrawn): no longer a source for new connections.
+    assert.equal((await router('ip', '-6', 'address', 'change', `${fresh}/64`, 'dev', 'wan1', 'preferred_lft', '0')).code, 0);
+    const deprecated = await followed(wan1, Date.now());
+    console.log(`# deprecated IPv6 address: the first batch that left from the other started ${deprecated} ms after the change`);
+    assert.ok(deprecated !== undefined && deprecated <= 1000, `new connections left from ${wan1} again only after ${deprecated} ms`);
+    const events = (await daemon!.status())?.events.filter((e) => e.event === 'address' && e.uplink === 'isp1').map((e) => e.reason);
+    assert.deepEqual(events, [`wan1 IPv6 address ${fresh} -> ${wan1}`, `wan1 IPv6 address ${wan1} -> ${fresh}`]);
+  } finally {
+    await router('ip', '-6', 'address', 'del', `${fresh}/64`, 'dev', 'wan1');
+  }
 });
