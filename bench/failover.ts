@@ -184,7 +184,7 @@ function printReport(m: Machine, probes: string, trials: Trial[], sat: Saturatio
   say();
   say('== uplinkd failover benchmark ==');
   say(`machine: ${m.nproc} CPUs (nproc), ${m.model}, Linux ${m.kernel} (uname -r), ${m.date.slice(0, 16).replace('T', ' ')} UTC`);
-  say(`probes:  ${probes} (the config loader's defaults, targets set to 192.0.2.10)`);
+  say(`probes:  ${probes} (the config loader's defaults, targets set to 192.0.2.10 and 2001:db8:ffff::10, each family judged on its own)`);
   say(`method:  from the LAN host (router setup), or the multihomed host itself (host setup), a new TCP connection (HTTP GET to the whoami server, which reports the`);
   say(`         source address it saw) every ${STREAM_EVERY_MS} ms regardless of outstanding ones, ${STREAM_TIMEOUT_MS} ms timeout.`);
   say(`         failover = fault -> start of the first connection after which every new connection succeeded;`);
