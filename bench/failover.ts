@@ -6,15 +6,19 @@
 // (bench/failover-report.ts renders both).
 //
 // In a lab of its own (always removed, also on Ctrl-C), with `uplinkd run` in
-// the router on the default probe settings (targets 192.0.2.10):
-//  1. failover for `link` and `upstream` faults on isp1, TRIALS each,
-//     interleaved: a new connection from the LAN every 10 ms, the fault at a
+// the router on the default probe settings (the lab's config: targets
+// 192.0.2.10 and 2001:db8:ffff::10, each family checked on its own):
+//  1. failover for `link` and `upstream` faults on isp1, and `upstream6`
+//     (upstream for IPv6 only), TRIALS each, interleaved: a new connection
+//     from the LAN every 10 ms (IPv4, or IPv6 for upstream6), the fault at a
 //     random moment, failover = fault until every new connection succeeds;
-//     then the heal, failback = heal until new connections use isp1 again;
+//     then the heal, failback = heal until new connections use isp1 again
+//     (its IPv6 address for upstream6, whose trials also record that isp1's
+//     IPv4 stayed up);
 //  2. false failovers: 60 s of iperf3 (-P 4, both directions) bound to isp2's
 //     address, through its 10 mbit tbf, counting `down` events meanwhile;
-//  3. the same failover trials for a multihomed host (lab up --host): the
-//     stream is the host's own unbound connections.
+//  3. the same failover trials (link and upstream) for a multihomed host
+//     (lab up --host): the stream is the host's own unbound connections.
 // Run as root, from the checkout (the script builds first; the daemon runs
 // from dist/ through bin/uplinkd). For a quick look: BENCH_TRIALS=2
 // BENCH_SATURATION_S=10; BENCH_DAEMON_LOG=FILE keeps uplinkd's debug log.
@@ -26,14 +30,17 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseConfig } from '../src/config/load.js';
 import type { Check } from '../src/config/types.js';
 import { labDown, labExec, labFail, labHeal, labUp, type LabState } from '../src/lab/lab.js';
-import { startDaemon, uplinkdInRouter, waitForStates, type LabDaemon } from '../src/lab/lab-daemon.js';
+import { startDaemon, uplinkdInRouter, type LabDaemon } from '../src/lab/lab-daemon.js';
 import { failbackMs, failoverMs, monotonicMs, startStream } from '../src/lab/measure.js';
-import type { StatusEvent } from '../src/api/status.js';
+import type { Status, StatusEvent } from '../src/api/status.js';
+import type { Family } from '../src/plan/state.js';
 import {
-  fmt, MODES, PERCENTILES, readmeSection, SETUPS, summarize, summaryLine,
+  fmt, IPV4_MODES, ipv4Kept, ipv4KeptText, MODE_FAMILY, modesOf, PERCENTILES, readmeSection, SETUPS, summarize, summaryLine,
   type FailoverData, type Mode, type Saturation, type Setup, type SetupResult, type Trial,
 } from './failover-report.js';
-import { loadResult, machine, saveResult, say, writeReadmeSection, type Machine, type PartResult } from './lib.js';
+import {
+  loadResult, machine, saveResult, say, waitForFamilies, writeReadmeSection, type Machine, type PartResult,
+} from './lib.js';
 
 /**
  * Trials per fault mode and setup. 30, so that p95 (nearest rank) is the
@@ -54,10 +61,26 @@ const RUN_SETUPS = (process.env.BENCH_FAILOVER_SETUPS ?? SETUPS.join(',')).split
 async function runTrial(lab: LabState, daemon: LabDaemon, mode: Mode, signal: AbortSignal): Promise<Trial> {
   const isp1 = lab.uplinks[0];
   const setup: Setup = lab.host ? 'host' : 'router';
+  const family = MODE_FAMILY[mode];
+  const six = family === 'ipv6';
+  // The address the far end sees of a connection by isp1 (the lab's config NATs both families to the uplink's address).
+  const viaIsp1 = six ? isp1.address6! : isp1.address;
+  const before = await daemon.status();
+  // link and upstream hit both families: the trial waits for both, so the next starts from a whole uplink.
+  const dualStack = before?.uplinks.find((u) => u.name === 'isp1')?.families !== undefined;
+  if (six && !dualStack) throw new Error(`${mode}: isp1 carries no IPv6 in this lab (no families in its status)`);
+  const families: Family[] = six ? ['ipv6'] : dualStack ? ['ipv4', 'ipv6'] : ['ipv4'];
+  const eventsBefore = new Set(before?.events.map((e) => JSON.stringify(e)));
   const stream = startStream({
-    ns: lab.host ? lab.ns.router : lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`,
+    ns: lab.host ? lab.ns.router : lab.ns.lan, url: six ? `http://[${lab.server6}]:${lab.whoamiPort}/` : `http://${lab.server}:${lab.whoamiPort}/`,
     everyMs: STREAM_EVERY_MS, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 60_000,
   });
+  // upstream6: every status read during the trial should show isp1, and its IPv4, up.
+  let ipv4StayedUp = true;
+  const seen = (status: Status) => {
+    const u = status.uplinks.find((x) => x.name === 'isp1');
+    if (u?.state !== 'up' || u.families?.ipv4.state !== 'up') ipv4StayedUp = false;
+  };
   try {
     await stream.started;
     // A random moment, so the fault falls anywhere within the probe interval.
@@ -66,22 +89,26 @@ async function runTrial(lab: LabState, daemon: LabDaemon, mode: Mode, signal: Ab
 
     const faultWall = Date.now();
     const faultAt = monotonicMs();
-    await labFail(lab.name, 'isp1', mode);
-    const down = await waitForStates(daemon, { isp1: 'down' }, STATE_WITHIN_MS, signal);
-    if (!down) throw new Error(`${mode}: isp1 not taken down within ${STATE_WITHIN_MS} ms`);
+    if (six) await labFail(lab.name, 'isp1', 'upstream', 'ipv6');
+    else await labFail(lab.name, 'isp1', mode);
+    const down = await waitForFamilies(daemon, ['isp1'], families, 'down', STATE_WITHIN_MS, signal, seen);
+    if (!down) throw new Error(`${mode}: isp1 (${families.join(', ')}) not taken down within ${STATE_WITHIN_MS} ms`);
     await sleep(HOLD_MS, undefined, { signal });
 
     const healWall = Date.now();
     const healAt = monotonicMs();
     await labHeal(lab.name, 'isp1');
-    const up = await waitForStates(daemon, { isp1: 'up' }, STATE_WITHIN_MS, signal);
-    if (!up) throw new Error(`${mode}: isp1 not back up within ${STATE_WITHIN_MS} ms after the heal`);
+    const up = await waitForFamilies(daemon, ['isp1'], families, 'up', STATE_WITHIN_MS, signal, seen);
+    if (!up) throw new Error(`${mode}: isp1 (${families.join(', ')}) not back up within ${STATE_WITHIN_MS} ms after the heal`);
     const deadline = Date.now() + 5000;
-    while (!stream.samples.some((s) => s.start >= healAt && s.seen === isp1.address) && Date.now() < deadline) {
+    while (!stream.samples.some((s) => s.start >= healAt && s.seen === viaIsp1) && Date.now() < deadline) {
       await sleep(20, undefined, { signal });
     }
     await sleep(HOLD_MS, undefined, { signal });
     const samples = await stream.stop();
+    const after = await daemon.status();
+    if (after) seen(after);
+    const events = (after?.events ?? []).filter((e) => !eventsBefore.has(JSON.stringify(e)));
 
     const outage = samples.filter((s) => s.start >= faultAt && s.start < healAt);
     return {
@@ -89,22 +116,28 @@ async function runTrial(lab: LabState, daemon: LabDaemon, mode: Mode, signal: Ab
       mode,
       offsetMs,
       failoverMs: failoverMs(samples, faultAt, healAt),
-      detectMs: eventDelay(down.events, 'down', faultWall),
+      detectMs: eventDelay(events, 'down', family, faultWall),
       opened: outage.length,
       failed: outage.filter((s) => !s.ok).length,
-      failbackMs: failbackMs(samples, healAt, isp1.address),
-      rejoinMs: eventDelay(up.events, 'up', healWall),
+      failbackMs: failbackMs(samples, healAt, viaIsp1),
+      rejoinMs: eventDelay(events, 'up', family, healWall),
       failedAfterHeal: samples.filter((s) => s.start >= healAt && !s.ok).length,
+      ...(six ? { ipv4DownEvents: events.filter((e) => e.uplink === 'isp1' && e.event === 'down' && e.family !== 'ipv6').length, ipv4StayedUp } : {}),
     };
   } finally {
     await stream.stop().catch(() => {});
   }
 }
 
-/** ms from `since` (wall clock) to isp1's most recent event of this kind. */
-function eventDelay(events: StatusEvent[], kind: 'up' | 'down', since: number): number | undefined {
-  const event = events.find((e) => e.uplink === 'isp1' && e.event === kind);
-  return event ? Date.parse(event.at) - since : undefined;
+/**
+ * ms from `since` (wall clock) to isp1's first event of this kind and family
+ * among the trial's events (newest first). An IPv4 event of a dual-stack
+ * uplink says ipv4; one of an IPv4-only uplink says no family.
+ */
+function eventDelay(events: StatusEvent[], kind: 'up' | 'down', family: Family, since: number): number | undefined {
+  const mine = events.filter((e) => e.uplink === 'isp1' && e.event === kind && (e.family ?? 'ipv4') === family);
+  const first = mine[mine.length - 1];
+  return first ? Date.parse(first.at) - since : undefined;
 }
 
 async function runSaturation(lab: LabState, daemon: LabDaemon, signal: AbortSignal): Promise<Saturation> {
@@ -151,35 +184,42 @@ function printReport(m: Machine, probes: string, trials: Trial[], sat: Saturatio
   say();
   say('== uplinkd failover benchmark ==');
   say(`machine: ${m.nproc} CPUs (nproc), ${m.model}, Linux ${m.kernel} (uname -r), ${m.date.slice(0, 16).replace('T', ' ')} UTC`);
-  say(`probes:  ${probes} (the config loader's defaults, targets set to 192.0.2.10)`);
+  say(`probes:  ${probes} (the config loader's defaults, targets set to 192.0.2.10 and 2001:db8:ffff::10, each family judged on its own)`);
   say(`method:  from the LAN host (router setup), or the multihomed host itself (host setup), a new TCP connection (HTTP GET to the whoami server, which reports the`);
   say(`         source address it saw) every ${STREAM_EVERY_MS} ms regardless of outstanding ones, ${STREAM_TIMEOUT_MS} ms timeout.`);
   say(`         failover = fault -> start of the first connection after which every new connection succeeded;`);
   say(`         failback = heal -> start of the first connection the far end saw from isp1's address.`);
+  say(`         link, upstream: both families fail, IPv4 connections to ${'http://192.0.2.10:8080/'}; upstream6: isp1 fails beyond the gateway`);
+  say(`         for IPv6 only, IPv6 connections to http://[2001:db8:ffff::10]:8080/, failback by isp1's IPv6 address, states and`);
+  say(`         events of isp1's IPv6 (status families.ipv6); IPv4 kept = no IPv4 down event of isp1, isp1 and its IPv4 up in every read.`);
   say(`         All times on CLOCK_MONOTONIC, shared by every process; fault and heal stamped just before the lab`);
   say(`         command that causes them. detect/rejoin = fault/heal -> uplinkd's down/up event (wall clock, ms).`);
-  say(`         ${TRIALS} trials per fault mode and setup (${RUN_SETUPS.join(', ')}), interleaved, fault on isp1 at a random 200-700 ms into the stream.`);
+  say(`         ${TRIALS} trials per fault mode and setup (${RUN_SETUPS.map((s) => `${s}: ${modesOf(s).join(', ')}`).join('; ')}), interleaved,`);
+  say('         fault on isp1 at a random 200-700 ms into the stream.');
   say(`         ${PERCENTILES}`);
   say();
-  say('trial  setup   mode      offset  failover  detect  failed/opened  failback  rejoin  failed-after-heal');
+  say('trial  setup   mode       offset  failover  detect  failed/opened  failback  rejoin  failed-after-heal  ipv4-kept');
   trials.forEach((t, i) => say(
-    `${String(i + 1).padStart(5)}  ${t.setup.padEnd(6)}  ${t.mode.padEnd(8)}  ${fmt(t.offsetMs).padStart(6)}  ${fmt(t.failoverMs).padStart(8)}  ` +
+    `${String(i + 1).padStart(5)}  ${t.setup.padEnd(6)}  ${t.mode.padEnd(9)}  ${fmt(t.offsetMs).padStart(6)}  ${fmt(t.failoverMs).padStart(8)}  ` +
     `${fmt(t.detectMs).padStart(6)}  ${`${t.failed}/${t.opened}`.padStart(13)}  ${fmt(t.failbackMs).padStart(8)}  ` +
-    `${fmt(t.rejoinMs).padStart(6)}  ${String(t.failedAfterHeal).padStart(17)}`,
+    `${fmt(t.rejoinMs).padStart(6)}  ${String(t.failedAfterHeal).padStart(17)}  ${ipv4KeptText(t)}`,
   ));
   say();
   const router = trials.filter((t) => t.setup === 'router');
   const of = (list: Trial[], mode: Mode, pick: (t: Trial) => number | undefined) => summarize(list.filter((t) => t.mode === mode).map(pick));
   if (router.length) {
-    for (const mode of MODES) say(summaryLine(`failover, ${mode}`, of(router, mode, (t) => t.failoverMs)));
-    for (const mode of MODES) say(summaryLine(`detect, ${mode}`, of(router, mode, (t) => t.detectMs)));
-    for (const mode of MODES) say(summaryLine(`failback, ${mode}`, of(router, mode, (t) => t.failbackMs)));
-    for (const mode of MODES) say(summaryLine(`rejoin, ${mode}`, of(router, mode, (t) => t.rejoinMs)));
-    say(summaryLine('failback, all', summarize(router.map((t) => t.failbackMs))));
+    const modes = modesOf('router');
+    for (const mode of modes) say(summaryLine(`failover, ${mode}`, of(router, mode, (t) => t.failoverMs)));
+    for (const mode of modes) say(summaryLine(`detect, ${mode}`, of(router, mode, (t) => t.detectMs)));
+    for (const mode of modes) say(summaryLine(`failback, ${mode}`, of(router, mode, (t) => t.failbackMs)));
+    for (const mode of modes) say(summaryLine(`rejoin, ${mode}`, of(router, mode, (t) => t.rejoinMs)));
+    say(summaryLine('failback, IPv4 modes', summarize(router.filter((t) => MODE_FAMILY[t.mode] === 'ipv4').map((t) => t.failbackMs))));
+    const kept = ipv4Kept(router);
+    if (kept.of) say(`IPv4 during upstream6: isp1's IPv4 stayed up in ${kept.kept} of ${kept.of} trials`);
   }
   const host = trials.filter((t) => t.setup === 'host');
   if (host.length) {
-    for (const mode of MODES) say(summaryLine(`host failover, ${mode}`, of(host, mode, (t) => t.failoverMs)));
+    for (const mode of IPV4_MODES) say(summaryLine(`host failover, ${mode}`, of(host, mode, (t) => t.failoverMs)));
     say(summaryLine('host failback, all', summarize(host.map((t) => t.failbackMs))));
   }
   if (kernelUpdateMs.length) say(summaryLine('kernel update', summarize(kernelUpdateMs)) + '  (daemon log: transition -> kernel updated)');
@@ -242,7 +282,8 @@ async function main(): Promise<number> {
   }
   const m = machine();
   const started = Date.now();
-  const minutes = Math.ceil((RUN_SETUPS.length * TRIALS * MODES.length * 5.5 + (RUN_SETUPS.includes('router') ? SATURATION_S : 0) + 40) / 60);
+  const trialCount = RUN_SETUPS.reduce((n, setup) => n + TRIALS * modesOf(setup).length, 0);
+  const minutes = Math.ceil((trialCount * 5.5 + (RUN_SETUPS.includes('router') ? SATURATION_S : 0) + 40) / 60);
   say(`bench:failover: lab ${name}, ${RUN_SETUPS.join(' and ')} setup, ${TRIALS} trials per fault mode` +
     `${RUN_SETUPS.includes('router') ? `, then ${SATURATION_S} s of saturation` : ''} (about ${minutes} minutes)`);
   let lab: LabState | undefined;
@@ -256,14 +297,16 @@ async function main(): Promise<number> {
     /** TRIALS per fault mode, interleaved, on a lab just brought up and its daemon. */
     const runTrials = async (setup: Setup): Promise<Trial[]> => {
       const mine: Trial[] = [];
+      const modes = modesOf(setup);
       for (let i = 0; i < TRIALS; i++) {
-        for (const mode of MODES) {
+        for (const mode of modes) {
           stopIfInterrupted();
           const t = await runTrial(lab!, daemon!, mode, interrupt.signal);
           mine.push(t);
           trials.push(t);
-          say(`  ${setup === 'host' ? 'host ' : ''}${String(mine.length).padStart(2)}/${TRIALS * MODES.length} ${mode.padEnd(8)} failover ${fmt(t.failoverMs).padStart(5)} ms` +
-            `  failback ${fmt(t.failbackMs).padStart(5)} ms  (${t.failed}/${t.opened} failed during the outage)`);
+          say(`  ${setup === 'host' ? 'host ' : ''}${String(mine.length).padStart(2)}/${TRIALS * modes.length} ${mode.padEnd(9)} failover ${fmt(t.failoverMs).padStart(5)} ms` +
+            `  failback ${fmt(t.failbackMs).padStart(5)} ms  (${t.failed}/${t.opened} failed during the outage)` +
+            `${t.mode === 'upstream6' ? `  IPv4 kept: ${ipv4KeptText(t)}` : ''}`);
           await sleep(300, undefined, { signal: interrupt.signal });
         }
       }
@@ -285,6 +328,11 @@ async function main(): Promise<number> {
 
       // debug: the daemon then logs how long each transition's kernel update took.
       daemon = await startDaemon(lab, lab.configPath, { logLevel: 'debug', upWithinMs: STATE_WITHIN_MS });
+      // startDaemon waits for each uplink's top-level state, up with its first family; the IPv6 trials need IPv6 up on both.
+      const names = lab.uplinks.map((u) => u.name);
+      if (!(await waitForFamilies(daemon, names, ['ipv4', 'ipv6'], 'up', STATE_WITHIN_MS, interrupt.signal))) {
+        throw new Error(`the uplinks' IPv4 and IPv6 not all up within ${STATE_WITHIN_MS} ms: ${JSON.stringify((await daemon.status())?.uplinks.map((u) => [u.name, u.families]))}`);
+      }
       const mine = await runTrials('router');
 
       stopIfInterrupted();

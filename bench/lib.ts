@@ -17,6 +17,9 @@ import { fileURLToPath } from 'node:url';
 import { labDown, labExec, labUp, type LabOptions, type LabState } from '../src/lab/lab.js';
 import { labConfig, writeLabConfig, type LabConfigOptions } from '../src/lab/lab-config.js';
 import { uplinkdInRouter, type LabDaemon, type StartOptions } from '../src/lab/lab-daemon.js';
+import type { Status, UplinkStatus } from '../src/api/status.js';
+import type { UplinkState } from '../src/daemon/health.js';
+import type { Family } from '../src/plan/state.js';
 import { runCommand, type CommandResult } from '../src/kernel/runner.js';
 import { must } from '../src/lab/run.js';
 import type { CounterReading } from './counters.js';
@@ -190,7 +193,34 @@ export async function stopDaemon(lab: LabState, daemon: LabDaemon): Promise<void
 }
 
 export async function forgetConnections(lab: LabState): Promise<void> {
+  // Both families' entries: conntrack -F (1.4.7) empties the IPv6 ones too.
   await labExec(lab.name, 'router', ['conntrack', '-F']);
+}
+
+/**
+ * Polls the daemon until the given families of the named uplinks are all in
+ * `state` (status `families`; an uplink without IPv6 has only its top-level
+ * state, IPv4's), handing every status read to `seen`. Resolves with the last
+ * status, or undefined after `withinMs`.
+ */
+export async function waitForFamilies(
+  daemon: LabDaemon, names: readonly string[], families: readonly Family[], state: UplinkState, withinMs: number, signal: AbortSignal,
+  seen: (s: Status) => void = () => {},
+): Promise<Status | undefined> {
+  const deadline = Date.now() + withinMs;
+  const stateOf = (u: UplinkStatus, f: Family) => (u.families ? u.families[f].state : f === 'ipv4' ? u.state : undefined);
+  for (;;) {
+    signal.throwIfAborted();
+    const status = await daemon.status();
+    if (status) seen(status);
+    const reached = status && names.every((name) => {
+      const u = status.uplinks.find((x) => x.name === name);
+      return u !== undefined && families.every((f) => stateOf(u, f) === state);
+    });
+    if (reached) return status;
+    if (Date.now() > deadline) return undefined;
+    await sleep(20, undefined, { signal });
+  }
 }
 
 /** Runs argv in a lab node and throws on failure. */
@@ -254,9 +284,9 @@ export interface IperfJson {
   error?: string;
 }
 
-/** iperf3 -c ... -J in a node of the lab. */
-export async function iperf(lab: LabState, node: string, args: string[], seconds: number): Promise<IperfRun> {
-  const r: CommandResult = await labExec(lab.name, node, ['iperf3', '-c', lab.server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
+/** iperf3 -c SERVER ... -J in a node of the lab; SERVER is the lab's IPv4 server unless given (lab.server6 with -6). */
+export async function iperf(lab: LabState, node: string, args: string[], seconds: number, server = lab.server): Promise<IperfRun> {
+  const r: CommandResult = await labExec(lab.name, node, ['iperf3', '-c', server, '-J', ...args], { timeoutMs: (seconds + 20) * 1000 });
   try {
     const json = JSON.parse(r.stdout) as IperfJson;
     if (json.error) return { json, error: json.error };

@@ -1,8 +1,10 @@
 // Data-plane overhead: what uplinkd's kernel state costs a forwarded packet,
 // against a plain NAT router, on unshaped links (so the machine's CPU is the
-// limit). Four systems, measured side by side, interleaved:
-//   plain       no uplinkd: masquerade on wan1 (an nft table of our own), the
-//               main table's default route via wan1;
+// limit), for IPv4 and IPv6 in the same runs. Four systems, measured side by
+// side, interleaved:
+//   plain       no uplinkd: masquerade on wan1 (an nft table of our own per
+//               family: NAT44, and NAT66 to wan1's IPv6 address), the main
+//               table's default routes via wan1 (IPv4's and IPv6's, metric 101);
 //   apply-1     `uplinkd apply` (the kernel state alone, no daemon), two
 //               uplinks, one pinning rule: the data plane's own cost;
 //   rules-1     `uplinkd run`, two uplinks, one pinning rule (matching nothing);
@@ -12,12 +14,16 @@
 //   tcp  iperf3 TCP, 10 s (after 1 s omitted): forwarding throughput;
 //   udp  iperf3 UDP, 64-byte payloads, unlimited rate (-b 0), 5 s: packets
 //        per second received by the server, and the loss.
+// Each system runs both tests over IPv4 (192.0.2.10), then again over IPv6
+// (iperf3 -6 from the LAN host's 2001:db8:ff00::2 to 2001:db8:ffff::10, the
+// same iperf3 server, which listens on both families).
 
 import type { LabState } from '../src/lab/lab.js';
 import { startDaemon, uplinkdInRouter } from '../src/lab/lab-daemon.js';
+import type { Family } from '../src/plan/state.js';
 import {
-  describeMachine, fmtSpread, forgetConnections, iperf, labMust, labName, machine, pause, pinRules, say, spread,
-  BENCH_START, stopDaemon, stopIfInterrupted, table, withLab, writeBenchConfig, type PartResult, type Spread, type SummaryRow,
+  describeMachine, fmtSpread, forgetConnections, interrupt, iperf, labMust, labName, machine, pause, pinRules, say, spread,
+  BENCH_START, stopDaemon, stopIfInterrupted, table, waitForFamilies, withLab, writeBenchConfig, type PartResult, type Spread, type SummaryRow,
 } from './lib.js';
 
 // Five: packets per second through a shared 2-core machine swing by a fifth from run to run.
@@ -31,6 +37,8 @@ const TARGET = 0.95;
 export const OVERHEAD_SYSTEMS = ['plain', 'apply-1', 'rules-1', 'rules-1000'] as const;
 export type OverheadSystem = (typeof OVERHEAD_SYSTEMS)[number];
 
+const FAMILY_LABEL: Record<Family, string> = { ipv4: 'IPv4', ipv6: 'IPv6' };
+
 const LABEL: Record<OverheadSystem, string> = {
   plain: 'plain NAT router (no uplinkd)',
   'apply-1': 'uplinkd apply, 1 pinning rule, no daemon',
@@ -38,9 +46,10 @@ const LABEL: Record<OverheadSystem, string> = {
   'rules-1000': 'uplinkd run, 1000 pinning rules',
 };
 
-export interface OverheadRun {
-  repeat: number;
-  system: OverheadSystem;
+export const OVERHEAD_FAMILIES = ['ipv4', 'ipv6'] as const satisfies readonly Family[];
+
+/** One family's figures of one run. */
+export interface OverheadFigures {
   tcpGbps?: number;
   tcpError?: string;
   /** Packets per second the server received. */
@@ -49,6 +58,15 @@ export interface OverheadRun {
   udpLossPercent?: number;
   udpError?: string;
 }
+
+/** IPv4's figures at the top level, as saved before IPv6 was measured; IPv6's under `ipv6` (absent in older results). */
+export interface OverheadRun extends OverheadFigures {
+  repeat: number;
+  system: OverheadSystem;
+  ipv6?: OverheadFigures;
+}
+
+const figuresOf = (run: OverheadRun, family: Family): OverheadFigures | undefined => (family === 'ipv4' ? run : run.ipv6);
 
 export interface OverheadData {
   repeats: number;
@@ -60,16 +78,24 @@ export interface OverheadData {
 async function startSystem(lab: LabState, system: OverheadSystem, data: OverheadData): Promise<() => Promise<void>> {
   if (system === 'plain') {
     const wan1 = lab.uplinks[0].routerIf;
-    await labMust(lab, 'router', ['nft', '-f', '-'],
-      `table ip ulbench_plain {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "${wan1}" masquerade\n  }\n}\n`);
+    // NAT66 in a table of its own, so the IPv4 one is what it always was. No
+    // route to add: the lab's main table already sends IPv6 by wan1 (metric
+    // 101, before the RA route of wan2), as a plain router's would.
+    const masquerade = (family: 'ip' | 'ip6', table: string) =>
+      `table ${family} ${table} {\n  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "${wan1}" masquerade\n  }\n}\n`;
+    await labMust(lab, 'router', ['nft', '-f', '-'], masquerade('ip', 'ulbench_plain'));
+    await labMust(lab, 'router', ['nft', '-f', '-'], masquerade('ip6', 'ulbench_plain6'));
     return async () => {
       await labMust(lab, 'router', ['nft', 'delete', 'table', 'ip', 'ulbench_plain']);
+      await labMust(lab, 'router', ['nft', 'delete', 'table', 'ip6', 'ulbench_plain6']);
       await forgetConnections(lab);
     };
   }
+  // Both families probed, as a dual-stack router runs it (the lab's own config does the same).
+  const checkTargets = [lab.server, lab.server6];
   const rules = system === 'rules-1000' ? pinRules(1000, lab.uplinks.map((u) => u.name)) : '  - {src: 10.255.255.1/32, via: isp2}\n';
   if (system === 'apply-1') {
-    const config = writeBenchConfig(lab, { rules }, 'bench-apply.yaml');
+    const config = writeBenchConfig(lab, { rules, checkTargets }, 'bench-apply.yaml');
     const r = await uplinkdInRouter(lab, ['apply', '-c', config]);
     if (r.code !== 0) throw new Error(`uplinkd apply failed: ${r.stderr.trim()}`);
     return async () => {
@@ -77,7 +103,13 @@ async function startSystem(lab: LabState, system: OverheadSystem, data: Overhead
       await forgetConnections(lab);
     };
   }
-  const d = await startDaemon(lab, writeBenchConfig(lab, { rules }), BENCH_START);
+  const d = await startDaemon(lab, writeBenchConfig(lab, { rules, checkTargets }), BENCH_START);
+  // startDaemon waits for each uplink to be up, which it is with its first family: IPv6 is measured too.
+  const names = lab.uplinks.map((u) => u.name);
+  if (!(await waitForFamilies(d, names, ['ipv4', 'ipv6'], 'up', 10_000, interrupt.signal))) {
+    await stopDaemon(lab, d);
+    throw new Error(`${system}: the uplinks' IPv6 not up within 10 s`);
+  }
   if (system === 'rules-1000' && !data.pinMaps) {
     const nft = JSON.parse(await labMust(lab, 'router', ['nft', '-j', 'list', 'table', 'inet', 'uplinkd'])) as
       { nftables: { map?: { name: string; elem?: unknown[] } }[] };
@@ -87,15 +119,20 @@ async function startSystem(lab: LabState, system: OverheadSystem, data: Overhead
   return () => stopDaemon(lab, d);
 }
 
-async function measureTcp(lab: LabState, run: OverheadRun): Promise<void> {
-  const r = await iperf(lab, 'lan', ['-p', String(lab.iperfPort), '-t', String(TCP_S), '-O', String(TCP_OMIT_S)], TCP_S + TCP_OMIT_S);
+/** iperf3 from the LAN host over one family: IPv4 as it always was; IPv6 with -6, from the LAN host's IPv6 address to the IPv6 server. */
+function iperfFamily(lab: LabState, family: Family, args: string[], seconds: number) {
+  return family === 'ipv4' ? iperf(lab, 'lan', args, seconds) : iperf(lab, 'lan', ['-6', '-B', lab.lanHost6, ...args], seconds, lab.server6);
+}
+
+async function measureTcp(lab: LabState, family: Family, run: OverheadFigures): Promise<void> {
+  const r = await iperfFamily(lab, family, ['-p', String(lab.iperfPort), '-t', String(TCP_S), '-O', String(TCP_OMIT_S)], TCP_S + TCP_OMIT_S);
   const sum = r.json?.end.sum_received;
   if (r.error || !sum) run.tcpError = r.error ?? 'no result';
   else run.tcpGbps = sum.bits_per_second / 1e9;
 }
 
-async function measureUdp(lab: LabState, run: OverheadRun): Promise<void> {
-  const r = await iperf(lab, 'lan', ['-p', String(lab.iperfPort), '-u', '-l', String(UDP_PAYLOAD), '-b', '0', '-t', String(UDP_S)], UDP_S);
+async function measureUdp(lab: LabState, family: Family, run: OverheadFigures): Promise<void> {
+  const r = await iperfFamily(lab, family, ['-p', String(lab.iperfPort), '-u', '-l', String(UDP_PAYLOAD), '-b', '0', '-t', String(UDP_S)], UDP_S);
   const received = r.json?.end.sum_received;
   const sent = r.json?.end.sum_sent;
   if (r.error || !received || !sent) {
@@ -110,7 +147,7 @@ async function measureUdp(lab: LabState, run: OverheadRun): Promise<void> {
 export async function runOverhead(): Promise<PartResult<OverheadData>> {
   const m = machine();
   const started = Date.now();
-  say(`overhead: ${OVERHEAD_SYSTEMS.join(', ')} x ${REPEATS} repeats; TCP ${TCP_S} s, UDP ${UDP_PAYLOAD}-byte ${UDP_S} s`);
+  say(`overhead: ${OVERHEAD_SYSTEMS.join(', ')} x ${REPEATS} repeats; IPv4 then IPv6, each TCP ${TCP_S} s, UDP ${UDP_PAYLOAD}-byte ${UDP_S} s`);
   const data: OverheadData = { repeats: REPEATS, runs: [] };
   await withLab({ name: labName('ov'), uplinks: 2 }, async (lab) => {
     for (let repeat = 0; repeat < REPEATS; repeat++) {
@@ -118,18 +155,24 @@ export async function runOverhead(): Promise<PartResult<OverheadData>> {
       for (const system of order) {
         stopIfInterrupted();
         const stop = await startSystem(lab, system, data);
-        const run: OverheadRun = { repeat, system };
+        const run: OverheadRun = { repeat, system, ipv6: {} };
         try {
-          await pause(500);
-          await measureTcp(lab, run);
-          await pause(500);
-          await measureUdp(lab, run);
+          // IPv4 first, as it was measured before IPv6 was; then the same over IPv6.
+          for (const family of OVERHEAD_FAMILIES) {
+            await pause(500);
+            await measureTcp(lab, family, figuresOf(run, family)!);
+            await pause(500);
+            await measureUdp(lab, family, figuresOf(run, family)!);
+          }
         } finally {
           await stop();
         }
         data.runs.push(run);
-        say(`  repeat ${repeat + 1}/${REPEATS} ${system.padEnd(10)} TCP ${run.tcpGbps?.toFixed(2) ?? run.tcpError} Gbit/s, ` +
-          `UDP ${run.udpPps ? `${Math.round(run.udpPps / 1000)} kpps received (${run.udpLossPercent!.toFixed(1)}% lost)` : run.udpError}`);
+        for (const family of OVERHEAD_FAMILIES) {
+          const f = figuresOf(run, family)!;
+          say(`  repeat ${repeat + 1}/${REPEATS} ${system.padEnd(10)} ${FAMILY_LABEL[family]} TCP ${f.tcpGbps?.toFixed(2) ?? f.tcpError} Gbit/s, ` +
+            `UDP ${f.udpPps ? `${Math.round(f.udpPps / 1000)} kpps received (${f.udpLossPercent!.toFixed(1)}% lost)` : f.udpError}`);
+        }
       }
     }
   });
@@ -153,10 +196,24 @@ function ratioSpread(data: OverheadData, system: OverheadSystem, pick: (r: Overh
 
 export function renderOverhead(result: PartResult<OverheadData>): { markdown: string; rows: SummaryRow[] } {
   const { data } = result;
-  const tcp = (r: OverheadRun) => r.tcpGbps;
-  const pps = (r: OverheadRun) => r.udpPps;
+  const tcp = (family: Family) => (r: OverheadRun) => figuresOf(r, family)?.tcpGbps;
+  const pps = (family: Family) => (r: OverheadRun) => figuresOf(r, family)?.udpPps;
   const raw = (s: OverheadSystem, pick: (r: OverheadRun) => number | undefined) =>
     spread(data.runs.filter((r) => r.system === s).map(pick).filter((v): v is number => v !== undefined));
+  // Results saved before IPv6 was measured have IPv4's figures only.
+  const families = OVERHEAD_FAMILIES.filter((f) => f === 'ipv4' || data.runs.some((r) => r.ipv6));
+  const summary = (family: Family) => table(['system', 'TCP Gbit/s', 'TCP ÷ plain', 'UDP kpps received', 'UDP ÷ plain', 'UDP loss'],
+    OVERHEAD_SYSTEMS.map((s) => [
+      LABEL[s], fmtSpread(raw(s, tcp(family)), 2), s === 'plain' ? '1' : fmtSpread(ratioSpread(data, s, tcp(family)), 3),
+      fmtSpread(raw(s, (r) => { const v = pps(family)(r); return v === undefined ? undefined : v / 1000; }), 0),
+      s === 'plain' ? '1' : fmtSpread(ratioSpread(data, s, pps(family)), 3),
+      fmtSpread(raw(s, (r) => figuresOf(r, family)?.udpLossPercent), 1, '%'),
+    ]));
+  const runCells = (f: OverheadFigures | undefined) => f === undefined ? ['—', '—', '—', '—'] : [
+    f.tcpGbps?.toFixed(3) ?? `error: ${f.tcpError}`,
+    f.udpSentPps ? (f.udpSentPps / 1000).toFixed(1) : `error: ${f.udpError}`, f.udpPps ? (f.udpPps / 1000).toFixed(1) : '—',
+    f.udpLossPercent !== undefined ? `${f.udpLossPercent.toFixed(2)}%` : '—',
+  ];
   const out: string[] = [
     `Measured ${describeMachine(result.machine)}; took ${Math.round(result.durationS)} s.`,
     '',
@@ -171,40 +228,44 @@ export function renderOverhead(result: PartResult<OverheadData>): { markdown: st
       `; the 1000 rules compile to ${data.pinMaps.maps} nft maps with ${data.pinMaps.elements} elements in all` : ''}.`,
     `Repeated ${data.repeats} times, interleaved (the order rotates each repeat); a ratio is taken against plain in the same repeat,`,
     'then the median and min–max of those ratios are given.',
+    ...(families.includes('ipv6') ? [
+      '',
+      '**IPv6**, in the same runs: with each system in place, after the IPv4 tests, the same two tests over IPv6 (`iperf3 -6`,',
+      'from the LAN host\'s 2001:db8:ff00::2 to 2001:db8:ffff::10, the same iperf3 server). **plain** adds NAT66: masquerade on',
+      'wan1 in an `ip6` table of its own, the main table\'s IPv6 default route (via wan1, metric 101) unchanged. The uplinkd systems',
+      'NAT66 to each uplink\'s address (`nat6: snat`, the default) and probe both families (192.0.2.10 and 2001:db8:ffff::10);',
+      'their pinning rules are all IPv4, so IPv6 meets no rule map. A ratio is IPv6 against plain\'s IPv6 in the same repeat.',
+    ] : []),
     '',
     'Only a connection\'s first packet is classified (balance map, pin maps); every later packet of an established connection,',
     'in both directions, takes one verdict-map lookup on its ct mark (`ct mark & 0x0000ff00 vmap @restore`) and is done. So the',
     'number of rules can only matter for new connections, and a bulk transfer does not see it: the rules-1000 line shows that the',
     'bulk figures do not fall, not what the rules cost. That is measured in new connections per second (part "Connections").',
     '',
-    table(['system', 'TCP Gbit/s', 'TCP ÷ plain', 'UDP kpps received', 'UDP ÷ plain', 'UDP loss'],
-      OVERHEAD_SYSTEMS.map((s) => [
-        LABEL[s], fmtSpread(raw(s, tcp), 2), s === 'plain' ? '1' : fmtSpread(ratioSpread(data, s, tcp), 3),
-        fmtSpread(raw(s, (r) => (r.udpPps === undefined ? undefined : r.udpPps / 1000)), 0),
-        s === 'plain' ? '1' : fmtSpread(ratioSpread(data, s, pps), 3),
-        fmtSpread(raw(s, (r) => r.udpLossPercent), 1, '%'),
-      ])),
-    '',
+    ...families.flatMap((f) => [...(families.length > 1 ? [`${FAMILY_LABEL[f]}:`, ''] : []), summary(f), '']),
     '<details><summary>Every run</summary>',
     '',
-    table(['repeat', 'system', 'TCP Gbit/s', 'UDP sent kpps', 'UDP received kpps', 'UDP loss'],
-      data.runs.map((r) => [
-        r.repeat + 1, r.system, r.tcpGbps?.toFixed(3) ?? `error: ${r.tcpError}`,
-        r.udpSentPps ? (r.udpSentPps / 1000).toFixed(1) : `error: ${r.udpError}`, r.udpPps ? (r.udpPps / 1000).toFixed(1) : '—',
-        r.udpLossPercent !== undefined ? `${r.udpLossPercent.toFixed(2)}%` : '—',
-      ])),
+    table(['repeat', 'system', ...families.flatMap((f) => {
+      const tag = families.length > 1 ? `${FAMILY_LABEL[f]} ` : '';
+      return [`${tag}TCP Gbit/s`, `${tag}UDP sent kpps`, `${tag}UDP received kpps`, `${tag}UDP loss`];
+    })], data.runs.map((r) => [r.repeat + 1, r.system, ...families.flatMap((f) => runCells(figuresOf(r, f)))])),
     '',
     '</details>',
     '',
   ];
   const rows: SummaryRow[] = [];
-  for (const s of ['apply-1', 'rules-1', 'rules-1000'] as const) {
-    const t = ratioSpread(data, s, tcp);
-    rows.push({ measurement: `forwarding throughput (TCP), ${LABEL[s]} ÷ plain NAT router`, value: fmtSpread(t, 2), target: `≥ ${TARGET}`, met: t.n ? t.median >= TARGET : undefined });
-  }
-  for (const s of ['apply-1', 'rules-1', 'rules-1000'] as const) {
-    const p = ratioSpread(data, s, pps);
-    rows.push({ measurement: `packets per second (UDP, 64 B), ${LABEL[s]} ÷ plain NAT router`, value: fmtSpread(p, 2), target: `≥ ${TARGET}`, met: p.n ? p.median >= TARGET : undefined });
+  for (const family of families) {
+    const six = family === 'ipv6';
+    const against = six ? 'plain NAT66 router' : 'plain NAT router';
+    const tag = six ? ', IPv6' : '';
+    for (const s of ['apply-1', 'rules-1', 'rules-1000'] as const) {
+      const t = ratioSpread(data, s, tcp(family));
+      rows.push({ measurement: `forwarding throughput (TCP${tag}), ${LABEL[s]} ÷ ${against}`, value: fmtSpread(t, 2), target: `≥ ${TARGET}`, met: t.n ? t.median >= TARGET : undefined });
+    }
+    for (const s of ['apply-1', 'rules-1', 'rules-1000'] as const) {
+      const p = ratioSpread(data, s, pps(family));
+      rows.push({ measurement: `packets per second (UDP, 64 B${tag}), ${LABEL[s]} ÷ ${against}`, value: fmtSpread(p, 2), target: `≥ ${TARGET}`, met: p.n ? p.median >= TARGET : undefined });
+    }
   }
   // No "1000 rules ÷ 1 rule" row here: these are long flows, and only a
   // connection's first packet meets the rules, so that ratio could not fall.
