@@ -25,8 +25,8 @@ import { countConnections, deleteConnections, flushDynamicSet } from '../kernel/
 import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.js';
 import type { Logger } from '../log.js';
 import { plan } from '../plan/plan.js';
-import { stickySetsOf } from '../plan/nft.js';
-import type { DesiredState, Family, KernelFacts, NftTable, UplinkSummary } from '../plan/state.js';
+import { stickySetOf } from '../plan/nft.js';
+import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
 import type { FamilyStatus, Status, UplinkStatus } from '../api/status.js';
 import { Converging } from './converging.js';
 import { Events } from './events.js';
@@ -160,9 +160,8 @@ export class Daemon {
         const index = this.config.uplinks.indexOf(t.uplink);
         const mark = this.converging.installed!.state.uplinks[index].mark;
         const table = this.converging.installed!.state.nft;
-        for (const set of stickySetsOf(table, name)) {
-          if (setFamily(table, set) === family) await flushDynamicSet(this.runner, table, set);
-        }
+        const sticky = stickySetOf(table, name, family);
+        if (sticky) await flushDynamicSet(this.runner, table, sticky);
         if (this.config.conntrack.flushOnDown) {
           const deleted = await deleteConnections(this.runner, mark, this.config.kernel.markMask, family);
           const what = family === 'ipv6' ? 'IPv6 connections' : 'connections';
@@ -252,10 +251,4 @@ function familyStatus(f: FamilyTrack, address: string | undefined, gateway: stri
     latency_ms: f.tracker.latencyMs === undefined ? null : Math.round(f.tracker.latencyMs * 1000) / 1000,
     loss: Math.round(f.tracker.loss * 1000) / 1000,
   };
-}
-
-/** Which family's addresses a planned set holds (the sticky sets are `type ipv4_addr` or `type ipv6_addr`). */
-function setFamily(table: NftTable, name: string): Family | undefined {
-  const declaration = table.sets.find((s) => s.name === name)?.declaration ?? '';
-  return /\bipv6_addr\b/.test(declaration) ? 'ipv6' : /\bipv4_addr\b/.test(declaration) ? 'ipv4' : undefined;
 }

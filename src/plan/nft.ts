@@ -9,7 +9,7 @@
 import { balanceBuckets, hex } from '../ownership.js';
 import { compilePinStages, rulesOfFamily, stageDeclaration, stageElements, stageIsOwnOnly, stageKeyExpression, type PinStage } from './pins.js';
 import { canBalance6, canCarry, canCarry6, rotationOrder, splitBuckets, type PlanContext, type ResolvedUplink } from './resolve.js';
-import type { NftChain, NftSet, NftTable } from './state.js';
+import type { Family, NftChain, NftSet, NftTable } from './state.js';
 import type { PinRule } from '../config/types.js';
 
 /**
@@ -475,12 +475,13 @@ function bucketElements(shares: BucketShare[], total: number, empty: string, rot
 }
 
 /**
- * The sticky sets of an uplink in a planned table (one per family planned),
- * which the daemon empties when the uplink goes down; none without `sticky`.
+ * The sticky set of one family of an uplink in a planned table, which the
+ * daemon empties when that family goes down; none without `sticky`, or when
+ * that family is not planned.
  */
-export function stickySetsOf(table: NftTable, uplink: string): string[] {
-  const names = [`sticky_${uplink}`, `sticky6_${uplink}`];
-  return table.sets.filter((s) => names.includes(s.name)).map((s) => s.name);
+export function stickySetOf(table: NftTable, uplink: string, family: Family): string | undefined {
+  const name = family === 'ipv6' ? `sticky6_${uplink}` : `sticky_${uplink}`;
+  return table.sets.some((s) => s.name === name) ? name : undefined;
 }
 
 function quote(name: string): string {
