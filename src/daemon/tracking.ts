@@ -16,6 +16,7 @@ import type { Check, Config, Uplink } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { Family, Health, InterfaceFacts, KernelFacts, UplinkSummary } from '../plan/state.js';
 import { checksFamily, createProber, type ProbeRound, type ProbeSubject, type Prober } from '../probe/index.js';
+import { sourceAddress6 } from '../plan/resolve.js';
 import { RateEstimator } from './balance.js';
 import { HealthTracker, type Transition, type UplinkState } from './health.js';
 
@@ -66,13 +67,11 @@ export function ifaceOf(facts: KernelFacts, t: Tracked): InterfaceFacts | undefi
 
 /**
  * The uplink's address of `family` that probes are sent from, if it has one:
- * the one the plan routes from (`ip rule from`), so for IPv6 a stable one
- * before a temporary one, as src/plan/resolve.ts picks it.
+ * the one the plan routes from (`ip rule from`), picked for IPv6 as the
+ * planner picks it (sourceAddress6).
  */
 export function firstAddress(iface: InterfaceFacts | undefined, family: Family): string | undefined {
-  if (family === 'ipv4') return iface?.addresses[0]?.address;
-  const addresses = iface?.addresses6 ?? [];
-  return (addresses.find((a) => !a.temporary) ?? addresses[0])?.address;
+  return family === 'ipv4' ? iface?.addresses[0]?.address : sourceAddress6(iface)?.address;
 }
 
 /** The families that count now: IPv4, and IPv6 once the plan has it. */

@@ -162,14 +162,24 @@ function routerSource6(config: Config, facts: KernelFacts, uplinks: ResolvedUpli
   return best === undefined ? undefined : bigIntToIpv6(best);
 }
 
-function resolveIpv6(uplink: Uplink, iface: InterfaceFacts | undefined, facts: KernelFacts, health: Health): ResolvedIpv6 | undefined {
-  if (uplink.gateway6.kind === 'off') return undefined;
+/**
+ * The uplink's IPv6 address to route from, NAT to and probe from: a global
+ * one, and a stable one while there is one, since a temporary (privacy)
+ * address changes every day or so. The daemon's probers use it too
+ * (daemon/tracking.ts), so probes leave from the address `ip -6 rule from`
+ * routes by its uplink.
+ */
+export function sourceAddress6(iface: InterfaceFacts | undefined): { address: string; prefixLen: number } | undefined {
   const usable = (iface?.addresses6 ?? []).filter((a) => {
     const value = ipv6ToBigInt(a.address);
     return value !== undefined && !isLinkLocal(value) && !isMulticast(value);
   });
-  // A temporary (privacy) address changes every day or so: NAT and split access keep to a stable one while there is one.
-  const chosen = usable.find((a) => !a.temporary) ?? usable[0];
+  return usable.find((a) => !a.temporary) ?? usable[0];
+}
+
+function resolveIpv6(uplink: Uplink, iface: InterfaceFacts | undefined, facts: KernelFacts, health: Health): ResolvedIpv6 | undefined {
+  if (uplink.gateway6.kind === 'off') return undefined;
+  const chosen = sourceAddress6(iface);
   const gateway = resolveGateway6(uplink, facts);
   const unusable = !iface
     ? `interface ${uplink.interface} does not exist`
