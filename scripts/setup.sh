@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Binaries only, no services: dnsmasq-base (not dnsmasq, which would start a DNS
 # server on this machine) and dhcpcd-base for the lab's DHCP
 # uplinks, systemd for systemd-analyze and systemd-notify, python3 for the
-# notify-socket listener of the service test.
-packages=(nftables iproute2 conntrack fping iperf3 curl dnsmasq-base dhcpcd-base systemd python3 procps util-linux ca-certificates)
+# notify-socket listener of the service test, chromium for the status page's
+# browser test.
+packages=(nftables iproute2 conntrack fping iperf3 curl dnsmasq-base dhcpcd-base systemd python3 procps util-linux ca-certificates chromium)
 
 node_ok() {
   node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null
@@ -48,6 +49,21 @@ if ! node_ok; then
     echo "setup: /usr/local/bin/node is $(/usr/local/bin/node --version), but \`node\` on PATH is still $(node --version): put /usr/local/bin first on PATH" >&2
     exit 1
   fi
+fi
+
+# promtool, for the metrics test. Debian ships it only inside the prometheus
+# package, whose install would start a Prometheus server on this machine; so
+# the package is downloaded and only its promtool is unpacked, to
+# /usr/local/lib/uplinkd-tools/promtool (the tests look there, then on PATH).
+promtool=/usr/local/lib/uplinkd-tools/promtool
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$promtool" ]; then
+  echo "setup: unpacking promtool from Debian's prometheus package" >&2
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null) || { apt-get update -qq && (cd "$deb_dir" && apt-get download -qq prometheus 2>/dev/null); }
+  dpkg-deb -x "$deb_dir"/prometheus_*.deb "$deb_dir/root"
+  mkdir -p "$(dirname "$promtool")"
+  mv "$deb_dir/root/usr/bin/promtool" "$promtool"
+  rm -rf "$deb_dir"
 fi
 
 npm ci --no-audit --no-fund --loglevel=error
