@@ -16,7 +16,10 @@
 //      ROOM_UTILISATION (hysteresis: a saturated TCP flow dips now and then).
 //      If all are full, weights fall back to capacity;
 //   5. the daemon rewrites the balance map only when some uplink's share
-//      moves by DEADBAND or more, so steady load does not churn the map.
+//      moves by DEADBAND or more, so steady load does not churn the map,
+//      or when an uplink's share falls to 0 or rises from it: an uplink
+//      that was nearly full (a share under DEADBAND) and then fills must
+//      stop getting new connections all the same.
 // Established connections keep their uplink whatever the map says (their
 // conntrack mark), so steering only ever moves new connections, and the loop
 // cannot oscillate faster than connections arrive.
@@ -89,5 +92,6 @@ export function leastLoadedWeights(loads: UplinkLoad[], wasFull: boolean[] = [])
 
 /** Whether new shares differ enough from the installed ones to rewrite the map. */
 export function sharesMoved(installed: number[], next: number[]): boolean {
-  return installed.length !== next.length || next.some((s, i) => Math.abs(s - installed[i]) >= DEADBAND);
+  return installed.length !== next.length ||
+    next.some((s, i) => Math.abs(s - installed[i]) >= DEADBAND || (s === 0) !== (installed[i] === 0));
 }

@@ -66,3 +66,9 @@ test('the map is only rewritten past the deadband', () => {
   assert.equal(sharesMoved([0.5, 0.5], [0.5 + DEADBAND, 0.5 - DEADBAND]), true);
   assert.equal(sharesMoved([0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]), true);
 });
+
+test('an uplink that fills or gets room again rewrites the map, however small its share was', () => {
+  // Nearly full (a share under the deadband), then full: it must stop getting new connections.
+  assert.equal(sharesMoved([0.034, 0.483, 0.483], [0, 0.5, 0.5]), true);
+  assert.equal(sharesMoved([0, 0.5, 0.5], [0.03, 0.485, 0.485]), true);
+});
