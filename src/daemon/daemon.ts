@@ -11,6 +11,7 @@
 
 import type net from 'node:net';
 import type http from 'node:http';
+import { History, HISTORY_INTERVAL_MS } from '../api/history.js';
 import { serveHttp } from '../api/http.js';
 import { createMetrics, type Metrics } from '../api/metrics.js';
 import { serveControlSocket } from '../api/socket.js';
@@ -43,6 +44,9 @@ export class Daemon {
   private watchers: KernelWatcher[] = [];
   private servers: (net.Server | http.Server)[] = [];
   private readonly metrics: Metrics;
+  /** The status page's graphs (README "Status page"). */
+  private readonly history = new History();
+  private historyTimer?: NodeJS.Timeout;
   private stopping = false;
 
   constructor(
@@ -85,7 +89,12 @@ export class Daemon {
     this.steering.start();
     const status = () => this.status();
     this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
-    if (this.config.api.http !== 'off') this.servers.push(await serveHttp(this.config.api.http, status, this.metrics.registry, this.log));
+    if (this.config.api.http !== 'off') {
+      this.servers.push(await serveHttp(this.config.api.http, { status, history: () => this.history.toJSON(), registry: this.metrics.registry }, this.log));
+    }
+    const sample = () => void status().then((s) => this.history.record(s), () => {});
+    sample();
+    this.historyTimer = setInterval(sample, HISTORY_INTERVAL_MS).unref();
     this.log.info({ event: 'start', uplinks: this.config.uplinks.length },
       `running: ${this.config.uplinks.length} uplinks, balance ${this.config.balance}, config ${this.configPath}`);
   }
@@ -93,6 +102,7 @@ export class Daemon {
   /** Stops tracking. The kernel state stays, so a restart is seamless. */
   async stop(): Promise<void> {
     this.stopping = true;
+    clearInterval(this.historyTimer);
     for (const w of this.watchers) w.stop();
     this.converging.stop();
     this.steering.stop();
