@@ -4,7 +4,7 @@
 
 import { existsSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { requestStatus } from './api/socket.js';
+import { requestExplain, requestStatus } from './api/socket.js';
 import { formatDiagnostic, loadConfigFile, resolveConfigPath, type ConfigResult } from './config/load.js';
 import { DEFAULT_SOCKET } from './config/schema.js';
 import type { Config } from './config/types.js';
@@ -12,16 +12,20 @@ import { Daemon } from './daemon/daemon.js';
 import { runDoctor } from './doctor/index.js';
 import { applyState, flushOwned } from './kernel/apply.js';
 import { cgroupFacts, ruleCgroups } from './kernel/cgroups.js';
-import { readFacts } from './kernel/facts.js';
+import { readExplainFacts, readFacts } from './kernel/facts.js';
 import { systemRunner } from './kernel/runner.js';
 import { registerLabCommands } from './lab/commands.js';
 import { createLogger } from './log.js';
 import { DEFAULT_OWNERSHIP } from './ownership.js';
+import { explain, formatExplanation, type Flow } from './plan/explain.js';
 import { plan } from './plan/plan.js';
 import { renderPlan } from './plan/render.js';
 import type { Health, KernelFacts } from './plan/state.js';
 import { notifierFromEnvironment } from './service/notify.js';
 import { formatStatus } from './api/status.js';
+import { parseIpAddress } from './config/net.js';
+import { addressFamily } from './config/ipv6.js';
+import { parseUser, primaryGroupOf } from './config/process-keys.js';
 
 class ExitError extends Error {
   constructor(readonly code: number, message: string) {
@@ -67,6 +71,35 @@ function downList(value: string | undefined, config: Config): Record<string, Hea
     health[name] = 'down';
   }
   return health;
+}
+
+function portOf(option: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port < 1 || port > 65535) throw new ExitError(2, `${option}: "${value}" is not a port (1-65535)`);
+  return port;
+}
+
+/** The flow `explain` asks about, checked at the edge: both addresses of one family, real ports, a known user. */
+function flowOf(opts: { src: string; dst: string; proto: Flow['proto']; dport?: string; sport?: string; user?: string }): Flow {
+  for (const [option, value] of [['--src', opts.src], ['--dst', opts.dst]] as const) {
+    const parsed = parseIpAddress(value);
+    if (!parsed.ok) throw new ExitError(2, `${option}: ${parsed.error}`);
+  }
+  if (addressFamily(opts.src) !== addressFamily(opts.dst)) throw new ExitError(2, `--src ${opts.src} and --dst ${opts.dst} are not of one family`);
+  const flow: Flow = { src: opts.src, dst: opts.dst, proto: opts.proto };
+  const dport = portOf('--dport', opts.dport);
+  const sport = portOf('--sport', opts.sport);
+  if (dport !== undefined) flow.dport = dport;
+  if (sport !== undefined) flow.sport = sport;
+  if (opts.user !== undefined) {
+    const user = parseUser(opts.user);
+    if (!user.ok) throw new ExitError(2, `--user: ${user.error}`);
+    flow.uid = user.value;
+    const gid = primaryGroupOf(user.value);
+    if (gid !== undefined) flow.gid = gid;
+  }
+  return flow;
 }
 
 const configOption = () => new Option('-c, --config <file>', 'config file (default: $UPLINKD_CONFIG or /etc/uplinkd/uplinkd.yaml)');
@@ -173,6 +206,40 @@ export function buildProgram(): Command {
       const status = await requestStatus(socket);
       if (!status) throw new ExitError(3, `uplinkd is not running (no answer on ${socket})`);
       process.stdout.write(opts.json ? JSON.stringify(status, null, 2) + '\n' : formatStatus(status));
+    });
+
+  program.command('explain').description('say which uplink a new connection would take now, and why')
+    .addOption(configOption())
+    .requiredOption('--src <address>', 'source address (a LAN host, or one of this machine\'s own)')
+    .requiredOption('--dst <address>', 'destination address')
+    .addOption(new Option('--proto <proto>', 'protocol').choices(['tcp', 'udp', 'icmp']).default('tcp'))
+    .option('--dport <port>', 'destination port')
+    .option('--sport <port>', 'source port')
+    .option('--user <user>', "the process's user (name or uid): a connection of this machine")
+    .option('--json', 'one JSON object (README "uplinkd explain")')
+    .action(async (opts: { config?: string; src: string; dst: string; proto: Flow['proto']; dport?: string; sport?: string; user?: string; json?: boolean }) => {
+      const flow = flowOf(opts);
+      const path = resolveConfigPath(opts.config);
+      const loaded = loadConfigFile(path);
+      const live = loaded.ok ? await requestExplain(loaded.config.api.socket, flow) : undefined;
+      if (live?.error) throw new ExitError(1, `explain: ${live.error}`);
+      let explanation = live?.explanation;
+      let source = 'the running daemon';
+      if (!explanation) {
+        // No daemon: the plan with every uplink up, as `plan` prints it.
+        const facts = await readFacts(systemRunner);
+        const config = mustLoad(path, facts);
+        facts.cgroups = cgroupFacts(ruleCgroups(config));
+        const state = plan({ config, facts });
+        const kernel = await readExplainFacts(systemRunner, config.kernel.nftTable, [], false);
+        try {
+          explanation = explain({ config, state, facts, ...kernel }, flow);
+        } catch (err) {
+          throw new ExitError(1, `explain: ${err instanceof Error ? err.message : String(err)}`);
+        }
+        source = `${path}, every uplink taken as up (no daemon answers)`;
+      }
+      process.stdout.write(opts.json ? JSON.stringify({ source: live ? 'daemon' : 'config', flow, ...explanation }, null, 2) + '\n' : formatExplanation(flow, explanation, source));
     });
 
   program.command('doctor').description('check this machine for what would break uplinkd, and say how to fix each')

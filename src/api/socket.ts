@@ -1,17 +1,25 @@
-// The root-only control socket: `uplinkd status` (and the tests and lab)
-// ask the running daemon for its view here.
+// The root-only control socket: `uplinkd status` and `uplinkd explain` (and
+// the tests and lab) ask the running daemon here. One request line per
+// connection: `status`, or `explain {flow as JSON}`; one JSON reply.
 
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
+import type { Explanation, Flow } from '../plan/explain.js';
 import type { Status } from './status.js';
 
 /** Where the daemon's view comes from, fresh at each request. */
 export type StatusSource = () => Promise<Status>;
 
+export interface ControlHandlers {
+  status: StatusSource;
+  /** Rejects with a message for the client when the flow cannot be explained. */
+  explain: (flow: Flow) => Promise<Explanation>;
+}
+
 /** Serves one JSON status per connection: the client writes `status`, reads the JSON, done. */
-export async function serveControlSocket(path: string, status: StatusSource, log: Logger): Promise<net.Server> {
+export async function serveControlSocket(path: string, handlers: ControlHandlers, log: Logger): Promise<net.Server> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   // A socket file left by a daemon that died is stale: nobody can own it now,
   // since `run` refuses to start while another daemon answers (see cli.ts).
@@ -22,8 +30,13 @@ export async function serveControlSocket(path: string, status: StatusSource, log
     socket.on('data', async (chunk: string) => {
       request += chunk;
       if (!request.includes('\n')) return;
-      if (request.trim() === 'status') socket.end(JSON.stringify(await status()) + '\n');
-      else socket.end(JSON.stringify({ error: `unknown request ${JSON.stringify(request.trim())}` }) + '\n');
+      const line = request.trim();
+      const reply = async (): Promise<unknown> => {
+        if (line === 'status') return handlers.status();
+        if (line.startsWith('explain ')) return { explanation: await handlers.explain(JSON.parse(line.slice('explain '.length)) as Flow) };
+        return { error: `unknown request ${JSON.stringify(line)}` };
+      };
+      socket.end(JSON.stringify(await reply().catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }))) + '\n');
     });
     socket.on('error', () => {});
   });
@@ -41,20 +54,29 @@ export async function serveControlSocket(path: string, status: StatusSource, log
 
 /** Asks a running daemon for its status; undefined when none answers. */
 export function requestStatus(path: string, timeoutMs = 2000): Promise<Status | undefined> {
+  return request<Status>(path, 'status', timeoutMs);
+}
+
+/** Asks a running daemon to explain a flow; undefined when none answers. */
+export function requestExplain(path: string, flow: Flow, timeoutMs = 5000): Promise<{ explanation?: Explanation; error?: string } | undefined> {
+  return request(path, `explain ${JSON.stringify(flow)}`, timeoutMs);
+}
+
+function request<T>(path: string, line: string, timeoutMs: number): Promise<T | undefined> {
   return new Promise((resolve) => {
     const socket = net.connect(path);
     let reply = '';
-    const done = (value: Status | undefined) => {
+    const done = (value: T | undefined) => {
       socket.destroy();
       resolve(value);
     };
     socket.setTimeout(timeoutMs, () => done(undefined));
     socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write('status\n'));
+    socket.on('connect', () => socket.write(`${line}\n`));
     socket.on('data', (d: string) => (reply += d));
     socket.on('end', () => {
       try {
-        done(JSON.parse(reply) as Status);
+        done(JSON.parse(reply) as T);
       } catch {
         done(undefined);
       }

@@ -12,8 +12,8 @@ const LAST_ID = 2 ** 32 - 2;
 type Database = 'passwd' | 'group';
 const WORD: Record<Database, string> = { passwd: 'user', group: 'group' };
 
-/** `getent DATABASE NAME`: the id it gives, or undefined when there is no such entry. */
-function lookUp(database: Database, name: string): number | undefined {
+/** `getent DATABASE NAME`: the fields of its entry, or undefined when there is no such entry. */
+function entryOf(database: Database, name: string): string[] | undefined {
   let line: string;
   try {
     line = execFileSync('getent', [database, name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 10_000 });
@@ -23,10 +23,23 @@ function lookUp(database: Database, name: string): number | undefined {
     if (e.status === 2) return undefined;
     throw new Error(e.code === 'ENOENT' ? 'getent is not installed (Debian: libc-bin)' : `getent ${database}: ${e.message}`);
   }
+  return line.split('\n')[0].split(':');
+}
+
+/** `getent DATABASE NAME`: the id it gives, or undefined when there is no such entry. */
+function lookUp(database: Database, name: string): number | undefined {
+  const fields = entryOf(database, name);
+  if (fields === undefined) return undefined;
   // name:password:ID:... for both databases.
-  const id = Number(line.split('\n')[0].split(':')[2]);
+  const id = Number(fields[2]);
   if (!Number.isInteger(id)) throw new Error(`getent ${database} ${name} printed no id`);
   return id;
+}
+
+/** A user's primary group (the gid a process of theirs runs with), or undefined when the user is unknown. */
+export function primaryGroupOf(uid: number): number | undefined {
+  const gid = Number(entryOf('passwd', String(uid))?.[3]);
+  return Number.isInteger(gid) ? gid : undefined;
 }
 
 function parseAccount(database: Database, input: unknown): Parsed<number> {

@@ -20,11 +20,12 @@ import { diagnose } from '../doctor/index.js';
 import type { Config } from '../config/types.js';
 import type { Transition } from './health.js';
 import { cgroupFacts, ruleCgroups, watchCgroups } from '../kernel/cgroups.js';
-import { readFacts } from '../kernel/facts.js';
+import { readExplainFacts, readFacts } from '../kernel/facts.js';
 import { startedRecently, systemRunner, type Runner } from '../kernel/runner.js';
 import { countConnections, deleteConnections, flushDynamicSet } from '../kernel/update.js';
 import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.js';
 import type { Logger } from '../log.js';
+import { explain, type Explanation, type Flow } from '../plan/explain.js';
 import { plan } from '../plan/plan.js';
 import { stickySetOf } from '../plan/nft.js';
 import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
@@ -88,7 +89,7 @@ export class Daemon {
     this.converging.startDriftChecks();
     this.steering.start();
     const status = () => this.status();
-    this.servers.push(await serveControlSocket(this.config.api.socket, status, this.log));
+    this.servers.push(await serveControlSocket(this.config.api.socket, { status, explain: (flow) => this.explain(flow) }, this.log));
     if (this.config.api.http !== 'off') {
       this.servers.push(await serveHttp(this.config.api.http, { status, history: () => this.history.toJSON(), registry: this.metrics.registry }, this.log));
     }
@@ -222,6 +223,14 @@ export class Daemon {
     const kernelError = this.converging.kernelError;
     const summary = `${up}/${states.length} uplinks up` + (kernelError ? `; kernel: ${kernelError}` : '');
     return { healthy: kernelError === undefined, summary };
+  }
+
+  /** `uplinkd explain` against what is installed now: real health, shares and sticky entries. */
+  async explain(flow: Flow): Promise<Explanation> {
+    const state = this.converging.installed?.state;
+    if (!state) throw new Error('nothing installed yet');
+    const kernel = await readExplainFacts(this.runner, this.config.kernel.nftTable, state.nft.sets.map((s) => s.name), true);
+    return explain({ config: this.config, state, facts: this.facts, ...kernel }, flow);
   }
 
   async status(): Promise<Status> {

@@ -112,3 +112,36 @@ export function readInterfaceCounters(): Map<string, InterfaceCounters> {
     return new Map();
   }
 }
+
+/**
+ * The main table's routes other than default ones, both families, as CIDR:
+ * what the local-routes-first rule finds before any uplink (`uplinkd explain`).
+ */
+export async function readMainRoutes(runner: Runner): Promise<string[]> {
+  const families: ['-4' | '-6', number][] = [['-4', 32], ...(hasIpv6(runner) ? [['-6', 128] as ['-6', number]] : [])];
+  const lists = await Promise.all(families.map(async ([flag, bits]) =>
+    (JSON.parse(await mustRun(runner, 'ip', ['-j', flag, 'route', 'show', 'table', 'main'])) as IpRouteJson[])
+      .filter((r) => r.dst !== 'default')
+      .map((r) => (r.dst.includes('/') ? r.dst : `${r.dst}/${bits}`))));
+  return lists.flat();
+}
+
+interface NftSetJson { nftables: { set?: { name: string; elem?: (string | { elem: { val: string } })[] } }[] }
+
+/** The addresses in one of uplinkd's sets (a sticky set): `nft -j list set`. */
+export async function readSetAddresses(runner: Runner, table: string, set: string): Promise<string[]> {
+  const json = JSON.parse(await mustRun(runner, 'nft', ['-j', 'list', 'set', 'inet', table, set])) as NftSetJson;
+  return json.nftables.flatMap((item) => item.set?.elem ?? []).map((e) => (typeof e === 'string' ? e : e.elem.val));
+}
+
+/**
+ * What `uplinkd explain` needs of the kernel beside the plan: the main
+ * table's routes, and with `live` (a running daemon's table) the sticky sets' entries.
+ */
+export async function readExplainFacts(runner: Runner, table: string, setNames: string[], live: boolean): Promise<{ mainRoutes: string[]; sticky?: Record<string, string[]> }> {
+  const mainRoutes = await readMainRoutes(runner);
+  if (!live) return { mainRoutes };
+  const stickySets = setNames.filter((name) => name.startsWith('sticky'));
+  const entries = await Promise.all(stickySets.map(async (name) => [name, await readSetAddresses(runner, table, name)] as const));
+  return { mainRoutes, sticky: Object.fromEntries(entries) };
+}

@@ -423,6 +423,12 @@ interface PinTarget { name: string; via: string[]; fallback: 'any' | 'block'; ru
 
 const targetKey = (rule: PinRule) => `${rule.via}|${rule.fallback}`;
 
+/** The bucket map a pinning rule of this family jumps to (via_N, via6_N), or mark_main for `via: main`. */
+export function pinTargetOf(rules: PinRule[], family: Family, rule: PinRule): string {
+  if (rule.via === 'main') return 'mark_main';
+  return pinTargets(rules, family === 'ipv4' ? '' : '6').get(targetKey(rule))!.name;
+}
+
 function pinTargets(rules: PinRule[], suffix: string): Map<string, PinTarget> {
   const targets = new Map<string, PinTarget>();
   for (const rule of rules) {
@@ -435,10 +441,18 @@ function pinTargets(rules: PinRule[], suffix: string): Map<string, PinTarget> {
   return targets;
 }
 
+/**
+ * The seed of `balance: hash` ("uplk"). Without one the kernel draws a random
+ * seed each time the table is loaded, so a restart or a full converge would
+ * move address pairs to other uplinks; with it a pair keeps its uplink across
+ * reloads, and `uplinkd explain` can compute its bucket (src/plan/jhash.ts).
+ */
+export const HASH_SEED = 0x75706c6b;
+
 function pickExpression(balance: string, ip: string): string {
   const buckets = balanceBuckets(balance);
   switch (balance) {
-    case 'hash': return `jhash ${ip} saddr . ${ip} daddr mod ${buckets}`;
+    case 'hash': return `jhash ${ip} saddr . ${ip} daddr mod ${buckets} seed ${hex(HASH_SEED)}`;
     // In turn rather than at random: connections that start together (a
     // browser's burst, a download manager's segments) are spread by share
     // before any of them has a measurable rate. The daemon steers the shares.
