@@ -117,6 +117,12 @@ export function buildProgram(): Command {
       say(`${path}: valid (${config.uplinks.length} uplinks, ${config.rules.length} rules)`);
     });
 
+  program.command('schema').description('print the JSON Schema of the config file, for editors (README "Configuration reference")')
+    .action(async () => {
+      const { configJsonSchema } = await import('./config/json-schema.js');
+      process.stdout.write(JSON.stringify(configJsonSchema(), null, 2) + '\n');
+    });
+
   program.command('plan').description('print the kernel state it would install, as ip and nft input; changes nothing')
     .addOption(configOption())
     .option('--down <uplinks>', 'plan as if these uplinks (comma-separated) were down')

@@ -3,7 +3,7 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { StatusSource } from './socket.js';
 import type { Family } from '../plan/state.js';
-import type { FamilyStatus, Status, UplinkStatus } from './status.js';
+import { BYTE_COUNTERS, type FamilyStatus, type Status, type UplinkStatus } from './status.js';
 
 /** Prometheus metrics, filled from a fresh status at each scrape. */
 export interface Metrics {
@@ -18,13 +18,29 @@ export function createMetrics(status: StatusSource): Metrics {
   // prom-client collects all metrics of a scrape at once: they share one status.
   let scrape: Promise<Status> | undefined;
   const snapshot = () => (scrape ??= status().finally(() => (scrape = undefined)));
+  // Per-uplink series carry the uplink and its interface (README "Metrics").
+  const uplinkLabels = (u: UplinkStatus) => ({ uplink: u.name, interface: u.interface });
   const gauge = (name: string, help: string, value: (u: UplinkStatus) => number | null) =>
     new Gauge({
-      name, help, labelNames: ['uplink'], registers: [registry],
+      name, help, labelNames: ['uplink', 'interface'], registers: [registry],
       async collect() {
+        this.reset(); // a removed or renamed uplink leaves no stale series
         for (const u of (await snapshot()).uplinks) {
           const v = value(u);
-          if (v !== null) this.set({ uplink: u.name }, v);
+          if (v !== null) this.set(uplinkLabels(u), v);
+        }
+      },
+    });
+  // The interface's own byte counters, as steering.ts last read them: Prometheus
+  // takes rate() of them (×8 for bits); a recreated interface restarts them, which rate() handles.
+  const bytes = (name: string, help: string, direction: 'rxBytes' | 'txBytes') =>
+    new Counter({
+      name, help, labelNames: ['uplink', 'interface'], registers: [registry],
+      async collect() {
+        this.reset();
+        for (const u of (await snapshot()).uplinks) {
+          const counters = u[BYTE_COUNTERS];
+          if (counters) this.inc(uplinkLabels(u), counters[direction]);
         }
       },
     });
@@ -32,14 +48,14 @@ export function createMetrics(status: StatusSource): Metrics {
   // (family="ipv4", family="ipv6"); an IPv4-only uplink keeps its one series, without the label.
   const familyGauge = (name: string, help: string, value: (f: FamilyStatus | UplinkStatus) => number | null) =>
     new Gauge({
-      name, help, labelNames: ['uplink', 'family'], registers: [registry],
+      name, help, labelNames: ['uplink', 'interface', 'family'], registers: [registry],
       async collect() {
         const { uplinks } = await snapshot();
         this.reset(); // an uplink that became dual stack (or stopped being) leaves no stale series
         for (const u of uplinks) {
           const series: [Record<string, string>, FamilyStatus | UplinkStatus][] = u.families
-            ? [[{ uplink: u.name, family: 'ipv4' }, u.families.ipv4], [{ uplink: u.name, family: 'ipv6' }, u.families.ipv6]]
-            : [[{ uplink: u.name }, u]];
+            ? [[{ ...uplinkLabels(u), family: 'ipv4' }, u.families.ipv4], [{ ...uplinkLabels(u), family: 'ipv6' }, u.families.ipv6]]
+            : [[uplinkLabels(u), u]];
           for (const [labels, of] of series) {
             const v = value(of);
             if (v !== null) this.set(labels, v);
@@ -47,22 +63,24 @@ export function createMetrics(status: StatusSource): Metrics {
         }
       },
     });
-  familyGauge('uplinkd_uplink_up', '1 up, 0 down, -1 pending (no verdict yet)', (f) => (f.state === 'up' ? 1 : f.state === 'down' ? 0 : -1));
-  familyGauge('uplinkd_probe_latency_seconds', 'mean probe round-trip time of the last round', (f) => (f.latency_ms === null ? null : f.latency_ms / 1000));
-  familyGauge('uplinkd_probe_loss_ratio', 'lost fraction of the last `window` probes', (f) => f.loss);
-  gauge('uplinkd_uplink_rx_bits_per_second', 'received rate of the uplink interface', (u) => u.rx_bps);
-  gauge('uplinkd_uplink_tx_bits_per_second', 'sent rate of the uplink interface', (u) => u.tx_bps);
-  gauge('uplinkd_uplink_share_ratio', 'fraction of new connections the uplink receives now', (u) => u.share);
-  gauge('uplinkd_uplink_connections', 'tracked connections marked for the uplink', (u) => u.connections);
+  familyGauge('uplinkd_uplink_up', 'Health of the uplink (per family on a dual-stack uplink): 1 up, 0 down, -1 pending (no verdict yet).',
+    (f) => (f.state === 'up' ? 1 : f.state === 'down' ? 0 : -1));
+  familyGauge('uplinkd_probe_latency_seconds', 'Mean round-trip time of the probes of the last round, in seconds.',
+    (f) => (f.latency_ms === null ? null : f.latency_ms / 1000));
+  familyGauge('uplinkd_probe_loss_ratio', 'Fraction (0..1) of the last `window` probes that got no answer.', (f) => f.loss);
+  bytes('uplinkd_uplink_receive_bytes_total', 'Bytes received on the uplink interface (its kernel counter).', 'rxBytes');
+  bytes('uplinkd_uplink_transmit_bytes_total', 'Bytes sent on the uplink interface (its kernel counter).', 'txBytes');
+  gauge('uplinkd_uplink_share_ratio', 'Fraction (0..1) of new connections the uplink receives now.', (u) => u.share);
+  gauge('uplinkd_uplink_connections', 'Tracked connections (both families) marked for the uplink.', (u) => u.connections);
   const transitions = new Counter({
-    name: 'uplinkd_uplink_transitions_total', help: 'state changes (of one family)', labelNames: ['uplink', 'family', 'to'], registers: [registry],
+    name: 'uplinkd_uplink_transitions_total', help: 'Health state changes of the uplink (of one family on a dual-stack uplink), by the state entered.', labelNames: ['uplink', 'family', 'to'], registers: [registry],
   });
   const restores = new Counter({
-    name: 'uplinkd_restores_total', help: 'restores of kernel state that another program removed or changed, by what had changed',
+    name: 'uplinkd_restores_total', help: 'Restores of kernel state that another program removed or changed, by what had changed.',
     labelNames: ['cause'], registers: [registry],
   });
   new Gauge({
-    name: 'uplinkd_last_restore_timestamp_seconds', help: 'when the last restore happened, labelled with its cause', labelNames: ['cause'],
+    name: 'uplinkd_last_restore_timestamp_seconds', help: 'When the last restore happened (Unix time, seconds), labelled with its cause.', labelNames: ['cause'],
     registers: [registry],
     async collect() {
       this.reset();
@@ -71,7 +89,7 @@ export function createMetrics(status: StatusSource): Metrics {
     },
   });
   new Gauge({
-    name: 'uplinkd_restore_backoff_seconds', help: 'current gap between restores while another program keeps changing the state (0: not backing off)',
+    name: 'uplinkd_restore_backoff_seconds', help: 'Current gap between restores while another program keeps changing the state, in seconds (0: not backing off).',
     registers: [registry],
     async collect() {
       this.set(((await snapshot()).self_healing.backoff_ms) / 1000);

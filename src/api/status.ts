@@ -4,6 +4,13 @@
 import type { UplinkState } from '../daemon/health.js';
 import type { Family } from '../plan/state.js';
 
+/**
+ * An uplink interface's byte counters as steering.ts last read them, for
+ * /metrics (its _bytes_total counters). Under a symbol, so the status JSON
+ * (socket, /api/status) does not carry them.
+ */
+export const BYTE_COUNTERS = Symbol('byteCounters');
+
 export interface UplinkStatus {
   name: string;
   interface: string;
@@ -27,6 +34,7 @@ export interface UplinkStatus {
    * and the plan has IPv6): README "Health tracking, failover and kernel events".
    */
   families?: { ipv4: FamilyStatus; ipv6: FamilyStatus };
+  [BYTE_COUNTERS]?: { rxBytes: number; txBytes: number };
 }
 
 /** One family of an uplink. */

@@ -23,7 +23,9 @@ import {
 import { parseCgroupPath, parseGroup, parseUser } from './process-keys.js';
 import { didYouMean } from './suggest.js';
 import type { Check, Config, KernelOwnership, Nat6, PinRule, ProbeMethod, Uplink } from './types.js';
-import { describeValue, fail, ok, parseDuration, parsePercent, parseRate, type Parsed } from './units.js';
+import {
+  describeValue, DURATION_PATTERN, fail, ok, parseDuration, parsePercent, parseRate, RATE_PATTERN, type Parsed,
+} from './units.js';
 
 /** The control socket when the config does not name one (and for `status` without a config). */
 export const DEFAULT_SOCKET = '/run/uplinkd/uplinkd.sock';
@@ -93,9 +95,26 @@ function addIssue(ctx: z.RefinementCtx, path: Path, message: string, params?: Is
   ctx.addIssue({ code: z.ZodIssueCode.custom, path: [...path], message, params });
 }
 
+/**
+ * How a leaf is written in YAML, as a JSON Schema fragment: `uplinkd schema`
+ * (json-schema.ts) shows it in place of the leaf, whose zod input is unknown.
+ * The parse function stays the judge; the form is what an editor can check.
+ */
+export type InputForm = { description: string } & Record<string, unknown>;
+
+const inputForms = new WeakMap<z.ZodTypeDef, InputForm>();
+
+/** The input form of a leaf or of an uplink name, by zod definition (for json-schema.ts). */
+export const inputFormOf = (def: z.ZodTypeDef): InputForm | undefined => inputForms.get(def);
+
+function withInputForm<S extends z.ZodTypeAny>(schema: S, form: InputForm): S {
+  inputForms.set(schema._def, form);
+  return schema;
+}
+
 /** A value read by one of the parse* functions: its message becomes the issue. `missing` says what a required key is for. */
-function leaf<T>(parse: (input: unknown) => Parsed<T>, missing?: string) {
-  return z.unknown().transform((input, ctx): T => {
+function leaf<T>(parse: (input: unknown) => Parsed<T>, form: InputForm, missing?: string) {
+  return withInputForm(z.unknown().transform((input, ctx): T => {
     if (input === undefined) {
       addIssue(ctx, [], missing ?? missingKey(ctx.path));
       return z.NEVER;
@@ -104,15 +123,32 @@ function leaf<T>(parse: (input: unknown) => Parsed<T>, missing?: string) {
     if (read.ok) return read.value;
     addIssue(ctx, [], aboutKey(ctx.path, read.error));
     return z.NEVER;
-  });
+  }), form);
 }
+
+const STRING = (description: string, more: Record<string, unknown> = {}): InputForm => ({ type: 'string', description, ...more });
+const DURATION = STRING('a duration with a unit: ms, s, m or h, e.g. 200ms, 1.5s, 10m', { pattern: DURATION_PATTERN });
+const RATE = STRING('a rate with a unit: bit, kbit, mbit or gbit (decimal), e.g. 500kbit, 20mbit', { pattern: RATE_PATTERN });
+const PERCENT = STRING('a percentage from 0% to 100%, e.g. 20%', { pattern: '^\\s*(?:100(?:\\.0+)?|\\d{1,2}(?:\\.\\d+)?|\\.\\d+)\\s*%\\s*$' });
+// Address shapes for editors; what an address means (host bits, multicast, a family's reach) is load.ts's to judge.
+const IPV4 = '(?:(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)\\.){3}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const IPV6 = '[0-9A-Fa-f]*:[0-9A-Fa-f:.]*';
+const IPV4_PREFIX = `${IPV4}(?:/(?:3[0-2]|[12]?\\d))?`;
+const IPV6_PREFIX = `${IPV6}(?:/(?:12[0-8]|1[01]\\d|[1-9]?\\d))?`;
+const ADDRESS_OR_PREFIX = STRING('an address or prefix (IPv4 or IPv6)', { pattern: `^(?:${IPV4_PREFIX}|${IPV6_PREFIX})$` });
+const IPV6_PREFIX_FORM = (description: string) => STRING(description, { pattern: `^${IPV6}/(?:12[0-8]|1[01]\\d|[1-9]?\\d)$` });
+const IFNAME = STRING('a network interface name', { minLength: 1, maxLength: 15, pattern: '^[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]*$' });
+const PATH = STRING('an absolute path', { pattern: '^/' });
+const ACCOUNT = (what: string): InputForm => ({ type: ['string', 'integer'], description: `a ${what} name or numeric id` });
 
 function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
   const range = max === Number.MAX_SAFE_INTEGER ? `${min} or more` : `from ${min} to ${max}`;
-  return leaf((input) =>
-    typeof input === 'number' && Number.isInteger(input) && input >= min && input <= max
-      ? ok(input)
-      : fail(`expected an integer ${range}, got ${describeValue(input)}`),
+  return leaf(
+    (input) =>
+      typeof input === 'number' && Number.isInteger(input) && input >= min && input <= max
+        ? ok(input)
+        : fail(`expected an integer ${range}, got ${describeValue(input)}`),
+    { type: 'integer', minimum: min, ...(max === Number.MAX_SAFE_INTEGER ? {} : { maximum: max }), description: `an integer ${range}` },
   );
 }
 
@@ -134,8 +170,14 @@ function strictObject<T extends z.ZodRawShape>(shape: T) {
     const hint = didYouMean(key, known) || `; expected one of ${known.join(', ')}`;
     addIssue(ctx, [], `unknown key "${key}"${hint}`, { at: 'key' });
   });
+  unknownKeys.add(unknownKey._def);
   return z.object(shape).catchall(unknownKey);
 }
+
+const unknownKeys = new WeakSet<z.ZodTypeDef>();
+
+/** Whether a definition is the catch-all of a strictObject: every key it meets is an error (json-schema.ts: no additional properties). */
+export const isUnknownKey = (def: z.ZodTypeDef): boolean => unknownKeys.has(def);
 
 const optionalFields = <T extends object>(fields: T): Partial<T> =>
   Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as Partial<T>;
@@ -153,14 +195,14 @@ const CheckSchema = strictObject({
   // Read by method in load.ts: URLs for http, addresses of either family for the others.
   targets: oneOrMany(z.string()).default([]),
   port: integer(1, 65535).optional(),
-  query: leaf(parseDnsName).optional(),
-  interval: leaf(parseDuration).default('100ms'),
-  timeout: leaf(parseDuration).default('400ms'),
+  query: leaf(parseDnsName, STRING('the DNS name a dns check asks for')).optional(),
+  interval: leaf(parseDuration, DURATION).default('100ms'),
+  timeout: leaf(parseDuration, DURATION).default('400ms'),
   down_after: integer(1).default(3),
   up_after: integer(1).default(5),
   quorum: integer(1).default(1),
-  max_latency: leaf(parseDuration).optional(),
-  max_loss: leaf(parsePercent).optional(),
+  max_latency: leaf(parseDuration, DURATION).optional(),
+  max_loss: leaf(parsePercent, PERCENT).optional(),
   window: integer(1).default(20),
 }).transform(
   (check): Check => ({
@@ -184,11 +226,11 @@ const CheckSchema = strictObject({
 
 // --- uplink ----------------------------------------------------------------
 
-const UplinkNameSchema = z.string().superRefine((name, ctx) => {
+const UplinkNameSchema = withInputForm(z.string().superRefine((name, ctx) => {
   if (!UPLINK_NAME.test(name)) {
     addIssue(ctx, [], `uplink name "${name}" must match [a-z][a-z0-9_-]{0,14} (a lowercase letter, then up to 14 of a-z 0-9 _ -)`, { at: 'key' });
   }
-});
+}), STRING('an uplink name', { pattern: UPLINK_NAME.source }));
 
 const prefixLength = (cidr: string) => Number(cidr.split('/')[1]);
 
@@ -198,8 +240,8 @@ const prefixLength = (cidr: string) => Number(cidr.split('/')[1]);
  * the prefixes, so it is an error that shows the mapping to write.
  */
 const PrefixMapping = strictObject({
-  lan: leaf(parseIpv6Prefix, 'nat6: prefix needs lan: the LAN prefix to map (e.g. fd00:0:0:1::/64)'),
-  uplink: leaf(parseIpv6Prefix, "nat6: prefix needs uplink: the uplink's prefix to map it onto, of the same length (e.g. 2001:db8:1:1::/64)"),
+  lan: leaf(parseIpv6Prefix, IPV6_PREFIX_FORM('the LAN prefix to map, e.g. fd00:0:0:1::/64'), 'nat6: prefix needs lan: the LAN prefix to map (e.g. fd00:0:0:1::/64)'),
+  uplink: leaf(parseIpv6Prefix, IPV6_PREFIX_FORM("the uplink's prefix of the same length, e.g. 2001:db8:1:1::/64"), "nat6: prefix needs uplink: the uplink's prefix to map it onto, of the same length (e.g. 2001:db8:1:1::/64)"),
 }).transform((mapping, ctx): Nat6 => {
   const [lan, uplink] = [prefixLength(mapping.lan), prefixLength(mapping.uplink)];
   if (lan !== uplink) {
@@ -221,15 +263,15 @@ const Nat6Schema = z.union([z.enum(NAT6_MODES), strictObject({ prefix: PrefixMap
 });
 
 const UplinkSchema = strictObject({
-  interface: leaf(parseIfname),
-  gateway: leaf(parseGateway).default('auto'),
+  interface: leaf(parseIfname, IFNAME),
+  gateway: leaf(parseGateway, STRING('auto, none or the IPv4 next hop', { pattern: `^(?:auto|none|${IPV4})$` })).default('auto'),
   // Absent means auto: IPv6 wherever the interface has a global address and a next hop.
-  gateway6: leaf(parseGateway6).default('auto'),
+  gateway6: leaf(parseGateway6, STRING('auto, none, off or the IPv6 next hop (link-local allowed, e.g. fe80::1)', { pattern: `^(?:auto|none|off|${IPV6})$` })).default('auto'),
   weight: integer(1, 1000).default(1),
   tier: integer(1).default(1),
   nat: z.enum(['snat', 'masquerade', 'none']).default('snat'),
   nat6: Nat6Schema.default('snat'),
-  capacity: strictObject({ up: leaf(parseRate).optional(), down: leaf(parseRate).optional() }).optional(),
+  capacity: strictObject({ up: leaf(parseRate, RATE).optional(), down: leaf(parseRate, RATE).optional() }).optional(),
   // `check: false` turns tracking off; `true` or no key means the defaults.
   check: z.union([z.boolean(), CheckSchema]).default(true),
 }).transform(
@@ -258,7 +300,7 @@ function parseRuleName(input: unknown): Parsed<string> {
   return fail(`${describeValue(input)} must match [a-z][a-z0-9_-]{0,31}`);
 }
 
-const Via = z.union([z.string(), z.array(z.string())]).transform((via, ctx): string[] | 'main' => {
+const Via = withInputForm(z.union([z.string(), z.array(z.string())]).transform((via, ctx): string[] | 'main' => {
   if (typeof via === 'string') return via === 'main' ? 'main' : [via];
   if (via.length === 0) addIssue(ctx, [], 'via: an empty list names no uplink; give one or more, or main');
   via.forEach((name, index) => {
@@ -269,21 +311,26 @@ const Via = z.union([z.string(), z.array(z.string())]).transform((via, ctx): str
     }
   });
   return via;
+}), {
+  anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1, uniqueItems: true }],
+  description: 'main, or the uplink(s) the rule sends its traffic through',
 });
 
 export const PROTOCOLS = ['tcp', 'udp', 'icmp', 'any'] as const;
 
+const PORTS: InputForm = { type: ['integer', 'string'], pattern: '^\\s*\\d+(-\\d+)?\\s*$', minimum: 1, maximum: 65535, description: 'a port or a range such as 5060-5061' };
+
 const RuleSchema = strictObject({
-  name: leaf(parseRuleName).optional(),
-  src: oneOrMany(leaf(parsePrefix)).default([]),
-  dst: oneOrMany(leaf(parsePrefix)).default([]),
+  name: leaf(parseRuleName, STRING('the rule\'s name', { pattern: RULE_NAME.source })).optional(),
+  src: oneOrMany(leaf(parsePrefix, ADDRESS_OR_PREFIX)).default([]),
+  dst: oneOrMany(leaf(parsePrefix, ADDRESS_OR_PREFIX)).default([]),
   proto: z.enum(PROTOCOLS).default('any'),
-  sport: oneOrMany(leaf(parsePortRange)).default([]),
-  dport: oneOrMany(leaf(parsePortRange)).default([]),
-  iif: oneOrMany(leaf(parseIfname)).default([]),
-  user: oneOrMany(leaf(parseUser)).default([]),
-  group: oneOrMany(leaf(parseGroup)).default([]),
-  cgroup: oneOrMany(leaf(parseCgroupPath)).default([]),
+  sport: oneOrMany(leaf(parsePortRange, PORTS)).default([]),
+  dport: oneOrMany(leaf(parsePortRange, PORTS)).default([]),
+  iif: oneOrMany(leaf(parseIfname, IFNAME)).default([]),
+  user: oneOrMany(leaf(parseUser, ACCOUNT('user'))).default([]),
+  group: oneOrMany(leaf(parseGroup, ACCOUNT('group'))).default([]),
+  cgroup: oneOrMany(leaf(parseCgroupPath, STRING('a cgroup v2 path, e.g. /system.slice/backup.service'))).default([]),
   via: Via,
   fallback: z.enum(['any', 'block']).default('any'),
 });
@@ -323,11 +370,11 @@ function parseNftTable(input: unknown): Parsed<string> {
 }
 
 const KernelSchema = strictObject({
-  nft_table: leaf(parseNftTable).default(DEFAULT_OWNERSHIP.nftTable),
-  mark_mask: leaf(parseMarkMask).default(DEFAULT_OWNERSHIP.markMask),
+  nft_table: leaf(parseNftTable, STRING('the nftables table uplinkd owns', { pattern: NFT_TABLE_NAME.source })).default(DEFAULT_OWNERSHIP.nftTable),
+  mark_mask: leaf(parseMarkMask, { type: ['integer', 'string'], pattern: '^0[xX][0-9a-fA-F]{1,8}$', minimum: 1, maximum: 0xffffffff, description: 'the packet-mark bits uplinkd owns: one contiguous run, e.g. 0x0000ff00' }).default(DEFAULT_OWNERSHIP.markMask),
   table_base: integer(0, 2 ** 32 - 1).default(DEFAULT_OWNERSHIP.tableBase),
-  rule_priority: leaf(parseRulePriority).default(DEFAULT_OWNERSHIP.rulePriority),
-  host_source: leaf(parseIpv4).default(DEFAULT_OWNERSHIP.hostSource),
+  rule_priority: leaf(parseRulePriority, { type: 'integer', minimum: FIRST_FREE_PRIORITY, maximum: LAST_FREE_PRIORITY - RULE_RANGE + 1, description: `the first of the ${RULE_RANGE} policy-rule priorities uplinkd owns` }).default(DEFAULT_OWNERSHIP.rulePriority),
+  host_source: leaf(parseIpv4, STRING('an IPv4 address', { pattern: `^${IPV4}$` })).default(DEFAULT_OWNERSHIP.hostSource),
 }).transform(
   (kernel): KernelOwnership => ({
     nftTable: kernel.nft_table,
@@ -341,21 +388,22 @@ const KernelSchema = strictObject({
 // --- the whole file --------------------------------------------------------
 
 const ApiSchema = strictObject({
-  socket: leaf(parseAbsolutePath).default(DEFAULT_SOCKET),
-  http: leaf((input) => (input === 'off' || input === false ? ok('off') : parseListenAddress(input))).default('127.0.0.1:9271'),
+  socket: leaf(parseAbsolutePath, PATH).default(DEFAULT_SOCKET),
+  http: leaf((input) => (input === 'off' || input === false ? ok('off') : parseListenAddress(input)),
+    { type: ['string', 'boolean'], description: 'HOST:PORT with an IPv4 host, or off' }).default('127.0.0.1:9271'),
 });
 
 export const ConfigSchema = strictObject({
-  lan: oneOrMany(leaf(parseIfname)).default([]),
-  uplinks: z.record(UplinkNameSchema, UplinkSchema).default({}),
-  balance: z.enum(['weighted', 'hash', 'least-loaded']).default('weighted'),
-  sticky: leaf(parseDuration).optional(),
-  rules: z.array(RuleSchema).default([]),
-  mptcp: z.enum(['off', 'subflow']).default('off'),
-  conntrack: strictObject({ flush_on_down: z.boolean().default(true) }).default({}),
-  hooks: oneOrMany(leaf(parseAbsolutePath)).default([]),
-  api: ApiSchema.default({}),
-  kernel: KernelSchema.default({}),
+  lan: oneOrMany(leaf(parseIfname, IFNAME)).default([]).describe('the LAN interface(s) whose traffic uplinkd balances'),
+  uplinks: z.record(UplinkNameSchema, UplinkSchema).default({}).describe('the uplinks, by name: interface, gateway, weight, tier, nat, check'),
+  balance: z.enum(['weighted', 'hash', 'least-loaded']).default('weighted').describe('how new connections are spread over the up uplinks'),
+  sticky: leaf(parseDuration, DURATION).optional().describe('keep a source on its uplink for this long (host mode)'),
+  rules: z.array(RuleSchema).default([]).describe('pins: traffic matching a rule goes via the uplinks it names'),
+  mptcp: z.enum(['off', 'subflow']).default('off').describe('MPTCP subflows over every up uplink'),
+  conntrack: strictObject({ flush_on_down: z.boolean().default(true) }).default({}).describe("what happens to a down uplink's connections"),
+  hooks: oneOrMany(leaf(parseAbsolutePath, PATH)).default([]).describe('programs run on up, down, address and reload events'),
+  api: ApiSchema.default({}).describe('the control socket and the HTTP listener (status page, /metrics)'),
+  kernel: KernelSchema.default({}).describe('the kernel state uplinkd owns: nft table, marks, tables, rule priorities'),
 }).transform(
   (config): Omit<Config, 'source'> => ({
     lan: config.lan,

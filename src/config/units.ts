@@ -42,10 +42,22 @@ function readQuantity(
   return ok(Number(digits) * factor);
 }
 
+/**
+ * A JSON Schema pattern for a quantity in these units, as readQuantity reads it
+ * (for `uplinkd schema`; JSON Schema patterns have no flags, so letter case is spelled out).
+ */
+function quantityPattern(units: Record<string, number>, caseInsensitive = false): string {
+  const spell = (unit: string) =>
+    [...unit].map((c) => (caseInsensitive && /[a-z]/i.test(c) ? `[${c.toLowerCase()}${c.toUpperCase()}]` : c)).join('');
+  return `^\\s*${NUMBER_AND_UNIT.source.slice(1, -1).replace('[A-Za-z%]*', `(?:${Object.keys(units).map(spell).join('|')})`)}\\s*$`;
+}
+
 const DURATION_UNITS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 const DURATION_HELP = 'durations take ms, s, m or h, e.g. 200ms, 1.5s, 10m';
 /** Node's timers hold at most 2^31-1 ms; a longer delay silently fires at once. */
 const MAX_DURATION_MS = 2 ** 31 - 1;
+
+export const DURATION_PATTERN = quantityPattern(DURATION_UNITS);
 
 /** A positive duration, in milliseconds: "200ms", "1.5s", "10m", "1h". */
 export function parseDuration(input: unknown): Parsed<number> {
@@ -59,6 +71,8 @@ export function parseDuration(input: unknown): Parsed<number> {
 // tc's decimal units: 1kbit = 1000 bit/s.
 const RATE_UNITS = { bit: 1, kbit: 1e3, mbit: 1e6, gbit: 1e9 };
 const RATE_HELP = 'rates take bit, kbit, mbit or gbit, e.g. 500kbit, 20mbit, 1gbit';
+
+export const RATE_PATTERN = quantityPattern(RATE_UNITS, true);
 
 /** A positive rate, in bits per second: "500kbit", "20mbit", "1gbit" (any letter case). */
 export function parseRate(input: unknown): Parsed<number> {

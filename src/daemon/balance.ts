@@ -44,6 +44,11 @@ export class RateEstimator {
   peakTxBps = 0;
   private last?: Counters;
 
+  /** The counters of the last sample: /metrics exports them as the uplink's byte counters. */
+  get latest(): Counters | undefined {
+    return this.last;
+  }
+
   update(sample: Counters): void {
     const last = this.last;
     this.last = sample;

@@ -29,7 +29,7 @@ import { explain, type Explanation, type Flow } from '../plan/explain.js';
 import { plan } from '../plan/plan.js';
 import { stickySetOf } from '../plan/nft.js';
 import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
-import type { FamilyStatus, Status, UplinkStatus } from '../api/status.js';
+import { BYTE_COUNTERS, type FamilyStatus, type Status, type UplinkStatus } from '../api/status.js';
 import { Converging } from './converging.js';
 import { Events } from './events.js';
 import { Steering } from './steering.js';
@@ -254,6 +254,7 @@ export class Daemon {
         tx_bps: Math.round(t.rates.txBps),
         // Both families: one mark per uplink, and `conntrack -L` lists both.
         connections: planned ? connections.get(planned.mark) ?? 0 : 0,
+        ...(t.rates.latest ? { [BYTE_COUNTERS]: t.rates.latest } : {}),
         ...(t.ipv6 && t.dualStack ? { families: { ipv4, ipv6: familyStatus(t.ipv6, planned?.ipv6?.address, planned?.ipv6?.gateway) } } : {}),
       };
     });

@@ -400,13 +400,24 @@ test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback',
   assert.deepEqual(status.uplinks.map((u) => u.state), ['up', 'up']);
   const metrics = await get('http://127.0.0.1:9271/metrics');
   for (const line of [
-    'uplinkd_uplink_up{uplink="isp1",family="ipv4"} 1',
-    'uplinkd_uplink_up{uplink="isp1",family="ipv6"} 1',
-    'uplinkd_uplink_share_ratio{uplink="isp2"} 0.5',
+    'uplinkd_uplink_up{uplink="isp1",interface="wan1",family="ipv4"} 1',
+    'uplinkd_uplink_up{uplink="isp1",interface="wan1",family="ipv6"} 1',
+    'uplinkd_uplink_share_ratio{uplink="isp2",interface="wan2"} 0.5',
   ]) assert.ok(metrics.includes(line), `missing ${line}\n${metrics}`);
-  for (const name of ['uplinkd_probe_latency_seconds', 'uplinkd_probe_loss_ratio', 'uplinkd_uplink_rx_bits_per_second',
-    'uplinkd_uplink_tx_bits_per_second', 'uplinkd_uplink_connections', 'uplinkd_uplink_transitions_total']) {
+  for (const name of ['uplinkd_probe_latency_seconds', 'uplinkd_probe_loss_ratio', 'uplinkd_uplink_receive_bytes_total',
+    'uplinkd_uplink_transmit_bytes_total', 'uplinkd_uplink_connections', 'uplinkd_uplink_transitions_total']) {
     assert.match(metrics, new RegExp(`^# TYPE ${name} `, 'm'));
+  }
+  // The interface's kernel counters (sampled once a second, so within a second of the start): traffic has moved them.
+  const counted = Date.now() + 3000;
+  let scraped = metrics;
+  while (!scraped.includes('uplinkd_uplink_receive_bytes_total{') && Date.now() < counted) {
+    await new Promise((r) => setTimeout(r, 200));
+    scraped = await get('http://127.0.0.1:9271/metrics');
+  }
+  for (const direction of ['receive', 'transmit']) {
+    const sent = new RegExp(`^uplinkd_uplink_${direction}_bytes_total\\{uplink="isp1",interface="wan1"\\} (\\d+)$`, 'm').exec(scraped);
+    assert.ok(sent && Number(sent[1]) > 0, `no ${direction} bytes for isp1\n${scraped}`);
   }
   assert.match(metrics, /^uplinkd_uplink_transitions_total\{uplink="isp1",family="ipv4",to="up"\} 1$/m);
   assert.ok((await get('http://127.0.0.1:9271/', '-X', 'POST')).endsWith('405'), 'read-only');
