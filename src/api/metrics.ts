@@ -9,7 +9,7 @@ import { BYTE_COUNTERS, type FamilyStatus, type Status, type UplinkStatus } from
 export interface Metrics {
   registry: Registry;
   /** `family`: given for a dual-stack uplink's transitions, left out for an IPv4-only uplink's (README "Health tracking, failover and kernel events"). */
-  countTransition(uplink: string, to: string, family?: Family): void;
+  countTransition(uplink: string, iface: string, to: string, family?: Family): void;
   countRestore(cause: string): void;
 }
 
@@ -73,7 +73,7 @@ export function createMetrics(status: StatusSource): Metrics {
   gauge('uplinkd_uplink_share_ratio', 'Fraction (0..1) of new connections the uplink receives now.', (u) => u.share);
   gauge('uplinkd_uplink_connections', 'Tracked connections (both families) marked for the uplink.', (u) => u.connections);
   const transitions = new Counter({
-    name: 'uplinkd_uplink_transitions_total', help: 'Health state changes of the uplink (of one family on a dual-stack uplink), by the state entered.', labelNames: ['uplink', 'family', 'to'], registers: [registry],
+    name: 'uplinkd_uplink_transitions_total', help: 'Health state changes of the uplink (of one family on a dual-stack uplink), by the state entered.', labelNames: ['uplink', 'interface', 'family', 'to'], registers: [registry],
   });
   const restores = new Counter({
     name: 'uplinkd_restores_total', help: 'Restores of kernel state that another program removed or changed, by what had changed.',
@@ -97,7 +97,7 @@ export function createMetrics(status: StatusSource): Metrics {
   });
   return {
     registry,
-    countTransition: (uplink, to, family) => transitions.inc(family ? { uplink, family, to } : { uplink, to }),
+    countTransition: (uplink, iface, to, family) => transitions.inc({ uplink, interface: iface, ...(family ? { family } : {}), to }),
     countRestore: (cause) => restores.inc({ cause }),
   };
 }

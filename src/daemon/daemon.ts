@@ -160,7 +160,7 @@ export class Daemon {
     const name = t.uplink.name;
     // IPv4 is labelled as such once the uplink's IPv6 counts too (README "Health
     // tracking, failover and kernel events"): an IPv4-only uplink reads as it always has.
-    this.metrics.countTransition(name, transition.to, family === 'ipv6' || t.dualStack ? family : undefined);
+    this.metrics.countTransition(name, t.uplink.interface, transition.to, family === 'ipv6' || t.dualStack ? family : undefined);
     const event = transition.to === 'down' ? 'down' : 'up';
     this.events.record({ event, uplink: name, family, reason: transition.reason });
     if (transition.from === 'pending' && transition.to === 'up') return; // pending already counted as up

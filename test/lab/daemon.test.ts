@@ -419,7 +419,7 @@ test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback',
     const sent = new RegExp(`^uplinkd_uplink_${direction}_bytes_total\\{uplink="isp1",interface="wan1"\\} (\\d+)$`, 'm').exec(scraped);
     assert.ok(sent && Number(sent[1]) > 0, `no ${direction} bytes for isp1\n${scraped}`);
   }
-  assert.match(metrics, /^uplinkd_uplink_transitions_total\{uplink="isp1",family="ipv4",to="up"\} 1$/m);
+  assert.match(metrics, /^uplinkd_uplink_transitions_total\{uplink="isp1",interface="wan1",family="ipv4",to="up"\} 1$/m);
   assert.ok((await get('http://127.0.0.1:9271/', '-X', 'POST')).endsWith('405'), 'read-only');
   // Only on loopback: the router's LAN address does not answer.
   const r = await labExec(lab.name, 'lan', ['curl', '-s', '-m', '1', 'http://198.18.0.1:9271/api/status']);

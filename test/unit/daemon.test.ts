@@ -269,8 +269,8 @@ describe('status, hooks and metrics per family', () => {
       'uplinkd_uplink_up{uplink="isp2",interface="wan2",family="ipv6"} -1',
       'uplinkd_probe_loss_ratio{uplink="isp1",interface="wan1",family="ipv6"} 1',
       'uplinkd_probe_latency_seconds{uplink="isp1",interface="wan1",family="ipv4"} 0.002',
-      'uplinkd_uplink_transitions_total{uplink="isp1",family="ipv6",to="down"} 1',
-      'uplinkd_uplink_transitions_total{uplink="isp1",family="ipv4",to="up"} 1',
+      'uplinkd_uplink_transitions_total{uplink="isp1",interface="wan1",family="ipv6",to="down"} 1',
+      'uplinkd_uplink_transitions_total{uplink="isp1",interface="wan1",family="ipv4",to="up"} 1',
     ]) assert.ok(text.includes(line), `missing ${line}\n${text}`);
     assert.doesNotMatch(text, /uplinkd_uplink_up\{uplink="isp1",interface="wan1"\}/);
   });
@@ -283,7 +283,7 @@ describe('status, hooks and metrics per family', () => {
     await settle();
     const text = await daemon['metrics'].registry.metrics();
     assert.match(text, /^uplinkd_uplink_up\{uplink="isp1",interface="wan1"\} 1$/m);
-    assert.match(text, /^uplinkd_uplink_transitions_total\{uplink="isp1",to="up"\} 1$/m);
+    assert.match(text, /^uplinkd_uplink_transitions_total\{uplink="isp1",interface="wan1",to="up"\} 1$/m);
     assert.doesNotMatch(text, /family=/);
   });
 

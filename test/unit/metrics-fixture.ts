@@ -36,9 +36,9 @@ export function dualStackStatus(): Status {
 /** The registry's text for that router, with a transition per family and a restore counted. */
 export async function dualStackMetrics(status: Status = dualStackStatus()) {
   const metrics = createMetrics(async () => status);
-  metrics.countTransition('isp1', 'up', 'ipv4');
-  metrics.countTransition('isp1', 'down', 'ipv6');
-  metrics.countTransition('isp2', 'up');
+  metrics.countTransition('isp1', 'wan1', 'up', 'ipv4');
+  metrics.countTransition('isp1', 'wan1', 'down', 'ipv6');
+  metrics.countTransition('isp2', 'wan2', 'up');
   metrics.countRestore('rules');
   return { metrics, text: await metrics.registry.metrics() };
 }

@@ -49,7 +49,7 @@ describe('/metrics', () => {
       'uplinkd_uplink_up{uplink="isp2",interface="ppp0"} -1',
       'uplinkd_probe_latency_seconds{uplink="isp1",interface="wan1",family="ipv4"} 0.0125',
       'uplinkd_probe_loss_ratio{uplink="isp2",interface="ppp0"} 0.25',
-      'uplinkd_uplink_transitions_total{uplink="isp1",family="ipv6",to="down"} 1',
+      'uplinkd_uplink_transitions_total{uplink="isp1",interface="wan1",family="ipv6",to="down"} 1',
       'uplinkd_restore_backoff_seconds 1.5',
     ]) assert.ok(text.split('\n').includes(line), `missing ${line}\n${text}`);
     assert.doesNotMatch(text, /bits_per_second/);
