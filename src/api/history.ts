@@ -21,7 +21,6 @@ export interface UplinkHistory {
   rx_bps: (number | null)[];
   tx_bps: (number | null)[];
   share: (number | null)[];
-  connections: (number | null)[];
   families: { ipv4: FamilyHistory; ipv6?: FamilyHistory };
 }
 
@@ -34,7 +33,9 @@ export interface HistoryJson {
 }
 
 // The figures of one uplink in one sample, in this order; NaN where absent.
-const UPLINK_FIELDS = ['rx_bps', 'tx_bps', 'share', 'connections'] as const;
+// Not connections: counting them lists the whole conntrack table, too dear every
+// HISTORY_INTERVAL_MS on a busy router; the page shows the current count from /api/status.
+const UPLINK_FIELDS = ['rx_bps', 'tx_bps', 'share'] as const;
 const FAMILY_FIELDS = ['state', 'latency_ms', 'loss'] as const;
 const FAMILIES: Family[] = ['ipv4', 'ipv6'];
 const FIELD_COUNT = UPLINK_FIELDS.length + FAMILIES.length * FAMILY_FIELDS.length;
@@ -72,6 +73,7 @@ export class History {
     return this.ring.filter(Boolean).length;
   }
 
+  /** `status` may leave `connections` uncounted: history does not keep them. */
   record(status: Status, atMs = Date.now()): void {
     const uplinks = new Map(status.uplinks.map((u) => [u.name, { interface: u.interface, values: sampleOf(u) }]));
     this.ring[this.next] = { atMs, uplinks };
@@ -95,7 +97,7 @@ export class History {
       const ipv6 = family(1);
       uplinks[name] = {
         interface: iface,
-        rx_bps: series(0), tx_bps: series(1), share: series(2), connections: series(3),
+        rx_bps: series(0), tx_bps: series(1), share: series(2),
         families: { ipv4: family(0), ...(ipv6.state.some((v) => v !== null) ? { ipv6 } : {}) },
       };
     }

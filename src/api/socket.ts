@@ -18,7 +18,7 @@ export interface ControlHandlers {
   explain: (flow: Flow) => Promise<Explanation>;
 }
 
-/** Serves one JSON status per connection: the client writes `status`, reads the JSON, done. */
+/** Serves one request per connection: the client writes its line, reads one JSON reply, done. */
 export async function serveControlSocket(path: string, handlers: ControlHandlers, log: Logger): Promise<net.Server> {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   // A socket file left by a daemon that died is stale: nobody can own it now,

@@ -92,10 +92,11 @@ export class Daemon {
     this.servers.push(await serveControlSocket(this.config.api.socket, { status, explain: (flow) => this.explain(flow) }, this.log));
     if (this.config.api.http !== 'off') {
       this.servers.push(await serveHttp(this.config.api.http, { status, history: () => this.history.toJSON(), registry: this.metrics.registry }, this.log));
+      // Only the page reads the history (api.http is not reloaded: the listener stays as started).
+      const sample = () => void this.status({ countConnections: false }).then((s) => this.history.record(s), () => {});
+      sample();
+      this.historyTimer = setInterval(sample, HISTORY_INTERVAL_MS).unref();
     }
-    const sample = () => void status().then((s) => this.history.record(s), () => {});
-    sample();
-    this.historyTimer = setInterval(sample, HISTORY_INTERVAL_MS).unref();
     this.log.info({ event: 'start', uplinks: this.config.uplinks.length },
       `running: ${this.config.uplinks.length} uplinks, balance ${this.config.balance}, config ${this.configPath}`);
   }
@@ -233,8 +234,11 @@ export class Daemon {
     return explain({ config: this.config, state, facts: this.facts, ...kernel }, flow);
   }
 
-  async status(): Promise<Status> {
-    const connections = await countConnections(this.runner, this.config.kernel.markMask).catch(() => new Map<number, number>());
+  /** `countConnections: false` (the history sampler): connections left at 0, sparing a listing of the whole conntrack table. */
+  async status({ countConnections: count = true } = {}): Promise<Status> {
+    const connections = count
+      ? await countConnections(this.runner, this.config.kernel.markMask).catch(() => new Map<number, number>())
+      : new Map<number, number>();
     const uplinks = [...this.tracking.all()].map((t): UplinkStatus => {
       const planned = this.converging.installed?.state.uplinks.find((u) => u.name === t.uplink.name);
       const ipv4 = familyStatus(t.ipv4, planned?.address, planned?.gateway);
