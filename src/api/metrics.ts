@@ -3,7 +3,7 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { StatusSource } from './socket.js';
 import type { Family } from '../plan/state.js';
-import { BYTE_COUNTERS, type FamilyStatus, type Status, type UplinkStatus } from './status.js';
+import { BYTE_COUNTERS, type FamilyStatus, type Status, type StatusEvent, type UplinkStatus } from './status.js';
 
 /** Prometheus metrics, filled from a fresh status at each scrape. */
 export interface Metrics {
@@ -11,6 +11,8 @@ export interface Metrics {
   /** `family`: given for a dual-stack uplink's transitions, left out for an IPv4-only uplink's (README "Health tracking, failover and kernel events"). */
   countTransition(uplink: string, iface: string, to: string, family?: Family): void;
   countRestore(cause: string): void;
+  /** Every entry of the status's event log; `uplink` for an uplink's events (none for a reload). */
+  countEvent(event: StatusEvent['event'], uplink?: string): void;
 }
 
 export function createMetrics(status: StatusSource): Metrics {
@@ -72,8 +74,13 @@ export function createMetrics(status: StatusSource): Metrics {
   bytes('uplinkd_uplink_transmit_bytes_total', 'Bytes sent on the uplink interface (its kernel counter).', 'txBytes');
   gauge('uplinkd_uplink_share_ratio', 'Fraction (0..1) of new connections the uplink receives now.', (u) => u.share);
   gauge('uplinkd_uplink_connections', 'Tracked connections (both families) marked for the uplink.', (u) => u.connections);
+  gauge('uplinkd_uplink_tier', 'Tier of the uplink (1 first): a higher tier is used only while every uplink of every lower tier is down.', (u) => u.tier);
   const transitions = new Counter({
     name: 'uplinkd_uplink_transitions_total', help: 'Health state changes of the uplink (of one family on a dual-stack uplink), by the state entered.', labelNames: ['uplink', 'interface', 'family', 'to'], registers: [registry],
+  });
+  const events = new Counter({
+    name: 'uplinkd_events_total', help: 'Entries of the event log (uplinkd status): up, down, address, reload, restore; labelled with the uplink for its own events.',
+    labelNames: ['uplink', 'event'], registers: [registry],
   });
   const restores = new Counter({
     name: 'uplinkd_restores_total', help: 'Restores of kernel state that another program removed or changed, by what had changed.',
@@ -99,5 +106,6 @@ export function createMetrics(status: StatusSource): Metrics {
     registry,
     countTransition: (uplink, iface, to, family) => transitions.inc({ uplink, interface: iface, ...(family ? { family } : {}), to }),
     countRestore: (cause) => restores.inc({ cause }),
+    countEvent: (event, uplink) => events.inc(uplink ? { uplink, event } : { event }),
   };
 }

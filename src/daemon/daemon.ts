@@ -62,7 +62,7 @@ export class Daemon {
       const t = this.tracking.get(name);
       const f = t?.[family];
       return t && { interface: t.uplink.interface, address: f?.address ?? firstAddress(ifaceOf(this.facts, t), family), dualStack: t.dualStack };
-    });
+    }, (event, uplink) => this.metrics.countEvent(event, uplink));
     this.converging = new Converging(runner, log, () => this.desired(), () => this.tracking.noteUnusable(this.planned()), this.metrics, this.events);
     this.steering = new Steering(log, () => this.config, this.tracking, () => this.planned(), (why) => this.converging.converge(why));
   }

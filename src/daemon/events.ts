@@ -33,6 +33,8 @@ export class Events {
     /** Read at each event, so a reload's hooks take effect at once. */
     private readonly hooks: () => string[],
     private readonly uplinkOf: UplinkOf,
+    /** Told of every event as it is recorded: /metrics counts them (`uplinkd_events_total`). */
+    private readonly counted: (event: StatusEvent['event'], uplink?: string) => void = () => {},
   ) {}
 
   /** Newest first; the status JSON's `events`. */
@@ -47,6 +49,7 @@ export class Events {
     const entry: StatusEvent = { at: new Date().toISOString(), uplink: e.uplink ?? null, event: e.event, reason: e.reason, ...(shown ? { family: shown } : {}) };
     this.events.unshift(entry);
     this.events.length = Math.min(this.events.length, MAX_EVENTS);
+    this.counted(e.event, e.uplink);
     const level = e.event === 'down' ? 'warn' : 'info';
     this.log[level]({ event: e.event, uplink: e.uplink, family: shown, reason: e.reason },
       `${e.uplink ? `${e.uplink} ` : ''}${shown ? `${shown} ` : ''}${e.event}: ${e.reason}`);

@@ -15,6 +15,7 @@ import {
 import { failoverMs, monotonicMs, startStream } from '../../src/lab/measure.js';
 import type { Status, StatusEvent } from '../../src/api/status.js';
 import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
+import { assertPromtoolAccepts } from '../promtool.js';
 import { assertShares, connections, daemonStatus, mustUplinkd, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
 let lab: LabState;
@@ -424,6 +425,11 @@ test('HTTP: /api/status, /metrics in Prometheus format, read-only, on loopback',
   // Only on loopback: the router's LAN address does not answer.
   const r = await labExec(lab.name, 'lan', ['curl', '-s', '-m', '1', 'http://198.18.0.1:9271/api/status']);
   assert.notEqual(r.code, 0);
+  // What a real daemon serves, every series filled, passes Prometheus's own linter.
+  const served = scraped.split('\n');
+  assert.equal(served.pop(), '200');
+  assertPromtoolAccepts(served.join('\n'));
+  assert.match(scraped, /^uplinkd_events_total\{uplink="isp1",event="up"\} [1-9]/m);
 });
 
 test('a daemon restarted after a crash adopts the state and corrects what the old one left', async () => {

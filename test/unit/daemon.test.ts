@@ -287,6 +287,24 @@ describe('status, hooks and metrics per family', () => {
     assert.doesNotMatch(text, /family=/);
   });
 
+  it('counts every entry of the event log in uplinkd_events_total, by uplink and event', async () => {
+    const { daemon, prober, settle } = await started();
+    prober('isp1', 'ipv6').round(false);
+    prober('isp1', 'ipv6').round(false);
+    prober('isp1', 'ipv4').round(true);
+    await settle();
+    const { events } = await daemon.status();
+    const expected = new Map<string, number>();
+    for (const e of events) {
+      const series = `uplinkd_events_total{${e.uplink ? `uplink="${e.uplink}",` : ''}event="${e.event}"}`;
+      expected.set(series, (expected.get(series) ?? 0) + 1);
+    }
+    assert.ok(expected.has('uplinkd_events_total{uplink="isp1",event="down"}'), JSON.stringify(events));
+    const text = await daemon['metrics'].registry.metrics();
+    const counted = new Map([...text.matchAll(/^(uplinkd_events_total\{[^}]*\}) (\d+)$/gm)].map((m) => [m[1], Number(m[2])]));
+    assert.deepEqual(counted, expected);
+  });
+
   it('tells the hooks the family (empty for events of no family)', () => {
     const base = { uplink: 'isp2', interface: 'wan2', reason: 'x' };
     assert.equal(hookEnvironment({ ...base, event: 'down', family: 'ipv6', address: '2001:db8:200::2' }).UPLINKD_FAMILY, 'ipv6');

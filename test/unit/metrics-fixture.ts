@@ -40,5 +40,7 @@ export async function dualStackMetrics(status: Status = dualStackStatus()) {
   metrics.countTransition('isp1', 'wan1', 'down', 'ipv6');
   metrics.countTransition('isp2', 'wan2', 'up');
   metrics.countRestore('rules');
+  metrics.countEvent('down', 'isp1');
+  metrics.countEvent('reload');
   return { metrics, text: await metrics.registry.metrics() };
 }

@@ -3,36 +3,14 @@
 // output for a dual-stack router; and the series a user reads off it.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { describe, it } from 'node:test';
 import { BYTE_COUNTERS, type Status } from '../../src/api/status.js';
+import { assertPromtoolAccepts } from '../promtool.js';
 import { dualStackMetrics, dualStackStatus } from './metrics-fixture.js';
-
-/** Where setup.sh unpacks promtool; else PATH. The test fails without it: an unlinted registry is not a passed lint. */
-const PROMTOOL_HOME = '/usr/local/lib/uplinkd-tools/promtool';
-
-function findPromtool(): string | undefined {
-  for (const candidate of [PROMTOOL_HOME, ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'promtool'))]) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 describe('/metrics', () => {
   it('passes promtool check metrics', async () => {
-    const promtool = findPromtool();
-    assert.ok(promtool, `promtool is neither at ${PROMTOOL_HOME} nor on PATH: run setup.sh`);
-    const { text } = await dualStackMetrics();
-    const lint = spawnSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
-    assert.equal(lint.status, 0, `promtool check metrics:\n${lint.stdout}${lint.stderr}\n--- input:\n${text}`);
-    assert.equal(`${lint.stdout}${lint.stderr}`.trim(), '', 'promtool found problems');
+    assertPromtoolAccepts((await dualStackMetrics()).text);
   });
 
   it('exports the interface byte counters, with uplink and interface labels', async () => {
@@ -53,6 +31,17 @@ describe('/metrics', () => {
       'uplinkd_restore_backoff_seconds 1.5',
     ]) assert.ok(text.split('\n').includes(line), `missing ${line}\n${text}`);
     assert.doesNotMatch(text, /bits_per_second/);
+  });
+
+  it("counts the event log's entries and exports each uplink's tier", async () => {
+    const { text } = await dualStackMetrics();
+    for (const line of [
+      '# TYPE uplinkd_events_total counter',
+      'uplinkd_events_total{uplink="isp1",event="down"} 1',
+      'uplinkd_events_total{event="reload"} 1',
+      'uplinkd_uplink_tier{uplink="isp1",interface="wan1"} 1',
+      'uplinkd_uplink_tier{uplink="isp2",interface="ppp0"} 2',
+    ]) assert.ok(text.split('\n').includes(line), `missing ${line}\n${text}`);
   });
 
   it('leaves out the byte counters of an uplink not sampled yet', async () => {
