@@ -17,7 +17,7 @@ import { systemRunner } from './kernel/runner.js';
 import { registerLabCommands } from './lab/commands.js';
 import { createLogger } from './log.js';
 import { DEFAULT_OWNERSHIP } from './ownership.js';
-import { explain, formatExplanation, type Flow } from './plan/explain.js';
+import { explain, FlowError, formatExplanation, type Flow } from './plan/explain.js';
 import { plan } from './plan/plan.js';
 import { renderPlan } from './plan/render.js';
 import type { Health, KernelFacts } from './plan/state.js';
@@ -81,7 +81,7 @@ function portOf(option: string, value: string | undefined): number | undefined {
 }
 
 /** The flow `explain` asks about, checked at the edge: both addresses of one family, real ports, a known user. */
-function flowOf(opts: { src: string; dst: string; proto: Flow['proto']; dport?: string; sport?: string; user?: string }): Flow {
+function flowOf(opts: { src: string; dst: string; proto: Flow['proto']; dport?: string; sport?: string; user?: string; cgroup?: string }): Flow {
   for (const [option, value] of [['--src', opts.src], ['--dst', opts.dst]] as const) {
     const parsed = parseIpAddress(value);
     if (!parsed.ok) throw new ExitError(2, `${option}: ${parsed.error}`);
@@ -99,6 +99,8 @@ function flowOf(opts: { src: string; dst: string; proto: Flow['proto']; dport?: 
     const gid = primaryGroupOf(user.value);
     if (gid !== undefined) flow.gid = gid;
   }
+  // As rules name cgroups: relative to the hierarchy's root, so /system.slice/x is system.slice/x.
+  if (opts.cgroup !== undefined) flow.cgroup = opts.cgroup.replace(/^\/+|\/+$/g, '');
   return flow;
 }
 
@@ -222,13 +224,16 @@ export function buildProgram(): Command {
     .option('--dport <port>', 'destination port')
     .option('--sport <port>', 'source port')
     .option('--user <user>', "the process's user (name or uid): a connection of this machine")
+    .option('--cgroup <path>', "the process's cgroup, e.g. system.slice/restic.service: a connection of this machine")
     .option('--json', 'one JSON object (README "uplinkd explain")')
-    .action(async (opts: { config?: string; src: string; dst: string; proto: Flow['proto']; dport?: string; sport?: string; user?: string; json?: boolean }) => {
+    .action(async (opts: { config?: string; src: string; dst: string; proto: Flow['proto']; dport?: string; sport?: string; user?: string; cgroup?: string; json?: boolean }) => {
       const flow = flowOf(opts);
       const path = resolveConfigPath(opts.config);
       const loaded = loadConfigFile(path);
-      const live = loaded.ok ? await requestExplain(loaded.config.api.socket, flow) : undefined;
-      if (live?.error) throw new ExitError(1, `explain: ${live.error}`);
+      const reply = loaded.ok ? await requestExplain(loaded.config.api.socket, flow) : undefined;
+      // A daemon from before `explain` knows only `status`: answer from the config, as with none.
+      const live = reply?.error?.startsWith('unknown request') ? undefined : reply;
+      if (live?.error) throw new ExitError(live.usage ? 2 : 1, `explain: ${live.error}`);
       let explanation = live?.explanation;
       let source = 'the running daemon';
       if (!explanation) {
@@ -241,7 +246,7 @@ export function buildProgram(): Command {
         try {
           explanation = explain({ config, state, facts, ...kernel }, flow);
         } catch (err) {
-          throw new ExitError(1, `explain: ${err instanceof Error ? err.message : String(err)}`);
+          throw new ExitError(err instanceof FlowError ? 2 : 1, `explain: ${err instanceof Error ? err.message : String(err)}`);
         }
         source = `${path}, every uplink taken as up (no daemon answers)`;
       }

@@ -6,7 +6,7 @@ import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
-import type { Explanation, Flow } from '../plan/explain.js';
+import { FlowError, type Explanation, type Flow } from '../plan/explain.js';
 import type { Status } from './status.js';
 
 /** Where the daemon's view comes from, fresh at each request. */
@@ -36,7 +36,9 @@ export async function serveControlSocket(path: string, handlers: ControlHandlers
         if (line.startsWith('explain ')) return { explanation: await handlers.explain(JSON.parse(line.slice('explain '.length)) as Flow) };
         return { error: `unknown request ${JSON.stringify(line)}` };
       };
-      socket.end(JSON.stringify(await reply().catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }))) + '\n');
+      // usage: the flow itself cannot be (the client's exit 2), not the daemon failing.
+      const failed = (err: unknown) => ({ error: err instanceof Error ? err.message : String(err), ...(err instanceof FlowError ? { usage: true } : {}) });
+      socket.end(JSON.stringify(await reply().catch(failed)) + '\n');
     });
     socket.on('error', () => {});
   });
@@ -58,7 +60,7 @@ export function requestStatus(path: string, timeoutMs = 2000): Promise<Status | 
 }
 
 /** Asks a running daemon to explain a flow; undefined when none answers. */
-export function requestExplain(path: string, flow: Flow, timeoutMs = 5000): Promise<{ explanation?: Explanation; error?: string } | undefined> {
+export function requestExplain(path: string, flow: Flow, timeoutMs = 5000): Promise<{ explanation?: Explanation; error?: string; usage?: boolean } | undefined> {
   return request(path, `explain ${JSON.stringify(flow)}`, timeoutMs);
 }
 

@@ -23,6 +23,8 @@ export interface Flow {
   /** The socket owner (uid) and its group (gid): the machine's own connections only. */
   uid?: number;
   gid?: number;
+  /** The socket's cgroup (v2), relative to the hierarchy's root, as rules name it: system.slice/restic.service. */
+  cgroup?: string;
 }
 
 export interface ExplainInput {
@@ -66,6 +68,12 @@ export interface Explanation {
   /** Each step that decided, in order, as a sentence. */
   reasons: string[];
 }
+
+/**
+ * The flow asked about cannot be (a usage error, exit 2): it names a process
+ * user for a connection that no process of this machine makes.
+ */
+export class FlowError extends Error {}
 
 const PROTOCOL_NUMBER: Record<Family, Record<Flow['proto'], number>> = {
   ipv4: { tcp: 6, udp: 17, icmp: 1 },
@@ -114,8 +122,8 @@ function uplinkOfChain(chain: string, uplinks: UplinkSummary[]): string | undefi
 }
 
 /** Whether the flow matches one field value of a pin stage element. */
-function fieldMatches(expr: string, value: { text: string; range?: { from: number; to: number }; range6?: { from: bigint; to: bigint } },
-  flow: Flow, family: Family, iif: string | undefined): boolean {
+function fieldMatches(expr: string, value: { text: string; range?: { from: number; to: number }; range6?: { from: bigint; to: bigint }; cgroup?: string },
+  flow: Flow, family: Family, iif: string | undefined, cgroupsNow: ReadonlySet<string>): boolean {
   const inRange = (n: number | undefined) => n !== undefined && value.range !== undefined && n >= value.range.from && n <= value.range.to;
   const inAddressRange = (address: string) => {
     if (family === 'ipv6') return value.range6 !== undefined && addressValue(address, family) >= value.range6.from && addressValue(address, family) <= value.range6.to;
@@ -129,14 +137,36 @@ function fieldMatches(expr: string, value: { text: string; range?: { from: numbe
   if (expr === 'iifname') return iif !== undefined && value.text === `"${iif}"`;
   if (expr === 'meta skuid') return inRange(flow.uid);
   if (expr === 'meta skgid') return inRange(flow.gid);
-  // socket cgroupv2: a process's cgroup is not part of a flow.
+  // socket cgroupv2 level N: the socket's cgroup is the rule's cgroup or lies below it;
+  // a cgroup that does not exist now has no element (pins.ts stageElements).
+  if (expr.startsWith('socket cgroupv2')) {
+    const ruleCgroup = value.cgroup;
+    return flow.cgroup !== undefined && ruleCgroup !== undefined && cgroupsNow.has(ruleCgroup) &&
+      (flow.cgroup === ruleCgroup || flow.cgroup.startsWith(`${ruleCgroup}/`));
+  }
   return false;
 }
 
-function matchingRule(stage: PinStage, flow: Flow, family: Family, iif: string | undefined): PinRule | undefined {
+function matchingRule(stage: PinStage, flow: Flow, family: Family, iif: string | undefined, cgroupsNow: ReadonlySet<string>): PinRule | undefined {
   if (stage.fields.length === 0) return stage.entries[0].rule;
   return stage.entries.find((entry) => entry.elements.some((element) =>
-    element.every((value, i) => fieldMatches(stage.fields[i].expr, value, flow, family, iif))))?.rule;
+    element.every((value, i) => fieldMatches(stage.fields[i].expr, value, flow, family, iif, cgroupsNow))))?.rule;
+}
+
+/** `(uid 0, gid 0, cgroup system.slice/x.service)`: the process behind the machine's own connection, as far as given. */
+function ownProcess(flow: Flow): string {
+  const parts = [flow.uid !== undefined ? `uid ${flow.uid}` : '', flow.gid !== undefined ? `gid ${flow.gid}` : '', flow.cgroup !== undefined ? `cgroup ${flow.cgroup}` : ''].filter(Boolean);
+  return parts.length > 0 ? ` (${parts.join(', ')})` : '';
+}
+
+/** The process keys the stages match on that the flow does not give: user, group, cgroup. */
+function processFieldsUnknown(stages: PinStage[], flow: Flow): string[] {
+  const exprs = new Set(stages.flatMap((s) => s.fields.map((f) => f.expr)));
+  return [
+    ...(exprs.has('meta skuid') && flow.uid === undefined ? ['user'] : []),
+    ...(exprs.has('meta skgid') && flow.gid === undefined ? ['group'] : []),
+    ...([...exprs].some((e) => e.startsWith('socket cgroupv2')) && flow.cgroup === undefined ? ['cgroup'] : []),
+  ];
 }
 
 const percent = (share: number) => `${(share * 100).toFixed(1)}%`;
@@ -148,8 +178,9 @@ export function explain({ config, state, facts, mainRoutes, sticky }: ExplainInp
   const isOwn = (address: string) => ownAddresses.includes(address) || (family === 'ipv4' ? prefixContains('127.0.0.0/8', address) : address === '::1') ||
     (!routerMode && address === config.kernel.hostSource);
   const path: Explanation['path'] = !routerMode || isOwn(flow.src) ? 'own' : 'forwarded';
-  if (path === 'forwarded' && (flow.uid !== undefined || flow.gid !== undefined)) {
-    throw new Error(`--user names a process of this machine, but ${flow.src} is not one of its addresses: a forwarded connection has no local process`);
+  if (path === 'forwarded' && (flow.uid !== undefined || flow.gid !== undefined || flow.cgroup !== undefined)) {
+    const option = flow.cgroup !== undefined && flow.uid === undefined ? '--cgroup' : '--user';
+    throw new FlowError(`${option} names a process of this machine, but ${flow.src} is not one of its addresses: a forwarded connection has no local process`);
   }
   const lanInterface = path === 'forwarded'
     ? facts.interfaces.find((i) => config.lan.includes(i.name) && [...i.addresses, ...(i.addresses6 ?? [])].some((a) => prefixContains(`${a.address}/${a.prefixLen}`, flow.src)))?.name ?? config.lan[0]
@@ -163,7 +194,7 @@ export function explain({ config, state, facts, mainRoutes, sticky }: ExplainInp
   const reasons: string[] = [];
   reasons.push(path === 'forwarded'
     ? `a new ${family} connection forwarded from the LAN (${lanInterface})`
-    : `a new ${family} connection of this machine${flow.uid !== undefined ? ` (uid ${flow.uid}${flow.gid !== undefined ? `, gid ${flow.gid}` : ''})` : ''}`);
+    : `a new ${family} connection of this machine${ownProcess(flow)}`);
   const names = (list: UplinkSummary[]) => list.map((u) => u.name);
   const inTier = up.filter((u) => u.tier === tier);
   const standby = up.filter((u) => u.tier !== tier);
@@ -236,7 +267,7 @@ export function explain({ config, state, facts, mainRoutes, sticky }: ExplainInp
       shares.set(uplink, (shares.get(uplink) ?? 0) + (r.to - r.from + 1) / buckets);
     }
     const candidates = [...shares].map(([uplink, share]) => ({ uplink, share: Math.round(share * 1000) / 1000 }));
-    const how = config.balance === 'least-loaded' ? 'dealt in turn by share' : 'drawn at random by share';
+    const how = config.balance === 'least-loaded' ? 'dealt in turn by the shares the least-loaded steering installed' : 'drawn at random by share';
     if (candidates.length === 1) return answer('uplink', stage, `${why}: ${candidates[0].uplink}, the only one up`, { ...extra, uplink: candidates[0].uplink, candidates });
     return answer('uplink', stage, `${why}: ${how}, ${candidates.map((c) => `${c.uplink} ${percent(c.share)}`).join(', ')}`, { ...extra, candidates });
   };
@@ -244,8 +275,12 @@ export function explain({ config, state, facts, mainRoutes, sticky }: ExplainInp
   // Pinning rules, first match wins; forwarded connections skip the process stages.
   const rules = rulesOfFamily(config.rules, family);
   const stages = compilePinStages(rules, family).filter((s) => path === 'own' || !stageIsOwnOnly(s));
+  const cgroupsNow = new Set((facts.cgroups ?? []).map((c) => c.path));
+  // Without the process, its rules cannot match: say so rather than let them pass silently.
+  const unjudged = path === 'own' ? processFieldsUnknown(stages, flow) : [];
+  if (unjudged.length > 0) reasons.push(`rules by ${unjudged.join(' or ')} were not matched: give ${unjudged.map((f) => (f === 'cgroup' ? '--cgroup' : '--user')).filter((o, i, all) => all.indexOf(o) === i).join(' and ')} for them`);
   for (const stage of stages) {
-    const rule = matchingRule(stage, flow, family, lanInterface);
+    const rule = matchingRule(stage, flow, family, lanInterface, cgroupsNow);
     if (!rule) continue;
     const target = pinTargetOf(rules, family, rule);
     const extra = { rule: rule.name, stageMap: stage.fields.length > 0 ? stage.name : undefined };
@@ -266,6 +301,7 @@ export function explain({ config, state, facts, mainRoutes, sticky }: ExplainInp
       const uplink = entry[0].slice(`sticky${suffix}_`.length);
       return answer('uplink', 'sticky', `sticky: ${flow.src} has an entry in ${entry[0]}, its last new connection went to ${uplink}`, { uplink });
     }
+    if (sticky !== undefined) reasons.push(`sticky: ${flow.src} has no entry; its next new connection is balanced, and it keeps that uplink`);
   }
   return draw(`balance${suffix}`, 'balance', `balanced (${config.balance})`, {}) as Explanation;
 }

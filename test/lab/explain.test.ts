@@ -9,7 +9,7 @@ import type { Explanation } from '../../src/plan/explain.js';
 import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labClient, labDown, labExec, labFail, labHeal, labUp, labWhoami, type LabState } from '../../src/lab/lab.js';
-import { mustUplinkd, uniqueLabName, waitFor } from './harness.js';
+import { daemonStatus, mustUplinkd, uniqueLabName, uplinkd, waitFor } from './harness.js';
 
 let lab: LabState;
 let daemon: LabDaemon | undefined;
@@ -41,9 +41,9 @@ afterEach(async () => {
   await mustUplinkd(lab, 'flush');
 });
 
-function configFor(balance: string): string {
-  return writeLabConfig(lab, `explain-${balance}.yaml`, labConfig(lab, {
-    balance, rules, api: { http: 'off' },
+function configFor(balance: string, extra: { name?: string; uplink?: (name: string, k: number) => string; top?: string; rules?: string } = {}): string {
+  return writeLabConfig(lab, `explain-${extra.name ?? balance}.yaml`, labConfig(lab, {
+    balance, rules: rules + (extra.rules ?? ''), api: { http: 'off' }, uplink: extra.uplink, top: extra.top,
   }));
 }
 
@@ -118,6 +118,13 @@ test('pins, the router\'s own connections by user, and the main table: explain m
   assert.equal(asNobody.code, 0, asNobody.stderr);
   assert.equal(uplinkOfSeen(asNobody.stdout.trim()), 'isp3', `curl as nobody was seen as ${asNobody.stdout}`);
 
+  // As root, no rule matches: hash balancing of the router's own connection, by its unbound source.
+  const asRoot = await explainFlow(config, ['--src', lab.lanAddress, '--dst', lab.server, '--dport', String(lab.whoamiPort), '--user', 'root']);
+  assert.deepEqual([asRoot.path, asRoot.stage, asRoot.buckets], ['own', 'balance', 65536], JSON.stringify(asRoot));
+  const rootCurl = await labExec(lab.name, 'router', ['curl', '-s', '-m', '2', `http://${lab.server}:${lab.whoamiPort}/`]);
+  assert.equal(rootCurl.code, 0, rootCurl.stderr);
+  assert.equal(uplinkOfSeen(rootCurl.stdout.trim()), asRoot.uplink, `explain said ${asRoot.uplink} (bucket ${asRoot.bucket}), curl as root was seen as ${rootCurl.stdout}`);
+
   // A connected network of the router is reached by the main table, never by balancing.
   const isp3Gateway = lab.uplinks[2].gateway;
   const main = await explainFlow(config, ['--src', src, '--dst', isp3Gateway]);
@@ -149,6 +156,99 @@ test('weighted: explain offers the uplinks the far end sees, and no longer offer
   }
 });
 
+test('sticky: explain finds the live entry a connection left, names the uplink the far end keeps seeing, and drops it when that uplink fails', async () => {
+  const config = configFor('weighted', { name: 'sticky', top: 'sticky: 10m\n' });
+  await startAndWait(config);
+  const src = lab.lanSources[3];
+  const args = ['--src', src, '--dst', lab.server, '--dport', String(lab.whoamiPort)];
+  const fresh = await explainFlow(config, args);
+  assert.equal(fresh.stage, 'balance', 'no entry before the first connection');
+  const first = await seenUplinks(['--dst', lab.server, '--port', String(lab.whoamiPort), '--sources', src, '--count', '1']);
+  const stuckTo = Object.keys(first)[0];
+  const stuck = await explainFlow(config, args);
+  assert.deepEqual([stuck.stage, stuck.uplink], ['sticky', stuckTo], JSON.stringify(stuck));
+  assert.deepEqual(await seenUplinks(['--dst', lab.server, '--port', String(lab.whoamiPort), '--sources', src, '--count', '12']), { [stuckTo]: 12 });
+
+  await labFail(lab.name, stuckTo, 'link');
+  try {
+    assert.ok(await waitFor(async () => (await daemon!.status())?.uplinks.find((u) => u.name === stuckTo)?.state === 'down', 5000));
+    // The daemon empties a down uplink's sticky set: the source is balanced again, over the others.
+    const after = await explainFlow(config, args);
+    assert.equal(after.stage, 'balance', JSON.stringify(after));
+    assert.ok(!after.candidates!.some((c) => c.uplink === stuckTo), JSON.stringify(after));
+  } finally {
+    await labHeal(lab.name, stuckTo);
+  }
+});
+
+test('tiers: explain says which tier carries; with tier 1 down it names tier 2, with every uplink down it says blocked, as the far end finds', async () => {
+  const config = configFor('weighted', { name: 'tiers', uplink: (_, k) => (k === 3 ? '    tier: 2\n' : '') });
+  await startAndWait(config);
+  const src = lab.lanSources[4];
+  const args = ['--src', src, '--dst', lab.server, '--dport', String(lab.whoamiPort)];
+  const normal = await explainFlow(config, args);
+  assert.deepEqual([normal.tier, normal.up, normal.standby, normal.candidates!.map((c) => c.uplink)], [1, ['isp1', 'isp2'], ['isp3'], ['isp1', 'isp2']]);
+  const failed: string[] = [];
+  try {
+    for (const name of ['isp1', 'isp2']) {
+      await labFail(lab.name, name, 'link');
+      failed.push(name);
+    }
+    assert.ok(await waitFor(async () => (await daemon!.status())?.uplinks.filter((u) => u.state === 'down').length === 2, 5000));
+    const second = await explainFlow(config, args);
+    assert.deepEqual([second.tier, second.uplink, second.down], [2, 'isp3', ['isp1', 'isp2']], JSON.stringify(second));
+    assert.deepEqual(await seenUplinks(['--dst', lab.server, '--port', String(lab.whoamiPort), '--sources', src, '--count', '8']), { isp3: 8 });
+
+    await labFail(lab.name, 'isp3', 'link');
+    failed.push('isp3');
+    assert.ok(await waitFor(async () => (await daemon!.status())?.uplinks.every((u) => u.state === 'down') ?? false, 5000));
+    const none = await explainFlow(config, args);
+    assert.deepEqual([none.decision, none.tier], ['blocked', null], JSON.stringify(none));
+    const refused = await labClient(lab.name, 'lan', ['http', '--timeout-ms', '1500', '--dst', lab.server, '--port', String(lab.whoamiPort), '--sources', src, '--count', '3']);
+    assert.equal(refused.ok, 0, `blocked, yet the far end answered: ${JSON.stringify(refused.seen)}`);
+  } finally {
+    for (const name of failed) await labHeal(lab.name, name);
+  }
+});
+
+test('least-loaded: explain gives the shares the daemon\'s steering installed, and drops an uplink the loop found full', async () => {
+  const IPERF_PORT = 5207;
+  const r = await labExec(lab.name, 'inet', ['iperf3', '-s', '-D', '-p', String(IPERF_PORT), '-B', lab.server]);
+  assert.equal(r.code, 0, r.stderr);
+  // Capacities 2:1:1 where the weights are all 1: idle, the loop shares by capacity.
+  const capacity = ['18mbit', '9mbit', '9mbit'];
+  const config = configFor('least-loaded', {
+    uplink: (_, k) => `    capacity: { up: ${capacity[k - 1]}, down: ${capacity[k - 1]} }\n`,
+    rules: `  - name: download-on-isp2\n    proto: tcp\n    dport: ${IPERF_PORT}\n    via: isp2\n`,
+  });
+  await startAndWait(config);
+  const src = lab.lanSources[5];
+  const args = ['--src', src, '--dst', lab.server, '--dport', String(lab.whoamiPort)];
+  const sharesAgree = async () => {
+    const status = await daemonStatus(lab, config);
+    const e = await explainFlow(config, args);
+    const fromStatus = Object.fromEntries(status.uplinks.filter((u) => u.share > 0).map((u) => [u.name, u.share]));
+    const fromExplain = Object.fromEntries(e.candidates!.map((c) => [c.uplink, c.share]));
+    return { e, fromStatus, ok: Object.keys(fromStatus).sort().join() === Object.keys(fromExplain).sort().join() &&
+      Object.entries(fromStatus).every(([name, share]) => Math.abs(share - fromExplain[name]) <= 0.001) };
+  };
+  let idle: Awaited<ReturnType<typeof sharesAgree>> | undefined;
+  assert.ok(await waitFor(async () => (idle = await sharesAgree()).ok && idle.fromStatus.isp1 > 0.45, 5000),
+    `idle shares by capacity, explain = status: ${JSON.stringify(idle)}`);
+  // A paced 30 Mbit/s download pinned to isp2 (capacity 9 Mbit/s) fills it.
+  const download = labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(IPERF_PORT), '-R', '-b', '30M', '-t', '8']);
+  try {
+    let loaded: Awaited<ReturnType<typeof sharesAgree>> | undefined;
+    assert.ok(await waitFor(async () => (loaded = await sharesAgree()).ok && loaded.fromStatus.isp2 === undefined, 6000, 200),
+      `isp2 full: explain must drop it as status does: ${JSON.stringify(loaded)}`);
+    assert.deepEqual(loaded!.e.candidates!.map((c) => c.uplink).sort(), ['isp1', 'isp3']);
+    const seen = await seenUplinks(['--dst', lab.server, '--port', String(lab.whoamiPort), '--sources', src, '--count', '8']);
+    assert.deepEqual(Object.keys(seen).sort(), ['isp1', 'isp3'], JSON.stringify(seen));
+  } finally {
+    await download;
+  }
+});
+
 test('without a daemon, explain answers from the config with every uplink up, and bad input is a usage error', async () => {
   const config = configFor('hash');
   const e = await explainFlow(config, ['--src', lab.lanSources[2], '--dst', lab.server]);
@@ -157,4 +257,15 @@ test('without a daemon, explain answers from the config with every uplink up, an
   assert.deepEqual(e.down, []);
   const bad = await mustUplinkd(lab, 'explain', '-c', config, '--src', '198.18.0.300', '--dst', lab.server).then(() => 'ok', (err: Error) => err.message);
   assert.match(bad, /exited 2: --src: "198.18.0.300" is not an IPv4 or IPv6 address/);
+  for (const [args, why] of [
+    [['--src', lab.lanSources[2], '--dst', lab.server6], /not of one family/],
+    [['--src', lab.lanAddress, '--dst', lab.server, '--user', 'no-such-user-here'], /--user: .*no-such-user-here/],
+    [['--src', lab.lanSources[2], '--dst', lab.server, '--user', 'nobody'], /forwarded connection has no local process/],
+    [['--src', lab.lanSources[2], '--dst', lab.server, '--dport', '70000'], /--dport: "70000" is not a port/],
+  ] as [string[], RegExp][]) {
+    const r = await uplinkd(lab, 'explain', '-c', config, ...args);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, why);
+    assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+  }
 });
