@@ -76,7 +76,7 @@ function descendants(root: number): ProcStat[] {
   return found;
 }
 
-function rssKB(pid: number): number {
+export function rssKB(pid: number): number {
   try {
     return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
   } catch {

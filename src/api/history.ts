@@ -40,55 +40,84 @@ const FAMILY_FIELDS = ['state', 'latency_ms', 'loss'] as const;
 const FAMILIES: Family[] = ['ipv4', 'ipv6'];
 const FIELD_COUNT = UPLINK_FIELDS.length + FAMILIES.length * FAMILY_FIELDS.length;
 
-interface Sample { atMs: number; uplinks: Map<string, { interface: string; values: Float64Array }> }
+/** One uplink's ring: FIELD_COUNT figures per slot, slot k at k × FIELD_COUNT. */
+interface Track { interface: string; values: Float64Array }
 
 const stateNumber = (s: FamilyStatus['state']) => (s === 'up' ? 1 : s === 'down' ? 0 : -1);
 
-function sampleOf(u: UplinkStatus): Float64Array {
-  const values = new Float64Array(FIELD_COUNT).fill(NaN);
-  UPLINK_FIELDS.forEach((field, i) => (values[i] = u[field]));
+function writeSample(values: Float64Array, at: number, u: UplinkStatus): void {
+  values.fill(NaN, at, at + FIELD_COUNT);
+  UPLINK_FIELDS.forEach((field, i) => (values[at + i] = u[field]));
   // An IPv4-only uplink's own figures are its IPv4's.
   const families: Partial<Record<Family, FamilyStatus>> = u.families ?? { ipv4: u };
   FAMILIES.forEach((family, k) => {
     const f = families[family];
     if (!f) return;
-    const at = UPLINK_FIELDS.length + k * FAMILY_FIELDS.length;
-    values[at] = stateNumber(f.state);
-    values[at + 1] = f.latency_ms ?? NaN;
-    values[at + 2] = f.loss;
+    const i = at + UPLINK_FIELDS.length + k * FAMILY_FIELDS.length;
+    values[i] = stateNumber(f.state);
+    values[i + 1] = f.latency_ms ?? NaN;
+    values[i + 2] = f.loss;
   });
-  return values;
 }
 
+/**
+ * Fixed-size typed arrays, allocated once per uplink: recording a sample
+ * writes into them in place, and the memory is capacity × FIELD_COUNT × 8
+ * bytes per uplink plus the times, whatever the uptime.
+ */
 export class History {
-  private readonly ring: (Sample | undefined)[];
+  /** Samples the ring holds: window ÷ interval. */
+  readonly capacity: number;
+  private readonly atMs: Float64Array;
+  private readonly tracks = new Map<string, Track>();
   private next = 0;
+  private count = 0;
 
   constructor(readonly intervalMs = HISTORY_INTERVAL_MS, readonly windowMs = HISTORY_WINDOW_MS) {
-    this.ring = new Array(Math.ceil(windowMs / intervalMs));
+    this.capacity = Math.ceil(windowMs / intervalMs);
+    this.atMs = new Float64Array(this.capacity);
   }
 
-  /** Samples held now (at most window ÷ interval). */
+  /** Samples held now (at most `capacity`). */
   get length(): number {
-    return this.ring.filter(Boolean).length;
+    return this.count;
+  }
+
+  /** Bytes held in the ring's arrays. */
+  get bytes(): number {
+    return this.atMs.byteLength + [...this.tracks.values()].reduce((sum, t) => sum + t.values.byteLength, 0);
   }
 
   /** `status` may leave `connections` uncounted: history does not keep them. */
   record(status: Status, atMs = Date.now()): void {
-    const uplinks = new Map(status.uplinks.map((u) => [u.name, { interface: u.interface, values: sampleOf(u) }]));
-    this.ring[this.next] = { atMs, uplinks };
-    this.next = (this.next + 1) % this.ring.length;
+    const slot = this.next;
+    this.atMs[slot] = atMs;
+    const names = new Set(status.uplinks.map((u) => u.name));
+    // Uplinks are those of the newest sample: one removed by a reload is gone.
+    for (const name of this.tracks.keys()) if (!names.has(name)) this.tracks.delete(name);
+    for (const u of status.uplinks) {
+      let track = this.tracks.get(u.name);
+      if (!track) {
+        // NaN (null in the JSON) for the samples taken before the uplink was there.
+        track = { interface: u.interface, values: new Float64Array(this.capacity * FIELD_COUNT).fill(NaN) };
+        this.tracks.set(u.name, track);
+      }
+      track.interface = u.interface;
+      writeSample(track.values, slot * FIELD_COUNT, u);
+    }
+    this.next = (slot + 1) % this.capacity;
+    this.count = Math.min(this.count + 1, this.capacity);
   }
 
-  /** Oldest first. Uplinks are those of the newest sample (one removed by a reload is gone). */
+  /** Oldest first. */
   toJSON(): HistoryJson {
-    const samples = [...this.ring.slice(this.next), ...this.ring.slice(0, this.next)].filter((s): s is Sample => s !== undefined);
-    const newest = samples.at(-1);
+    const first = this.count < this.capacity ? 0 : this.next;
+    const slots = Array.from({ length: this.count }, (_, k) => (first + k) % this.capacity);
     const uplinks: Record<string, UplinkHistory> = {};
-    for (const [name, { interface: iface }] of newest?.uplinks ?? []) {
-      const series = (i: number) => samples.map((s) => {
-        const v = s.uplinks.get(name)?.values[i];
-        return v === undefined || Number.isNaN(v) ? null : v;
+    for (const [name, { interface: iface, values }] of this.tracks) {
+      const series = (i: number) => slots.map((slot) => {
+        const v = values[slot * FIELD_COUNT + i];
+        return Number.isNaN(v) ? null : v;
       });
       const family = (k: number): FamilyHistory => {
         const at = UPLINK_FIELDS.length + k * FAMILY_FIELDS.length;
@@ -101,6 +130,6 @@ export class History {
         families: { ipv4: family(0), ...(ipv6.state.some((v) => v !== null) ? { ipv6 } : {}) },
       };
     }
-    return { interval_ms: this.intervalMs, window_ms: this.windowMs, at: samples.map((s) => s.atMs), uplinks };
+    return { interval_ms: this.intervalMs, window_ms: this.windowMs, at: slots.map((slot) => this.atMs[slot]), uplinks };
   }
 }

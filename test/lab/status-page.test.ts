@@ -8,6 +8,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import type { HistoryJson } from '../../src/api/history.js';
 import { labConfig, writeLabConfig } from '../../src/lab/lab-config.js';
 import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labDown, labExec, labFail, labUp, type LabState } from '../../src/lab/lab.js';
@@ -70,10 +71,20 @@ test('the page shows every uplink with its state, figures and graphs, and follow
     // Three graphs (latency, loss, throughput), each a drawn canvas.
     assert.equal(await card.locator('.chart canvas').count(), 3);
   }
-  // Some traffic and history, so the graphs and shares have something to show.
-  await connections(lab, 'lan', 60, ['--concurrency', '4']);
-  await labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(lab.iperfPort), '-R', '-t', '4', '-P', '3']);
+  // 20 s of traffic and history, so the graphs and shares have something to
+  // show: paced downloads (6 streams at 4 Mbit/s, spread over the uplinks) and
+  // new connections.
+  await Promise.all([
+    labExec(lab.name, 'lan', ['iperf3', '-c', lab.server, '-p', String(lab.iperfPort), '-R', '-t', '20', '-P', '6', '-b', '4M']),
+    connections(lab, 'lan', 60, ['--concurrency', '2']),
+  ]);
   await page.waitForTimeout(2500);
+  // What the graphs draw: the daemon's history, fetched by the page itself.
+  const history = await page.evaluate(() => fetch('api/history').then((r) => r.json())) as HistoryJson;
+  assert.ok(history.at.length >= 10, `the history holds ${history.at.length} samples after 20 s, want >= 10`);
+  assert.deepEqual(Object.keys(history.uplinks), lab.uplinks.map((u) => u.name));
+  const peakRxBps = Math.max(...Object.values(history.uplinks).flatMap((h) => h.rx_bps.map((v) => v ?? 0)));
+  assert.ok(peakRxBps > 2e6, `the history's highest rx rate is ${peakRxBps} bit/s during 24 Mbit/s of downloads`);
   const marker = await page.evaluate(() => (window as unknown as { pageMarker: number }).pageMarker = Math.random());
 
   const failed = lab.uplinks[1].name;

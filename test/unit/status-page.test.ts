@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { Registry } from 'prom-client';
@@ -47,12 +48,39 @@ test('history: per-family states, and null where an uplink was not there yet', (
   assert.deepEqual(Object.keys(json.uplinks), ['isp1', 'isp2']);
 });
 
+test('history: an uplink a reload removed is gone, one it added starts with nulls', () => {
+  const history = new History(2000, 6000); // 3 samples
+  history.record(statusOf(uplink('isp1', 1, false), uplink('isp2', 2, false)), 0);
+  history.record(statusOf(uplink('isp1', 1, false)), 2000);
+  history.record(statusOf(uplink('isp1', 1, false), uplink('isp3', 3, false)), 4000);
+  const json = history.toJSON();
+  assert.deepEqual(Object.keys(json.uplinks), ['isp1', 'isp3']);
+  assert.deepEqual(json.uplinks.isp3.rx_bps, [null, null, 3000]);
+});
+
+test('history wraps around many times and stays in order, its arrays never growing', () => {
+  const history = new History(2000, 10_000); // 5 samples
+  history.record(statusOf(uplink('isp1', 0, true)), 0);
+  const bytes = history.bytes;
+  for (let k = 1; k < 23; k++) history.record(statusOf(uplink('isp1', k, true)), 2000 * k);
+  const json = history.toJSON();
+  assert.deepEqual(json.at, [36_000, 38_000, 40_000, 42_000, 44_000]);
+  assert.deepEqual(json.uplinks.isp1.tx_bps, [180, 190, 200, 210, 220]);
+  assert.deepEqual(json.uplinks.isp1.families.ipv6?.latency_ms, [19, 20, 21, 22, 23]);
+  assert.equal(history.bytes, bytes);
+});
+
 test('history memory stays bounded: 10 minutes of 4 dual-stack uplinks, then as many again', () => {
   const history = new History();
   const status = statusOf(...[1, 2, 3, 4].map((i) => uplink(`isp${i}`, i, true)));
-  for (let k = 0; k < 2 * 300; k++) history.record(status, 2000 * k);
+  for (let k = 0; k < 300; k++) history.record(status, 2000 * k);
+  const full = history.bytes;
+  for (let k = 300; k < 2 * 300; k++) history.record(status, 2000 * k);
   assert.equal(history.length, 300);
   assert.equal(history.toJSON().at.length, 300);
+  // 300 times, and 300 samples of 9 figures for each of the 4 uplinks, 8 bytes each.
+  assert.equal(history.bytes, 300 * 8 + 4 * 300 * 9 * 8);
+  assert.equal(history.bytes, full);
 });
 
 async function withServer(run: (base: string) => Promise<void>): Promise<void> {
@@ -82,13 +110,26 @@ test('http: the page, its vendored chart library, the JSON APIs and the text tab
     assert.match(page.body, /<script src="vendor\/uPlot\.iife\.min\.js">/);
     assert.doesNotMatch(page.body, /https?:\/\/(?!127)/, 'no CDN: nothing loaded from elsewhere');
     assert.match((await get('/vendor/uPlot.iife.min.js')).type, /^text\/javascript/);
-    assert.match((await get('/page.js')).body, /api\/status/);
+    const script = (await get('/page.js')).body;
+    assert.match(script, /api\/status/);
+    // The daemon's texts (names, reasons, addresses) go in as text, never parsed as HTML.
+    assert.doesNotMatch(script, /innerHTML|outerHTML|insertAdjacentHTML|document\.write/);
     assert.equal(JSON.parse((await get('/api/status')).body).uplinks[0].name, 'isp1');
     assert.deepEqual(JSON.parse((await get('/api/history')).body).at, [0]);
     assert.match((await get('/status.txt')).body, /^UPLINK\s+IFACE/);
     for (const path of ['/index.html/../../../package.json', '/..%2f..%2fpackage.json', '/vendor/', '/nope']) {
       assert.equal((await get(path)).code, 404, path);
     }
-    assert.equal((await fetch(base + '/', { method: 'POST' })).status, 405);
+    // Paths as sent, not normalized by a client: none reaches a file outside the page.
+    for (const path of ['/../../../package.json', '/vendor/../../../../package.json', '/%2e%2e/%2e%2e/%2e%2e/package.json',
+      '/..%2f..%2f..%2fpackage.json', '/vendor/..%2f..%2f..%2f..%2fpackage.json', '//etc/passwd']) {
+      const code = await new Promise<number | undefined>((resolve, reject) =>
+        http.get(base + '/', { path }, (res) => { res.resume(); resolve(res.statusCode); }).on('error', reject));
+      assert.equal(code, 404, path);
+    }
+    for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
+      const res = await fetch(base + '/api/status', { method });
+      assert.equal(res.status, 405, method);
+    }
   });
 });

@@ -6,8 +6,10 @@
 const STATUS_EVERY_MS = 1000;
 const HISTORY_EVERY_MS = 2000;
 const CHART_HEIGHT_PX = 100;
+/** The narrowest x range: a young daemon's first samples are not squeezed into a 10-minute axis. */
+const MIN_SPAN_S = 60;
 
-/** The x range of every chart: the history window, [start, end] in seconds. */
+/** The x range of every chart: the samples held, [start, end] in seconds. */
 let xWindow;
 const cards = new Map(); // uplink name -> { root, parts, charts }
 let cardNames = '';
@@ -42,8 +44,18 @@ const percent = (ratio) => `${(ratio * 100).toFixed(ratio > 0 && ratio < 0.1 ? 1
 /** The families a status uplink has: its own figures are IPv4's when it has no `families`. */
 const familiesOf = (u) => (u.families ? Object.entries(u.families) : [['ipv4', u]]);
 
-/** A small time chart over the history window; its legend is the coloured labels in its title. */
-function chart(container, title, series, format, range) {
+/** The smallest of 1, 2, 5 × 10^k at or above v: the top of a y axis. */
+function niceCeil(v) {
+  const power = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((m) => m * power).find((n) => n >= v * (1 - 1e-9));
+}
+
+/**
+ * A small time chart over the history window; its legend is the coloured
+ * labels in its title. The y axis runs from 0 to a round number at or above
+ * the highest value (`floor` when all are lower), labelled at 0, half and top.
+ */
+function chart(container, title, series, format, floor) {
   const colors = ['--series-1', '--series-2', '--series-3'].map(css);
   const heading = el('h3', {}, title, ...series.map((label, i) => {
     const key = el('span', { class: 'key' }, label);
@@ -53,13 +65,19 @@ function chart(container, title, series, format, range) {
   const box = el('div', { class: 'chart' }, heading);
   container.append(box);
   const axis = { stroke: css('--muted'), grid: { stroke: css('--line'), width: 1 }, ticks: { show: false }, font: '11px system-ui, sans-serif' };
-  const clock = (u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }));
+  // Seconds on the labels while the graphs span a few minutes only.
+  const clock = (u, ticks) => {
+    const format = u.scales.x.max - u.scales.x.min < 300 ? { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' } : { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
+    return ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], format));
+  };
+  const top = (u) => u.scales.y.max;
   return new uPlot({
     width: Math.max(200, container.clientWidth), height: CHART_HEIGHT_PX,
     legend: { show: false },
     cursor: { drag: { x: false, y: false }, points: { show: false } },
-    scales: { x: { time: true, range: (u, min, max) => xWindow ?? [min, max] }, y: { range: range ?? ((u, min, max) => [0, Math.max(max ?? 0, 1e-9) * 1.15]) } },
-    axes: [{ ...axis, values: clock, space: 70 }, { ...axis, size: 62, space: 30, values: (u, ticks) => ticks.map(format) }],
+    scales: { x: { time: true, range: (u, min, max) => xWindow ?? [min, max] }, y: { range: (u, min, max) => [0, niceCeil(Math.max(max ?? 0, floor))] } },
+    axes: [{ ...axis, size: 28, values: clock, space: 90 },
+      { ...axis, size: 62, splits: (u) => [0, top(u) / 2, top(u)], values: (u, ticks) => ticks.map(format) }],
     series: [{}, ...series.map((label, i) => ({ label, stroke: colors[i], width: 1.5, points: { show: false } }))],
   }, [[], ...series.map(() => [])], box);
 }
@@ -90,9 +108,9 @@ function buildCard(u) {
   document.getElementById('uplinks').append(root);
   const families = familiesOf(u).map(([f]) => f);
   const charts = {
-    latency: chart(root, 'latency', families, (v) => `${+v.toFixed(v < 1 ? 2 : v < 10 ? 1 : 0)} ms`),
-    loss: chart(root, 'loss', families, (v) => `${v.toFixed(0)}%`, () => [0, 100]),
-    throughput: chart(root, 'throughput, bit/s', ['rx', 'tx'], shortRate),
+    latency: chart(root, 'latency', families, (v) => `${+v.toFixed(v < 1 ? 2 : v < 10 ? 1 : 0)} ms`, 0.1),
+    loss: chart(root, 'loss', families, (v) => `${v.toFixed(0)}%`, 100),
+    throughput: chart(root, 'throughput, bit/s', ['rx', 'tx'], shortRate, 1000),
   };
   new ResizeObserver(() => {
     const width = Math.max(200, root.clientWidth - 32);
@@ -170,9 +188,9 @@ async function refreshHistory() {
   try {
     const history = await fetchJson('api/history');
     const x = history.at.map((ms) => ms / 1000);
-    // The whole window on the x axis, so a young daemon's graphs fill in from the right.
-    const windowEnd = x.at(-1) ?? Date.now() / 1000;
-    xWindow = [windowEnd - history.window_ms / 1000, windowEnd];
+    // The samples held (the whole window once the ring is full), at least MIN_SPAN_S.
+    const end = x.at(-1) ?? Date.now() / 1000;
+    xWindow = [Math.min(Math.max(x[0] ?? end, end - history.window_ms / 1000), end - MIN_SPAN_S), end];
     const scale = (series, k) => series.map((v) => (v === null ? null : v * k));
     for (const [name, card] of cards) {
       const h = history.uplinks[name];
