@@ -68,7 +68,7 @@ async function labPart(): Promise<void> {
     try {
       const t0 = performance.now();
       say(`daemon pid ${d.pid}, ${UPLINKS} uplinks, ${new Date().toISOString()}`);
-      for (let minute = 0; ; minute++) {
+      for (;;) {
         const r = await labExec(lab.name, 'router', ['curl', '-sf', `http://${HTTP}/api/history`]);
         const samples = r.code === 0 ? (JSON.parse(r.stdout) as { at: number[] }).at.length : NaN;
         const s = (performance.now() - t0) / 1000;

@@ -38,7 +38,7 @@ function rate(bps) {
   return `${Math.round(bps)} bit/s`;
 }
 
-const latency = (ms) => (ms === null || ms === undefined ? '–' : `${ms.toFixed(1)} ms`);
+const latency = (ms) => (ms === null || ms === undefined ? '–' : `${ms.toFixed(ms < 1 ? 2 : 1)} ms`);
 const percent = (ratio) => `${(ratio * 100).toFixed(ratio > 0 && ratio < 0.1 ? 1 : 0)}%`;
 
 /** The families a status uplink has: its own figures are IPv4's when it has no `families`. */
