@@ -7,8 +7,8 @@
 // and the live sticky entries.
 
 import type { Config, PinRule, Protocol } from '../config/types.js';
-import { ipv4ToNumber } from '../config/ipv4.js';
-import { addressFamily, ipv6ToBigInt, isLinkLocal, isMulticast } from '../config/ipv6.js';
+import { ipv4ToNumber, prefixRange } from '../config/ipv4.js';
+import { addressFamily, ipv6PrefixRange, ipv6ToBigInt, isLinkLocal, isMulticast } from '../config/ipv6.js';
 import { nftJhash } from './jhash.js';
 import { HASH_SEED, pinTargetOf } from './nft.js';
 import { compilePinStages, rulesOfFamily, stageIsOwnOnly, type PinStage } from './pins.js';
@@ -85,14 +85,13 @@ function addressValue(address: string, family: Family): bigint {
   return family === 'ipv4' ? BigInt(ipv4ToNumber(address)!) : ipv6ToBigInt(address)!;
 }
 
+/** Whether a prefix (either family, as config/ipv4.ts and ipv6.ts read them) holds the address. */
 function prefixContains(prefix: string, address: string): boolean {
-  const [base, lengthText] = prefix.split('/');
-  const family = addressFamily(base);
+  const family = addressFamily(prefix.split('/')[0]);
   if (family !== addressFamily(address)) return false;
-  const bits = family === 'ipv4' ? 32 : 128;
-  const length = lengthText === undefined ? bits : Number(lengthText);
-  const shift = BigInt(bits - length);
-  return addressValue(base, family) >> shift === addressValue(address, family) >> shift;
+  const range = family === 'ipv4' ? prefixRange(prefix) : ipv6PrefixRange(prefix);
+  const value = addressValue(address, family);
+  return value >= BigInt(range.from) && value <= BigInt(range.to);
 }
 
 /** The address's bytes in network order, as nft's `ip saddr . ip daddr` concatenation holds them. */
