@@ -242,7 +242,7 @@ export function buildProgram(): Command {
         const config = mustLoad(path, facts);
         facts.cgroups = cgroupFacts(ruleCgroups(config));
         const state = plan({ config, facts });
-        const kernel = await readExplainFacts(systemRunner, config.kernel.nftTable, [], false);
+        const kernel = await readExplainFacts(systemRunner, config.kernel.nftTable);
         try {
           explanation = explain({ config, state, facts, ...kernel }, flow);
         } catch (err) {

@@ -25,7 +25,7 @@ import { startedRecently, systemRunner, type Runner } from '../kernel/runner.js'
 import { countConnections, deleteConnections, flushDynamicSet } from '../kernel/update.js';
 import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.js';
 import type { Logger } from '../log.js';
-import { explain, type Explanation, type Flow } from '../plan/explain.js';
+import { explain, stickySets, type Explanation, type Flow } from '../plan/explain.js';
 import { plan } from '../plan/plan.js';
 import { stickySetOf } from '../plan/nft.js';
 import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
@@ -230,7 +230,7 @@ export class Daemon {
   async explain(flow: Flow): Promise<Explanation> {
     const state = this.converging.installed?.state;
     if (!state) throw new Error('nothing installed yet');
-    const kernel = await readExplainFacts(this.runner, this.config.kernel.nftTable, state.nft.sets.map((s) => s.name), true);
+    const kernel = await readExplainFacts(this.runner, this.config.kernel.nftTable, stickySets(state));
     return explain({ config: this.config, state, facts: this.facts, ...kernel }, flow);
   }
 

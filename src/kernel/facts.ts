@@ -136,12 +136,12 @@ export async function readSetAddresses(runner: Runner, table: string, set: strin
 
 /**
  * What `uplinkd explain` needs of the kernel beside the plan: the main
- * table's routes, and with `live` (a running daemon's table) the sticky sets' entries.
+ * table's routes, and for a running daemon the entries of its sticky sets
+ * (`stickySets`; absent: not known).
  */
-export async function readExplainFacts(runner: Runner, table: string, setNames: string[], live: boolean): Promise<{ mainRoutes: string[]; sticky?: Record<string, string[]> }> {
+export async function readExplainFacts(runner: Runner, table: string, stickySets?: string[]): Promise<{ mainRoutes: string[]; sticky?: Record<string, string[]> }> {
   const mainRoutes = await readMainRoutes(runner);
-  if (!live) return { mainRoutes };
-  const stickySets = setNames.filter((name) => name.startsWith('sticky'));
+  if (!stickySets) return { mainRoutes };
   const entries = await Promise.all(stickySets.map(async (name) => [name, await readSetAddresses(runner, table, name)] as const));
   return { mainRoutes, sticky: Object.fromEntries(entries) };
 }

@@ -10,7 +10,7 @@ import type { Config, PinRule, Protocol } from '../config/types.js';
 import { ipv4ToNumber, prefixRange } from '../config/ipv4.js';
 import { addressFamily, ipv6PrefixRange, ipv6ToBigInt, isLinkLocal, isMulticast } from '../config/ipv6.js';
 import { nftJhash } from './jhash.js';
-import { HASH_SEED, pinTargetOf } from './nft.js';
+import { HASH_SEED, pinTargetOf, stickySetOf } from './nft.js';
 import { compilePinStages, rulesOfFamily, stageIsOwnOnly, type PinStage } from './pins.js';
 import type { DesiredState, Family, KernelFacts, UplinkSummary } from './state.js';
 
@@ -295,14 +295,21 @@ export function explain({ config, state, facts, mainRoutes, sticky }: ExplainInp
   const suffix = family === 'ipv4' ? '' : '6';
   if (path === 'forwarded' && config.stickyMs !== undefined) {
     if (sticky === undefined) reasons.push('sticky: the live entries are known only to a running daemon');
-    const entry = Object.entries(sticky ?? {}).find(([set, addresses]) => set.startsWith(`sticky${suffix}_`) && addresses.includes(flow.src));
-    if (entry) {
-      const uplink = entry[0].slice(`sticky${suffix}_`.length);
-      return answer('uplink', 'sticky', `sticky: ${flow.src} has an entry in ${entry[0]}, its last new connection went to ${uplink}`, { uplink });
+    for (const u of state.uplinks) {
+      const set = stickySetOf(state.nft, u.name, family);
+      if (set && sticky?.[set]?.includes(flow.src)) {
+        return answer('uplink', 'sticky', `sticky: ${flow.src} has an entry in ${set}, its last new connection went to ${u.name}`, { uplink: u.name });
+      }
     }
     if (sticky !== undefined) reasons.push(`sticky: ${flow.src} has no entry; its next new connection is balanced, and it keeps that uplink`);
   }
   return draw(`balance${suffix}`, 'balance', `balanced (${config.balance})`, {}) as Explanation;
+}
+
+/** The planned sticky sets, both families, whose live entries a running daemon reads for explain. */
+export function stickySets(state: DesiredState): string[] {
+  return state.uplinks.flatMap((u) => (['ipv4', 'ipv6'] as const).map((family) => stickySetOf(state.nft, u.name, family)))
+    .filter((set): set is string => set !== undefined);
 }
 
 /** The answer as the lines `uplinkd explain` prints. */
