@@ -62,6 +62,15 @@ function mustLoad(path: string, facts: KernelFacts | undefined): Config {
   return result.config;
 }
 
+/** The config and the kernel's facts a plan is made from, as `plan`, `apply` and `explain` make it. */
+async function loadForPlanning(path: string): Promise<{ config: Config; facts: KernelFacts }> {
+  const facts = await readFacts(systemRunner);
+  const config = mustLoad(path, facts);
+  // Which cgroups that rules name exist now: the planner leaves out the others.
+  facts.cgroups = cgroupFacts(ruleCgroups(config));
+  return { config, facts };
+}
+
 function downList(value: string | undefined, config: Config): Record<string, Health> {
   const health: Record<string, Health> = {};
   for (const name of (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
@@ -130,10 +139,7 @@ export function buildProgram(): Command {
     .option('--down <uplinks>', 'plan as if these uplinks (comma-separated) were down')
     .action(async (opts: { config?: string; down?: string }) => {
       const path = resolveConfigPath(opts.config);
-      const facts = await readFacts(systemRunner);
-      const config = mustLoad(path, facts);
-      // Which cgroups that rules name exist now: the planner leaves out the others.
-      facts.cgroups = cgroupFacts(ruleCgroups(config));
+      const { config, facts } = await loadForPlanning(path);
       const health = downList(opts.down, config);
       const down = Object.keys(health);
       // --down names uplinks: both their families are taken down.
@@ -144,10 +150,7 @@ export function buildProgram(): Command {
     .addOption(configOption())
     .action(async (opts: { config?: string }) => {
       const path = resolveConfigPath(opts.config);
-      const facts = await readFacts(systemRunner);
-      const config = mustLoad(path, facts);
-      // Which cgroups that rules name exist now: the planner leaves out the others.
-      facts.cgroups = cgroupFacts(ruleCgroups(config));
+      const { config, facts } = await loadForPlanning(path);
       const state = plan({ config, facts });
       for (const u of state.uplinks.filter((x) => x.unusable)) complain(`${path}: warning: ${u.name} unusable: ${u.unusable}`);
       const { changes } = await applyState(state, systemRunner);
@@ -238,9 +241,7 @@ export function buildProgram(): Command {
       let source = 'the running daemon';
       if (!explanation) {
         // No daemon: the plan with every uplink up, as `plan` prints it.
-        const facts = await readFacts(systemRunner);
-        const config = mustLoad(path, facts);
-        facts.cgroups = cgroupFacts(ruleCgroups(config));
+        const { config, facts } = await loadForPlanning(path);
         const state = plan({ config, facts });
         const kernel = await readExplainFacts(systemRunner, config.kernel.nftTable);
         try {
