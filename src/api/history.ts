@@ -4,7 +4,7 @@
 // whatever the uptime.
 
 import type { Family } from '../plan/state.js';
-import type { FamilyStatus, Status, UplinkStatus } from './status.js';
+import { stateValue, type FamilyStatus, type Status, type UplinkStatus } from './status.js';
 
 export const HISTORY_INTERVAL_MS = 2000;
 export const HISTORY_WINDOW_MS = 10 * 60 * 1000;
@@ -43,8 +43,6 @@ const FIELD_COUNT = UPLINK_FIELDS.length + FAMILIES.length * FAMILY_FIELDS.lengt
 /** One uplink's ring: FIELD_COUNT figures per slot, slot k at k × FIELD_COUNT. */
 interface Track { interface: string; values: Float64Array }
 
-const stateNumber = (s: FamilyStatus['state']) => (s === 'up' ? 1 : s === 'down' ? 0 : -1);
-
 function writeSample(values: Float64Array, at: number, u: UplinkStatus): void {
   values.fill(NaN, at, at + FIELD_COUNT);
   UPLINK_FIELDS.forEach((field, i) => (values[at + i] = u[field]));
@@ -54,7 +52,7 @@ function writeSample(values: Float64Array, at: number, u: UplinkStatus): void {
     const f = families[family];
     if (!f) return;
     const i = at + UPLINK_FIELDS.length + k * FAMILY_FIELDS.length;
-    values[i] = stateNumber(f.state);
+    values[i] = stateValue(f.state);
     values[i + 1] = f.latency_ms ?? NaN;
     values[i + 2] = f.loss;
   });

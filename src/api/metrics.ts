@@ -3,7 +3,7 @@
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { StatusSource } from './socket.js';
 import type { Family } from '../plan/state.js';
-import { BYTE_COUNTERS, type FamilyStatus, type Status, type StatusEvent, type UplinkStatus } from './status.js';
+import { BYTE_COUNTERS, stateValue, type FamilyStatus, type Status, type StatusEvent, type UplinkStatus } from './status.js';
 
 /** Prometheus metrics, filled from a fresh status at each scrape. */
 export interface Metrics {
@@ -66,7 +66,7 @@ export function createMetrics(status: StatusSource): Metrics {
       },
     });
   familyGauge('uplinkd_uplink_up', 'Health of the uplink (per family on a dual-stack uplink): 1 up, 0 down, -1 pending (no verdict yet).',
-    (f) => (f.state === 'up' ? 1 : f.state === 'down' ? 0 : -1));
+    (f) => stateValue(f.state));
   familyGauge('uplinkd_probe_latency_seconds', 'Mean round-trip time of the probes of the last round, in seconds.',
     (f) => (f.latency_ms === null ? null : f.latency_ms / 1000));
   familyGauge('uplinkd_probe_loss_ratio', 'Fraction (0..1) of the last `window` probes that got no answer.', (f) => f.loss);

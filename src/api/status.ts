@@ -11,6 +11,11 @@ import type { Family } from '../plan/state.js';
  */
 export const BYTE_COUNTERS = Symbol('byteCounters');
 
+/** A state as a number, as /metrics (uplinkd_uplink_up) and /api/history carry it: 1 up, 0 down, -1 pending. */
+export function stateValue(state: UplinkState): number {
+  return state === 'up' ? 1 : state === 'down' ? 0 : -1;
+}
+
 export interface UplinkStatus {
   name: string;
   interface: string;
