@@ -66,5 +66,32 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$promtool" ]; then
   rm -rf "$deb_dir"
 fi
 
+# keepalived and conntrackd, for the router-pair lab. Their Debian packages
+# would enable services on this machine (conntrackd ships a config and starts
+# syncing on the host's own interfaces), so as with promtool only the binaries
+# are unpacked, into /usr/local/lib/uplinkd-tools/, and their libraries are
+# installed on their own (plain libraries, no services). The lab runs them in
+# its namespaces with its own config, pid, socket and lock files.
+tools=/usr/local/lib/uplinkd-tools
+pair_tools=()
+for tool in keepalived conntrackd; do
+  [ -x "$tools/$tool" ] || pair_tools+=("$tool")
+done
+if [ ${#pair_tools[@]} -gt 0 ]; then
+  echo "setup: unpacking ${pair_tools[*]} from Debian's packages" >&2
+  deb_dir=$(mktemp -d)
+  (cd "$deb_dir" && apt-get download -qq "${pair_tools[@]}" 2>/dev/null) || { apt-get update -qq && (cd "$deb_dir" && apt-get download -qq "${pair_tools[@]}" 2>/dev/null); }
+  # Their shared libraries: every Depends of theirs but the init helpers.
+  mapfile -t libraries < <(apt-cache depends --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances "${pair_tools[@]}" \
+    | awk '($1 == "Depends:" || $1 == "PreDepends:") && $2 ~ /^lib/ { print $2 }' | sort -u)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${libraries[@]}" >/dev/null
+  mkdir -p "$tools"
+  for tool in "${pair_tools[@]}"; do
+    dpkg-deb -x "$deb_dir"/"$tool"_*.deb "$deb_dir/root"
+    mv "$deb_dir/root/usr/sbin/$tool" "$tools/$tool"
+  done
+  rm -rf "$deb_dir"
+fi
+
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent
