@@ -29,7 +29,7 @@ function dualStackStatus(k: number): Status {
   const since = new Date().toISOString();
   const family = (i: number) => ({ state: 'up' as const, since, address: null, gateway: null, latency_ms: 0.1 * i + k * 1e-3, loss: 0 });
   const uplinks: UplinkStatus[] = Array.from({ length: UPLINKS }, (_, j) => ({
-    name: `isp${j + 1}`, interface: `wan${j + 1}`, state: 'up', since, address: null, gateway: null, tier: 1, weight: 1,
+    name: `isp${j + 1}`, interface: `wan${j + 1}`, state: 'up', since, address: null, holds_address: false, gateway: null, tier: 1, weight: 1,
     share: 1 / UPLINKS, latency_ms: 0.1, loss: 0, rx_bps: 18_000 + k, tx_bps: 17_000 + k, connections: 30 + (k % 7),
     families: { ipv4: family(1), ipv6: family(2) },
   }));

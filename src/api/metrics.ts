@@ -74,6 +74,8 @@ export function createMetrics(status: StatusSource): Metrics {
   bytes('uplinkd_uplink_transmit_bytes_total', 'Bytes sent on the uplink interface (its kernel counter).', 'txBytes');
   gauge('uplinkd_uplink_share_ratio', 'Fraction (0..1) of new connections the uplink receives now.', (u) => u.share);
   gauge('uplinkd_uplink_connections', 'Tracked connections (both families) marked for the uplink.', (u) => u.connections);
+  gauge('uplinkd_uplink_address_held', "1 while this router holds the uplink's address (on a router pair: it is the uplink's master), else 0.",
+    (u) => (u.holds_address ? 1 : 0));
   gauge('uplinkd_uplink_tier', 'Tier of the uplink (1 first): a higher tier is used only while every uplink of every lower tier is down.', (u) => u.tier);
   const transitions = new Counter({
     name: 'uplinkd_uplink_transitions_total', help: 'Health state changes of the uplink (of one family on a dual-stack uplink), by the state entered.', labelNames: ['uplink', 'interface', 'family', 'to'], registers: [registry],

@@ -22,8 +22,14 @@ export interface UplinkStatus {
   /** Up while any family is up; pending while none is up and one is pending; else down. */
   state: UplinkState;
   since: string;
-  /** IPv4's (the families' own are under `families`). */
+  /** IPv4's (the families' own are under `families`): the configured `address` if any, else the interface's own. */
   address: string | null;
+  /**
+   * Whether this router holds that address now, read from the interface's
+   * addresses: on a router pair, true on the uplink's master and false on its
+   * backup (README "Router pair"). With `address: auto`, whether it has one.
+   */
+  holds_address: boolean;
   gateway: string | null;
   tier: number;
   weight: number;
@@ -81,6 +87,9 @@ function rate(bps: number): string {
   return `${Math.round(bps)}`;
 }
 
+/** An address this router does not hold (the backup of a router pair) is marked as such. */
+const addressCell = (u: UplinkStatus) => (u.address === null ? '-' : u.holds_address ? u.address : `${u.address} (not held)`);
+
 /**
  * The aligned table. A dual-stack uplink takes two rows: its own, whose
  * state and figures are IPv4's (as its address is), and an `ipv6` row under
@@ -95,7 +104,7 @@ export function formatStatus(status: Status, eventCount = 5): string {
     const v4 = u.families?.ipv4;
     const v6 = u.families?.ipv6;
     const row = [
-      u.name, u.interface, v4?.state ?? u.state, (v4?.since ?? u.since).slice(11, 19), u.address ?? '-', u.gateway ?? '-', String(u.tier),
+      u.name, u.interface, v4?.state ?? u.state, (v4?.since ?? u.since).slice(11, 19), addressCell(u), u.gateway ?? '-', String(u.tier),
       `${(u.share * 100).toFixed(1)}%`, latency(u.latency_ms), loss(u.loss), rate(u.rx_bps), rate(u.tx_bps), String(u.connections),
     ];
     if (!v6) return [row];

@@ -9,7 +9,7 @@ import { LineCounter, isMap, isNode, isScalar, isSeq, parseDocument, type Docume
 import type { ZodIssue } from 'zod';
 import { DEFAULT_OWNERSHIP, MAX_UPLINKS, hex, uplinksThatFit } from '../ownership.js';
 import { addressFamily } from './ipv6.js';
-import { parseHttpUrl, parseIfname, parseIpAddress, parsePrefix } from './net.js';
+import { parseHttpUrl, parseIfname, parseIpAddress, parsePrefix, parseSourceAddress } from './net.js';
 import {
   ConfigSchema,
   PROBE_METHODS,
@@ -162,8 +162,21 @@ function checkRelations(raw: unknown, report: Diagnostics, facts: ConfigFacts): 
   if (count > MAX_UPLINKS) {
     report.at('error', ['uplinks'], `uplinks: ${count} are configured; at most ${MAX_UPLINKS} fit the ip rule layout`);
   }
+  const addressOwner = new Map<string, string>();
   for (const [name, body] of Object.entries(uplinks)) {
     const uplink = asMapping(body) ?? {};
+    const address = parseSourceAddress(uplink.address);
+    if (address.ok && address.value.kind === 'address') {
+      const other = addressOwner.get(address.value.address);
+      if (other !== undefined) {
+        report.at('error', ['uplinks', name, 'address'], `address: ${address.value.address} is already the address of uplink ${other}`);
+      }
+      addressOwner.set(address.value.address, name);
+      if (uplink.nat === 'masquerade') {
+        report.at('warning', ['uplinks', name, 'nat'],
+          `nat: masquerade takes the interface's primary address, not address ${address.value.address}; use nat: snat to NAT to it`);
+      }
+    }
     const check = asMapping(uplink.check);
     if (check) checkProbe(check, ['uplinks', name, 'check'], report, uplink.gateway6 === 'off' ? name : undefined);
     if (uplink.gateway6 === 'off' && uplink.nat6 !== undefined) {

@@ -4,7 +4,7 @@
 
 import { ipv4ToNumber, numberToIpv4, prefixMask } from './ipv4.js';
 import { IPV6_BITS, bigIntToIpv6, ipv6PrefixMask, isIpv4Mapped, isMulticast, readIpv6 } from './ipv6.js';
-import type { Gateway, Gateway6, PortRange } from './types.js';
+import type { Gateway, Gateway6, PortRange, SourceAddress } from './types.js';
 import { describeValue, fail, ok, type Parsed } from './units.js';
 
 // Left where the contract is IPv4 only: the listen address, host_source.
@@ -40,6 +40,22 @@ export function parseGateway(input: unknown): Parsed<Gateway> {
   }
   const address = parseIpv4(input);
   if (!address.ok) return fail(`${address.error} (a gateway is an IPv4 address, auto or none)`);
+  return ok({ kind: 'address', address: address.value });
+}
+
+/** An uplink's `address`: auto, or the IPv4 address it NATs to (which its interface may not hold yet). */
+export function parseSourceAddress(input: unknown): Parsed<SourceAddress> {
+  if (input === 'auto') return ok({ kind: 'auto' });
+  if (typeof input === 'string' && looksLikeIpv6(input)) {
+    return fail(`${input} is an IPv6 address; address takes an IPv4 address (the IPv6 source is the interface's global address, see nat6)`);
+  }
+  const address = parseIpv4(input);
+  if (!address.ok) return fail(`${address.error} (address is auto or an IPv4 address)`);
+  const value = ipv4ToNumber(address.value)!;
+  const first = value >>> 24;
+  if (value === 0 || first === 127 || first >= 224) {
+    return fail(`${address.value} cannot be a source address (unspecified, loopback, multicast or reserved)`);
+  }
   return ok({ kind: 'address', address: address.value });
 }
 

@@ -11,6 +11,7 @@ import {
   parseAbsolutePath,
   parseDnsName,
   parseGateway,
+  parseSourceAddress,
   parseGateway6,
   parseIfname,
   parseIpAddress,
@@ -270,6 +271,7 @@ const UplinkSchema = strictObject({
   weight: integer(1, 1000).default(1),
   tier: integer(1).default(1),
   nat: z.enum(['snat', 'masquerade', 'none']).default('snat'),
+  address: leaf(parseSourceAddress, STRING("auto, or the IPv4 source address for NAT and split access (e.g. a router pair's VRRP address)", { pattern: `^(?:auto|${IPV4})$` })).default('auto'),
   nat6: Nat6Schema.default('snat'),
   capacity: strictObject({ up: leaf(parseRate, RATE).optional(), down: leaf(parseRate, RATE).optional() }).optional(),
   // `check: false` turns tracking off; `true` or no key means the defaults.
@@ -282,6 +284,7 @@ const UplinkSchema = strictObject({
     weight: uplink.weight,
     tier: uplink.tier,
     nat: uplink.nat,
+    address: uplink.address,
     nat6: uplink.nat6,
     ...optionalFields({
       capacity: uplink.capacity && optionalFields({ up: uplink.capacity.up, down: uplink.capacity.down }),

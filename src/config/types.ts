@@ -5,6 +5,14 @@
 export type Gateway = { kind: 'address'; address: string } | { kind: 'auto' } | { kind: 'none' };
 export type NatMode = 'snat' | 'masquerade' | 'none';
 /**
+ * The uplink's source address for NAT and split access. `auto`: the
+ * interface's own (first) IPv4 address, followed. An address: one the
+ * interface may not hold yet, such as the VRRP address a router pair shares
+ * (README "Router pair"); while it is absent the interface's own address
+ * stands in.
+ */
+export type SourceAddress = { kind: 'auto' } | { kind: 'address'; address: string };
+/**
  * The IPv6 next hop. `none`: point-to-point (`default dev ppp0`). `off`: the
  * uplink carries no IPv6 at all. An address may be link-local (fe80::1, as a
  * router advertisement gives it): it is always reached on the uplink's own
@@ -54,6 +62,7 @@ export interface Uplink {
   weight: number;
   tier: number;
   nat: NatMode;
+  address: SourceAddress;
   nat6: Nat6;
   /** bits per second */
   capacity?: { up?: number; down?: number };

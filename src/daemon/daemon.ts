@@ -27,13 +27,14 @@ import { watchKernel, watchNftTable, type KernelWatcher } from '../kernel/watch.
 import type { Logger } from '../log.js';
 import { explain, stickySets, type Explanation, type Flow } from '../plan/explain.js';
 import { plan } from '../plan/plan.js';
+import { holdsAddress } from '../plan/resolve.js';
 import { stickySetOf } from '../plan/nft.js';
 import type { DesiredState, KernelFacts, UplinkSummary } from '../plan/state.js';
 import { BYTE_COUNTERS, type FamilyStatus, type Status, type UplinkStatus } from '../api/status.js';
 import { Converging } from './converging.js';
 import { Events } from './events.js';
 import { Steering } from './steering.js';
-import { firstAddress, ifaceOf, Tracking, type FamilyTrack, type ProberFactory, type Tracked } from './tracking.js';
+import { ifaceOf, probeAddress, Tracking, type FamilyTrack, type ProberFactory, type Tracked } from './tracking.js';
 
 export class Daemon {
   private config: Config;
@@ -61,7 +62,7 @@ export class Daemon {
     this.events = new Events(log, () => this.config.hooks, (name, family) => {
       const t = this.tracking.get(name);
       const f = t?.[family];
-      return t && { interface: t.uplink.interface, address: f?.address ?? firstAddress(ifaceOf(this.facts, t), family), dualStack: t.dualStack };
+      return t && { interface: t.uplink.interface, address: f?.address ?? probeAddress(t, ifaceOf(this.facts, t), family), dualStack: t.dualStack };
     }, (event, uplink) => this.metrics.countEvent(event, uplink));
     this.converging = new Converging(runner, log, () => this.desired(), () => this.tracking.noteUnusable(this.planned()), this.metrics, this.events);
     this.steering = new Steering(log, () => this.config, this.tracking, () => this.planned(), (why) => this.converging.converge(why));
@@ -202,6 +203,7 @@ export class Daemon {
 
   /** Carrier, addresses and the plan follow the kernel's facts as just read (the unit tests give them here). */
   private async followFacts(facts: KernelFacts, what: string): Promise<void> {
+    this.noteSharedAddresses(this.facts, facts);
     this.facts = facts;
     this.log.trace({ what }, 'kernel event');
     // An address of either family changed (a DHCP renew; SLAAC, a new prefix, deprecation): its prober restarts at syncProbers.
@@ -211,6 +213,24 @@ export class Daemon {
     }));
     await this.converging.converge(`kernel event (${what})`);
     this.tracking.syncProbers(this.facts, this.converging.installed?.state.uplinks);
+  }
+
+  /**
+   * A configured `address` arriving on or leaving its interface (keepalived
+   * making this router the uplink's master or backup) is an address event,
+   * so hooks and the log say when this router took an uplink over.
+   */
+  private noteSharedAddresses(before: KernelFacts, after: KernelFacts): void {
+    for (const t of this.tracking.all()) {
+      if (t.uplink.address.kind !== 'address') continue;
+      const [held, holds] = [before, after].map((facts) => holdsAddress(t.uplink, facts.interfaces.find((i) => i.name === t.uplink.interface)));
+      if (held === holds) continue;
+      const { address } = t.uplink.address;
+      this.events.record({
+        event: 'address', uplink: t.uplink.name, family: 'ipv4', address,
+        reason: `${t.uplink.interface} ${holds ? 'took' : 'gave up'} address ${address} (${holds ? 'master' : 'backup'} for ${t.uplink.name})`,
+      });
+    }
   }
 
   /**
@@ -247,7 +267,8 @@ export class Daemon {
         interface: t.uplink.interface,
         state: t.state,
         since: t.since.toISOString(),
-        address: planned?.address ?? null,
+        address: planned?.sharedAddress ?? planned?.address ?? null,
+        holds_address: holdsAddress(t.uplink, ifaceOf(this.facts, t)),
         gateway: planned?.gateway ?? null,
         tier: t.uplink.tier,
         weight: t.uplink.weight,

@@ -16,7 +16,7 @@ import type { Check, Config, Uplink } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { Family, Health, InterfaceFacts, KernelFacts, UplinkSummary } from '../plan/state.js';
 import { checksFamily, createProber, type ProbeRound, type ProbeSubject, type Prober } from '../probe/index.js';
-import { sourceAddress6 } from '../plan/resolve.js';
+import { ownAddress, sourceAddress6 } from '../plan/resolve.js';
 import { RateEstimator } from './balance.js';
 import { HealthTracker, type Transition, type UplinkState } from './health.js';
 
@@ -67,11 +67,12 @@ export function ifaceOf(facts: KernelFacts, t: Tracked): InterfaceFacts | undefi
 
 /**
  * The uplink's address of `family` that probes are sent from, if it has one:
- * the one the plan routes from (`ip rule from`), picked for IPv6 as the
- * planner picks it (sourceAddress6).
+ * one the plan routes from (`ip rule from`): for IPv4 the interface's own
+ * address, never a shared VRRP address that comes and goes (ownAddress); for
+ * IPv6 the one the planner picks (sourceAddress6).
  */
-export function firstAddress(iface: InterfaceFacts | undefined, family: Family): string | undefined {
-  return family === 'ipv4' ? iface?.addresses[0]?.address : sourceAddress6(iface)?.address;
+export function probeAddress(t: Tracked, iface: InterfaceFacts | undefined, family: Family): string | undefined {
+  return family === 'ipv4' ? ownAddress(t.uplink, iface)?.address : sourceAddress6(iface)?.address;
 }
 
 /** The families that count now: IPv4, and IPv6 once the plan has it. */
@@ -149,13 +150,13 @@ export class Tracking {
       const summary = planned?.find((u) => u.name === t.uplink.name);
       const iface = ifaceOf(facts, t);
       // The IPv4 default target: the gateway, or the peer of a point-to-point link.
-      this.syncProber(t, t.ipv4, iface, summary?.gateway ?? iface?.addresses[0]?.peer);
+      this.syncProber(t, t.ipv4, iface, summary?.gateway ?? ownAddress(t.uplink, iface)?.peer);
       if (t.ipv6) this.syncProber(t, t.ipv6, iface, summary?.ipv6?.gateway);
     }
   }
 
   private syncProber(t: Tracked, f: FamilyTrack, iface: InterfaceFacts | undefined, gateway: string | undefined): void {
-    const address = firstAddress(iface, f.family);
+    const address = probeAddress(t, iface, f.family);
     const subject: ProbeSubject | undefined = f.check && address
       ? { uplink: t.uplink.name, device: t.uplink.interface, ...(f.family === 'ipv6' ? { family: f.family } : {}), address, gateway }
       : undefined;
@@ -208,7 +209,7 @@ export class Tracking {
       }
       for (const f of [t.ipv4, t.ipv6]) {
         if (!f) continue;
-        const address = firstAddress(iface, f.family);
+        const address = probeAddress(t, iface, f.family);
         if (address !== f.address) {
           onAddress?.(t, f, address);
           f.address = address;

@@ -8,7 +8,7 @@
 
 import { balanceBuckets, hex } from '../ownership.js';
 import { compilePinStages, rulesOfFamily, stageDeclaration, stageElements, stageIsOwnOnly, stageKeyExpression, type PinStage } from './pins.js';
-import { canBalance6, canCarry, canCarry6, rotationOrder, splitBuckets, type PlanContext, type ResolvedUplink } from './resolve.js';
+import { canBalance6, canCarry, canCarry6, rotationOrder, splitBuckets, uplinkAddresses, type PlanContext, type ResolvedUplink } from './resolve.js';
 import type { Family, NftChain, NftSet, NftTable } from './state.js';
 import type { PinRule } from '../config/types.js';
 
@@ -164,7 +164,7 @@ function hooks(b: TableContext): Part {
       elements: uplinks.map((u) => `${quote(u.uplink.interface)} : goto ${markChain(u)}`),
       why: 'split access: a connection arriving on an uplink is answered through it' },
     { name: 'uplink_by_address', declaration: 'type ipv4_addr : verdict',
-      elements: uplinks.filter((u) => u.address && !u.unusable).map((u) => `${u.address} : goto ${markChain(u)}`),
+      elements: uplinks.filter((u) => !u.unusable).flatMap((u) => uplinkAddresses(u).map((a) => `${a} : goto ${markChain(u)}`)),
       why: "the machine's sockets bound to an uplink's address use that uplink" },
   );
   if (dualStack) {
@@ -176,15 +176,25 @@ function hooks(b: TableContext): Part {
   // done; only new connections go on to be given an uplink (only IPv4 ones
   // while no uplink has IPv6; see PlanContext.dualStack).
   const onlyNewConnections = [
+    ...endedConnections(b),
     { text: `ct mark & ${b.mask} vmap @restore`, why: 'a known connection keeps its uplink' },
     { text: 'ct state != new return' },
     ...(dualStack ? LINK_LOCAL_EXEMPTION : [{ text: 'meta nfproto != ipv4 return', why: 'no uplink carries IPv6 now (none has a global IPv6 address): IPv6 follows the main table' }]),
   ];
+  // Never reset what is not known (README "Router pair"): a TCP packet that
+  // opens nothing and that conntrack has not seen is a connection another
+  // router (or a previous daemon) carried, whose state has not arrived yet.
+  // The kernel would pick it up mid-stream as new and send it out by the
+  // balancing, or answer it with a reset from the local stack; dropped, it
+  // is retransmitted once the state is there.
+  const neverReset = (from: string, why?: string) => ({ text: `iifname @${from} tcp flags & (fin | syn | rst | ack) != syn drop`, why });
   const chains: NftChain[] = [
     {
       name: 'prerouting', hook: 'type filter hook prerouting priority mangle; policy accept;',
       rules: [
         ...onlyNewConnections,
+        neverReset('uplink_interfaces', 'a TCP packet that opens nothing and that conntrack does not know is dropped, never reset: it is retried once its state arrives'),
+        ...(routerMode ? [neverReset('lan_interfaces')] : []),
         { text: 'iifname vmap @uplink_by_interface', why: 'arriving from an uplink: answered through it' },
         ...(routerMode
           ? [
@@ -212,12 +222,48 @@ function hooks(b: TableContext): Part {
 }
 
 /** A known connection: its mark, both directions. */
-function restore({ uplinks, marks }: TableContext): Part {
+function restore(b: TableContext): Part {
+  const { uplinks, marks } = b;
   return {
-    sets: [{ name: 'restore', declaration: 'type mark : verdict',
-      elements: [...uplinks.map((u) => `${hex(u.mark)} : goto ${markChain(u)}`), `${hex(marks.bypass)} : goto mark_main`],
-      why: "a known connection's packets, both directions, follow its mark" }],
+    sets: [
+      ...endedSets(b),
+      { name: 'restore', declaration: 'type mark : verdict',
+        elements: [...uplinks.map((u) => `${hex(u.mark)} : goto ${markChain(u)}`), `${hex(marks.bypass)} : goto mark_main`],
+        why: "a known connection's packets, both directions, follow its mark" },
+    ],
   };
+}
+
+/**
+ * conntrack.flush_on_down: the marks of the uplinks whose family is down
+ * (or unusable). Their TCP connections are kept in conntrack and each next
+ * packet, from either end, is answered with a reset, so the client learns at
+ * once that its connection is dead and reconnects through a live uplink.
+ * Deleting the entries instead would turn that packet into an unknown one,
+ * which the never-reset rule drops: the client would hang until its own
+ * timeout. Other protocols' entries are deleted (daemon.ts), so their next
+ * packet is a new connection on a live uplink.
+ */
+function endedSets({ config, uplinks, dualStack }: TableContext): NftSet[] {
+  if (!config.conntrack.flushOnDown) return [];
+  const ended = (carries: (u: ResolvedUplink) => boolean) => uplinks.filter((u) => !carries(u)).map((u) => hex(u.mark));
+  return [
+    { name: 'ended', declaration: 'type mark', elements: ended(canCarry),
+      why: 'uplinks down now: their IPv4 TCP connections are answered with a reset (conntrack.flush_on_down)' },
+    ...(dualStack ? [{ name: 'ended6', declaration: 'type mark', elements: ended((u) => u.ipv6 === undefined || canCarry6(u)),
+      why: 'uplinks whose IPv6 is down now: their IPv6 TCP connections are answered with a reset' }] : []),
+  ];
+}
+
+function endedConnections({ config, mask, dualStack }: TableContext): { text: string; why?: string }[] {
+  if (!config.conntrack.flushOnDown) return [];
+  // Not a reset itself: the reset this rule sends belongs to the same
+  // connection and passes the output hook, where it must not be dropped.
+  return [
+    { text: `meta nfproto ipv4 tcp flags & rst == 0 ct mark & ${mask} @ended reject with tcp reset`,
+      why: "a TCP connection of an uplink that went down: its next packet gets a reset, so its client reconnects through a live uplink" },
+    ...(dualStack ? [{ text: `meta nfproto ipv6 tcp flags & rst == 0 ct mark & ${mask} @ended6 reject with tcp reset` }] : []),
+  ];
 }
 
 /**

@@ -9,7 +9,7 @@ import { networkOf } from '../config/ipv4.js';
 import { ipv6NetworkOf } from '../config/ipv6.js';
 import { mptcpState } from './mptcp.js';
 import { buildNftTable } from './nft.js';
-import { resolve, type PlanContext, type PlanInput, type ResolvedUplink } from './resolve.js';
+import { resolve, uplinkAddresses, type PlanContext, type PlanInput, type ResolvedUplink } from './resolve.js';
 import type {
   DesiredState, IpRule, LocalAddress, Route, Sysctl, UplinkSummary,
 } from './state.js';
@@ -43,6 +43,7 @@ function summary(u: ResolvedUplink, total: number, dualStack: boolean): UplinkSu
     health: u.health,
     unusable: u.unusable,
     address: u.address,
+    ...(u.sharedAddress !== undefined ? { sharedAddress: u.sharedAddress } : {}),
     gateway: u.gateway,
     tier: u.uplink.tier,
     weight: u.uplink.weight,
@@ -108,10 +109,10 @@ function uplinkRoutes(u: ResolvedUplink, localSource: string | undefined): Route
   const { table } = u;
   const dev = u.uplink.interface;
   const routes: Route[] = [];
-  if (!u.unusable && u.address && u.prefixLen !== undefined) {
-    const connected = u.peer ?? (u.prefixLen < 32 ? networkOf(u.address, u.prefixLen) : undefined);
+  if (!u.unusable && u.address && u.ownAddress && u.prefixLen !== undefined) {
+    const connected = u.peer ?? (u.prefixLen < 32 ? networkOf(u.ownAddress, u.prefixLen) : undefined);
     if (connected) {
-      routes.push({ table, type: 'unicast', dst: connected, dev, src: u.address, scope: 'link',
+      routes.push({ table, type: 'unicast', dst: connected, dev, src: u.ownAddress, scope: 'link',
         why: `${u.uplink.name}'s own network is reached directly on ${dev}` });
     }
     routes.push({
@@ -219,9 +220,12 @@ function rules({ config, marks, uplinks, localSource }: PlanContext): IpRule[] {
       why: 'connections pinned to `via: main`: the main table decides, default route included' },
   ];
   for (const u of uplinks) {
-    if (u.address && !u.unusable) {
-      out.push({ priority: at(RULE_OFFSET.fromUplinkAddress, u.index + 1), from: u.address, lookup: u.table,
-        why: `split access: traffic from ${u.uplink.name}'s address leaves by ${u.uplink.name}` });
+    if (u.unusable) continue;
+    for (const from of uplinkAddresses(u)) {
+      out.push({ priority: at(RULE_OFFSET.fromUplinkAddress, u.index + 1), from, lookup: u.table,
+        why: from === u.sharedAddress
+          ? `split access: traffic from ${u.uplink.name}'s address ${from} (held while this router is its master) leaves by ${u.uplink.name}`
+          : `split access: traffic from ${u.uplink.name}'s address leaves by ${u.uplink.name}` });
     }
   }
   for (const u of uplinks) {

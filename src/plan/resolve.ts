@@ -38,9 +38,20 @@ export interface ResolvedUplink {
   table: number;
   health: Health;
   iface?: InterfaceFacts;
+  /**
+   * The source to NAT to and route from now: the configured `address` while
+   * the interface holds it, else the interface's own address (the backup of
+   * a router pair: its own connections still get replies).
+   */
   address?: string;
+  /** The interface's own address (ownAddress), which probes are sent from; prefixLen and peer are its. */
+  ownAddress?: string;
   prefixLen?: number;
   peer?: string;
+  /** The configured `address`, if not auto: a router pair's VRRP address. */
+  sharedAddress?: string;
+  /** Whether the interface holds the uplink's address now (with auto: has any IPv4 address). */
+  holdsAddress: boolean;
   /** Next hop; undefined for point-to-point (`gateway: none`). */
   gateway?: string;
   /** Set when it cannot carry traffic whatever its health. */
@@ -104,11 +115,13 @@ export function resolve({ config, facts, health = {}, health6 = {}, weights, rot
   const marks = marksFor(config.kernel.markMask);
   const uplinks = config.uplinks.map((uplink, index): ResolvedUplink => {
     const iface = facts.interfaces.find((i) => i.name === uplink.interface);
-    const first = iface?.addresses[0];
+    const own = ownAddress(uplink, iface);
+    const shared = sharedAddressOf(uplink);
+    const holds = holdsAddress(uplink, iface);
     const gateway = resolveGateway(uplink, facts);
     const unusable = !iface
       ? `interface ${uplink.interface} does not exist`
-      : !first
+      : !own
         ? `${uplink.interface} has no IPv4 address`
         : uplink.gateway.kind === 'auto' && !gateway
           ? `no default route on ${uplink.interface} in the main table (gateway: auto)`
@@ -119,9 +132,12 @@ export function resolve({ config, facts, health = {}, health6 = {}, weights, rot
       table: uplinkTable(config.kernel, index),
       health: health[uplink.name] ?? 'up',
       iface,
-      address: first?.address,
-      prefixLen: first?.prefixLen,
-      peer: first?.peer,
+      address: holds && shared !== undefined ? shared : own?.address,
+      ownAddress: own?.address,
+      prefixLen: own?.prefixLen,
+      peer: own?.peer,
+      ...(shared !== undefined ? { sharedAddress: shared } : {}),
+      holdsAddress: holds,
       gateway,
       unusable,
       buckets: 0,
@@ -160,6 +176,28 @@ function routerSource6(config: Config, facts: KernelFacts, uplinks: ResolvedUpli
   const providers = (value: bigint) => uplinkAddresses.some((a) => commonLeadingBits(value, a) >= ROUTED_PREFIX_SHARED_BITS);
   const [best] = candidates.sort((a, b) => Number(providers(a)) - Number(providers(b)) || (a < b ? -1 : a > b ? 1 : 0));
   return best === undefined ? undefined : bigIntToIpv6(best);
+}
+
+/**
+ * The interface's own IPv4 address: the first that is not the uplink's
+ * configured `address` (a VRRP address comes and goes with mastership), or
+ * that one if it is all there is. Probes leave from it, so a router pair's
+ * backup judges its uplinks while it holds no shared address; the daemon's
+ * probers use it too (daemon/tracking.ts).
+ */
+export function ownAddress(uplink: Uplink, iface: InterfaceFacts | undefined): InterfaceFacts['addresses'][number] | undefined {
+  const addresses = iface?.addresses ?? [];
+  const shared = sharedAddressOf(uplink);
+  return addresses.find((a) => a.address !== shared) ?? addresses[0];
+}
+
+const sharedAddressOf = (uplink: Uplink) => (uplink.address.kind === 'address' ? uplink.address.address : undefined);
+
+/** Whether the interface holds the uplink's configured `address` now; with `auto`, whether it has any IPv4 address. */
+export function holdsAddress(uplink: Uplink, iface: InterfaceFacts | undefined): boolean {
+  const shared = sharedAddressOf(uplink);
+  const addresses = iface?.addresses ?? [];
+  return shared === undefined ? addresses.length > 0 : addresses.some((a) => a.address === shared);
 }
 
 /**
@@ -269,6 +307,15 @@ function resolveGateway(uplink: Uplink, facts: KernelFacts): string | undefined 
       return routes[0]?.gateway;
     }
   }
+}
+
+/**
+ * The IPv4 addresses that are the uplink's: its own, and its configured
+ * `address` whether held now or not (a router pair's VRRP address), so
+ * split access and bound sockets follow it the moment it arrives.
+ */
+export function uplinkAddresses(u: ResolvedUplink): string[] {
+  return [...new Set([u.ownAddress, u.sharedAddress].filter((a): a is string => a !== undefined))];
 }
 
 /** Usable and up: it may be given new connections. */

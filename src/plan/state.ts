@@ -142,7 +142,10 @@ export interface UplinkSummary {
   health: Health;
   /** Why it is not usable, if it is not (no interface, no address, no gateway). */
   unusable?: string;
+  /** The source it NATs to now (ResolvedUplink.address). */
   address?: string;
+  /** The configured `address`, if not auto. */
+  sharedAddress?: string;
   gateway?: string;
   tier: number;
   weight: number;

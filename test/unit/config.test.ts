@@ -148,6 +148,7 @@ describe('defaults', () => {
           interface: 'wan1',
           gateway: { kind: 'auto' },
           gateway6: { kind: 'auto' },
+          address: { kind: 'auto' },
           weight: 1,
           tier: 1,
           nat: 'snat',
@@ -235,7 +236,8 @@ describe('normalisation', () => {
         '    gateway6: "FE80::0:1"',
         '    weight: 2',
         '    tier: 3',
-        '    nat: masquerade',
+        '    nat: snat',
+        '    address: 198.51.100.10',
         '    nat6: masquerade',
         '    capacity: {up: 20mbit, down: 100mbit}',
         '    check:',
@@ -256,7 +258,8 @@ describe('normalisation', () => {
       gateway6: { kind: 'address', address: 'fe80::1' },
       weight: 2,
       tier: 3,
-      nat: 'masquerade',
+      nat: 'snat',
+      address: { kind: 'address', address: '198.51.100.10' },
       nat6: { mode: 'masquerade' },
       capacity: { up: 20_000_000, down: 100_000_000 },
       check: {
@@ -384,6 +387,23 @@ describe('dual stack', () => {
   it('takes IPv6 URLs for http checks', () => {
     const config = load(yaml('uplinks:', '  isp1: {interface: wan1, check: {method: http, targets: ["http://[2001:db8::80]/health"]}}'));
     assert.deepEqual(config.uplinks[0].check?.targets, ['http://[2001:db8::80]/health']);
+  });
+
+  it('reads address: auto by default, an IPv4 address, and refuses what cannot be a source', () => {
+    assert.deepEqual(load(yaml(...TWO_UPLINKS)).uplinks[0].address, { kind: 'auto' });
+    assert.deepEqual(load(yaml('uplinks:', '  isp1: {interface: wan1, address: 198.51.100.10}')).uplinks[0].address, { kind: 'address', address: '198.51.100.10' });
+    assertError(yaml('uplinks:', '  isp1: {interface: wan1, address: "2001:db8::10"}'), '2:36', '2001:db8::10 is an IPv6 address; address takes an IPv4 address');
+    assertError(yaml('uplinks:', '  isp1: {interface: wan1, address: 224.0.0.18}'), '2:36', '224.0.0.18 cannot be a source address');
+    assertError(yaml('uplinks:', '  isp1: {interface: wan1, address: 198.51.100}'), '2:36', 'is not an IPv4 address (address is auto or an IPv4 address)');
+    assertError(yaml('uplinks:', '  isp1: {interface: wan1, address: 198.51.100.10}', '  isp2: {interface: wan2, address: 198.51.100.10}'),
+      '3:36', 'address: 198.51.100.10 is already the address of uplink isp1');
+  });
+
+  it('warns that masquerade ignores a configured address', () => {
+    const result = parseConfig(yaml('uplinks:', '  isp1: {interface: wan1, nat: masquerade, address: 198.51.100.10}'), 'test.yaml');
+    assert.ok(result.ok);
+    assert.deepEqual(result.warnings.map(formatDiagnostic),
+      ["test.yaml:2:32: warning: nat: masquerade takes the interface's primary address, not address 198.51.100.10; use nat: snat to NAT to it"]);
   });
 
   it('warns that nat6 does nothing on an uplink without IPv6', () => {

@@ -64,7 +64,21 @@ class FakeProber implements Prober {
   }
 }
 
-/** Records every command; listings answer empty, conntrack -D as conntrack-tools 1.4.7 does when nothing matched. */
+/**
+ * An uplink's conntrack entries as `conntrack -L -f F -m MARK/MASK` lists
+ * them: one TCP, UDP and ICMP connection of that family.
+ */
+function markedEntries(args: string[]): string {
+  const mark = Number(args[args.indexOf('-m') + 1].split('/')[0]);
+  const [src, dst, icmp] = args[args.indexOf('-f') + 1] === 'ipv6' ? ['fd00::2', '2001:db8:ffff::10', 'icmpv6   58'] : ['198.18.0.2', '192.0.2.10', 'icmp     1'];
+  return [
+    `tcp      6 431999 ESTABLISHED src=${src} dst=${dst} sport=40000 dport=80 mark=${mark} use=1`,
+    `udp      17 29 src=${src} dst=${dst} sport=40001 dport=53 mark=${mark} use=1`,
+    `${icmp} 29 src=${src} dst=${dst} type=8 code=0 id=7 mark=${mark} use=1`,
+  ].join('\n') + '\n';
+}
+
+/** Records every command; listings answer empty (an uplink's conntrack entries: markedEntries), conntrack -D as conntrack-tools 1.4.7 does when nothing matched. */
 function recordingRunner(): { runner: Runner; lines: string[] } {
   const lines: string[] = [];
   const settings = new Map<string, string>();
@@ -72,6 +86,7 @@ function recordingRunner(): { runner: Runner; lines: string[] } {
     async run(command, args, input) {
       lines.push([command, ...args].join(' '));
       if (command === 'nft' && args[0] === '-j') return { code: 0, stdout: '{"nftables": [{"table": {"family": "inet", "name": "uplinkd"}}]}', stderr: '' };
+      if (command === 'conntrack' && args[0] === '-L' && args.includes('-m')) return { code: 0, stdout: markedEntries(args), stderr: '' };
       if (command === 'conntrack' && args[0] === '-D') return { code: 1, stdout: '', stderr: 'conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.\n' };
       return { code: 0, stdout: args.includes('-j') ? jsonAnswers(args, input) : '', stderr: '' };
     },
@@ -137,7 +152,9 @@ describe('health per uplink and family', () => {
     assert.ok(planned('isp1').share > 0);
     assert.ok(lines.includes('nft flush set inet uplinkd sticky6_isp1'), lines.join('\n'));
     assert.ok(!lines.includes('nft flush set inet uplinkd sticky_isp1'), 'IPv4 sticky sources stay');
-    assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv6 -m ${planned('isp1').mark}/${0xff00}`]);
+    // Its UDP and ICMPv6 entries are deleted; its TCP ones stay, to be reset by the plan's ended6 set.
+    const marked = `-m ${planned('isp1').mark}/${0xff00}`;
+    assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv6 ${marked} -p udp`, `conntrack -D -f ipv6 ${marked} -p icmpv6`]);
     const [event] = (await daemon.status()).events;
     assert.deepEqual([event.uplink, event.family, event.event], ['isp1', 'ipv6', 'down']);
     assert.match(event.reason, /2\/2 rounds bad: 0\/1 targets answered, quorum 1 \(targets 2001:db8:ffff::10\)/);
@@ -158,7 +175,8 @@ describe('health per uplink and family', () => {
     assert.deepEqual([isp2.state, isp2.families?.ipv4.state, isp2.families?.ipv6.state], ['up', 'down', 'up']);
     assert.deepEqual([planned('isp2').health, planned('isp2').ipv6?.health], ['down', 'up']);
     assert.ok(flushes.includes('nft flush set inet uplinkd sticky_isp2') && !flushes.includes('nft flush set inet uplinkd sticky6_isp2'), flushes.join('\n'));
-    assert.deepEqual(flushes.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv4 -m ${planned('isp2').mark}/${0xff00}`]);
+    const marked = `-m ${planned('isp2').mark}/${0xff00}`;
+    assert.deepEqual(flushes.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv4 ${marked} -p udp`, `conntrack -D -f ipv4 ${marked} -p icmp`]);
   });
 
   it('takes both families down on carrier loss, and the uplink with them', async () => {
@@ -172,7 +190,8 @@ describe('health per uplink and family', () => {
     assert.deepEqual(events.map((e) => [e.family, e.event, e.reason]), [
       ['ipv6', 'down', 'carrier lost on wan1'], ['ipv4', 'down', 'carrier lost on wan1'],
     ]);
-    assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')).map((l) => l.split(' ')[3]), ['ipv4', 'ipv6']);
+    assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')).map((l) => `${l.split(' ')[3]} ${l.split(' ').at(-1)}`),
+      ['ipv4 udp', 'ipv4 icmp', 'ipv6 udp', 'ipv6 icmpv6']);
   });
 
   it('takes only IPv6 down when the plan finds IPv6 unusable (its router advertisement gone)', async () => {
@@ -230,7 +249,7 @@ describe('health per uplink and family', () => {
     prober('isp2', 'ipv4').round(true);
     await settle();
     const isp1 = await uplink('isp1');
-    assert.deepEqual(Object.keys(isp1), ['name', 'interface', 'state', 'since', 'address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss',
+    assert.deepEqual(Object.keys(isp1), ['name', 'interface', 'state', 'since', 'address', 'holds_address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss',
       'rx_bps', 'tx_bps', 'connections']);
     assert.equal(isp1.state, 'down');
     const events = (await daemon.status()).events;
@@ -318,9 +337,9 @@ describe('status, hooks and metrics per family', () => {
     const common = { tier: 1, weight: 1, share: 0.5, rx_bps: 1500, tx_bps: 2_000_000, connections: 7, since: '2026-12-02T04:50:01.000Z' };
     const status: Status = {
       uplinks: [
-        { name: 'isp1', interface: 'wan1', state: 'up', address: '198.51.100.2', gateway: '198.51.100.1', latency_ms: 1.25, loss: 0, ...common,
+        { name: 'isp1', interface: 'wan1', state: 'up', address: '198.51.100.2', holds_address: true, gateway: '198.51.100.1', latency_ms: 1.25, loss: 0, ...common,
           families: { ipv4: family('up', '198.51.100.2', '198.51.100.1', 1.25, 0), ipv6: family('down', '2001:db8:100::2', 'fe80::1', null, 1) } },
-        { name: 'isp2', interface: 'wan2', state: 'up', address: '198.51.100.18', gateway: '198.51.100.17', latency_ms: 3, loss: 0.05, ...common },
+        { name: 'isp2', interface: 'wan2', state: 'up', address: '198.51.100.18', holds_address: true, gateway: '198.51.100.17', latency_ms: 3, loss: 0.05, ...common },
       ],
       events: [{ at: '2026-12-02T04:52:00.000Z', uplink: 'isp1', family: 'ipv6', event: 'down', reason: '3/3 rounds bad' }],
       self_healing: { restores: 0, by_cause: {}, last: null, backoff_ms: 0 },

@@ -11,7 +11,7 @@ export function dualStackStatus(): Status {
   return {
     uplinks: [
       {
-        name: 'isp1', interface: 'wan1', state: 'up', since, address: '198.51.100.2', gateway: '198.51.100.1', tier: 1, weight: 2,
+        name: 'isp1', interface: 'wan1', state: 'up', since, address: '198.51.100.2', holds_address: true, gateway: '198.51.100.1', tier: 1, weight: 2,
         share: 0.667, latency_ms: 12.5, loss: 0, rx_bps: 8_400_000, tx_bps: 950_000, connections: 42,
         families: {
           ipv4: { state: 'up', since, address: '198.51.100.2', gateway: '198.51.100.1', latency_ms: 12.5, loss: 0 },
@@ -20,7 +20,7 @@ export function dualStackStatus(): Status {
         [BYTE_COUNTERS]: { rxBytes: 81_234_567_890, txBytes: 9_876_543_210 },
       },
       {
-        name: 'isp2', interface: 'ppp0', state: 'pending', since, address: '203.0.113.9', gateway: null, tier: 2, weight: 1,
+        name: 'isp2', interface: 'ppp0', state: 'pending', since, address: '203.0.113.9', holds_address: false, gateway: null, tier: 2, weight: 1,
         share: 0.333, latency_ms: null, loss: 0.25, rx_bps: 0, tx_bps: 0, connections: 0,
         [BYTE_COUNTERS]: { rxBytes: 1_000, txBytes: 2_000 },
       },

@@ -55,7 +55,7 @@ describe('/metrics', () => {
   it('keeps the byte counters out of the status JSON', () => {
     const json = JSON.parse(JSON.stringify(dualStackStatus())) as Status;
     assert.deepEqual(Object.keys(json.uplinks[0]), [
-      'name', 'interface', 'state', 'since', 'address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss', 'rx_bps', 'tx_bps',
+      'name', 'interface', 'state', 'since', 'address', 'holds_address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss', 'rx_bps', 'tx_bps',
       'connections', 'families',
     ]);
   });

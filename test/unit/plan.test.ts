@@ -9,7 +9,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { BALANCE_BUCKETS } from '../../src/ownership.js';
 import { plan } from '../../src/plan/plan.js';
 import { rulesOfFamily } from '../../src/plan/pins.js';
-import { rotationOrder, splitBuckets } from '../../src/plan/resolve.js';
+import { ownAddress, rotationOrder, splitBuckets } from '../../src/plan/resolve.js';
 import { renderPlan } from '../../src/plan/render.js';
 import { elementUpdateScript, sameStructure } from '../../src/kernel/update.js';
 import type { PinRule } from '../../src/config/types.js';
@@ -21,18 +21,21 @@ const facts = readFacts('facts.json');
 /** The same machine with IPv6 on every interface (see test/golden/dual-stack.yaml). */
 const dualStackFacts = readFacts('facts-dual-stack.json');
 
+/** A router pair's master: the uplinks' shared addresses held (see test/golden/router-pair.yaml). */
+const pairMasterFacts = readFacts('facts-pair-master.json');
+
 /** `down`: both families of these uplinks; `down6`: only their IPv6. */
-function planFor(configName: string, down: string[] = [], rotationStart?: number, dual?: { down6?: string[] }) {
+function planFor(configName: string, down: string[] = [], rotationStart?: number, dual?: { down6?: string[] }, factsOverride?: KernelFacts) {
   const file = `${configName}.yaml`;
   const result = parseConfig(readFileSync(new URL(file, dir), 'utf8'), file);
   assert.ok(result.ok, `golden config ${file} must be valid: ${JSON.stringify(!result.ok && result.errors)}`);
   const health = Object.fromEntries(down.map((name) => [name, 'down' as Health]));
   const health6 = Object.fromEntries([...down, ...dual?.down6 ?? []].map((name) => [name, 'down' as Health]));
-  return plan({ config: result.config, facts: dual ? dualStackFacts : facts, health, health6, rotationStart });
+  return plan({ config: result.config, facts: factsOverride ?? (dual ? dualStackFacts : facts), health, health6, rotationStart });
 }
 
-/** `dual`: planned on facts-dual-stack.json. */
-const cases: { name: string; config: string; down?: string[]; down6?: string[]; dual?: boolean }[] = [
+/** `dual`: planned on facts-dual-stack.json; `master`: on facts-pair-master.json. */
+const cases: { name: string; config: string; down?: string[]; down6?: string[]; dual?: boolean; master?: boolean }[] = [
   { name: 'two-uplinks', config: 'two-uplinks' },
   { name: 'weighted-tiers', config: 'weighted-tiers' },
   { name: 'weighted-tiers-tier1-down', config: 'weighted-tiers', down: ['fibre-a', 'fibre-b'] },
@@ -55,13 +58,17 @@ const cases: { name: string; config: string; down?: string[]; down6?: string[]; 
   { name: 'dual-stack-pins', config: 'dual-stack-pins', dual: true },
   { name: 'dual-stack-pins-ipv6-isp1-down', config: 'dual-stack-pins', dual: true, down6: ['isp1'] },
   { name: 'dual-stack-host', config: 'dual-stack-host', dual: true },
+  { name: 'router-pair-master', config: 'router-pair', master: true },
+  { name: 'router-pair-master-isp1-down', config: 'router-pair', master: true, down: ['isp1'] },
+  { name: 'router-pair-backup', config: 'router-pair' },
+  { name: 'no-flush-on-down-isp1-down', config: 'no-flush-on-down', down: ['isp1'] },
 ];
 
 for (const c of cases) {
   test(`golden plan: ${c.name}`, () => {
     const downs = [c.down?.length && `down: ${c.down.join(', ')}`, c.down6?.length && `IPv6 down: ${c.down6.join(', ')}`].filter(Boolean);
     const title = `${c.config}.yaml, ${downs.length ? downs.join('; ') : 'all uplinks up'}`;
-    const text = renderPlan(planFor(c.config, c.down, undefined, c.dual ? { down6: c.down6 } : undefined), title);
+    const text = renderPlan(planFor(c.config, c.down, undefined, c.dual ? { down6: c.down6 } : undefined, c.master ? pairMasterFacts : undefined), title);
     const golden = new URL(`${c.name}.plan`, dir);
     if (process.env.UPDATE_GOLDEN) writeFileSync(golden, text);
     assert.equal(text, readFileSync(golden, 'utf8'));
@@ -289,7 +296,7 @@ test('dual stack: an uplink whose IPv6 is down changes only IPv6 elements, its I
   const down6 = planFor('dual-stack-pins', [], undefined, { down6: ['isp1'] });
   assert.ok(sameStructure(up.nft, down6.nft), 'a family going down is an element update, not a reload');
   const changed = down6.nft.sets.filter((s) => JSON.stringify(s.elements) !== JSON.stringify(up.nft.sets.find((x) => x.name === s.name)!.elements));
-  assert.deepEqual(changed.map((s) => s.name), ['via6_1', 'via6_3', 'balance6']);
+  assert.deepEqual(changed.map((s) => s.name), ['ended6', 'via6_1', 'via6_3', 'balance6']);
   assert.deepEqual(down6.uplinks.map((u) => [u.name, u.health, u.share, u.ipv6?.health, u.ipv6?.share]),
     [['isp1', 'up', 0.333, 'down', 0], ['isp2', 'up', 0.333, 'up', 1], ['isp3', 'up', 0.333, undefined, undefined]]);
   assert.deepEqual(down6.routes, up.routes);
@@ -362,4 +369,31 @@ test('dual stack: a LAN prefix outside every nat6: none uplink\'s /48 is not rou
   // fd00:0:0:1::/64 (a ULA) shares no /48 with isp4's 2001:db8:400::…; 2001:db8:400:1::/64 does.
   assert.deepEqual(state.nft.sets.find((s) => s.name === 'routed6')!.elements, ['2001:db8:400:1::/64 : goto mark_isp4']);
   assert.ok(!state.rules.some((r) => r.family === 'ipv6' && r.from === 'fd00:0:0:1::/64'), 'the ULA prefix gets no source rule to isp4');
+});
+
+test('router pair: taking the shared addresses over changes only the SNAT elements; probes and routes keep the own address', () => {
+  const backup = planFor('router-pair');
+  const master = planFor('router-pair', [], undefined, undefined, pairMasterFacts);
+  assert.ok(sameStructure(backup.nft, master.nft), 'becoming master is an element update, not a reload');
+  const changed = master.nft.sets.filter((s) => JSON.stringify(s.elements) !== JSON.stringify(backup.nft.sets.find((x) => x.name === s.name)!.elements));
+  assert.deepEqual(changed.map((s) => s.name), ['snat_address']);
+  assert.deepEqual(master.routes, backup.routes);
+  assert.deepEqual(master.rules, backup.rules);
+  assert.deepEqual(master.uplinks.map((u) => [u.address, u.sharedAddress]), [['198.51.100.10', '198.51.100.10'], ['198.51.100.26', '198.51.100.26']]);
+  assert.deepEqual(backup.uplinks.map((u) => [u.address, u.sharedAddress]), [['198.51.100.2', '198.51.100.10'], ['198.51.100.18', '198.51.100.26']]);
+  // The shared address listed first (keepalived added it before a DHCP renew re-added the own one): probes keep the own address.
+  const loaded = parseConfig(readFileSync(new URL('router-pair.yaml', dir), 'utf8'), 'router-pair.yaml');
+  assert.ok(loaded.ok);
+  const wan1 = structuredClone(pairMasterFacts.interfaces.find((i) => i.name === 'wan1')!);
+  wan1.addresses.reverse();
+  assert.equal(ownAddress(loaded.config.uplinks[0], wan1)?.address, '198.51.100.2');
+});
+
+test('flush_on_down: a down uplink\'s mark is in `ended` (its TCP connections get a reset) while it is down, and only then', () => {
+  const ended = (state: ReturnType<typeof planFor>) => state.nft.sets.find((s) => s.name === 'ended')?.elements;
+  assert.deepEqual(ended(planFor('two-uplinks')), []);
+  assert.deepEqual(ended(planFor('two-uplinks', ['isp1'])), ['0x00000100']);
+  assert.deepEqual(ended(planFor('no-flush-on-down', ['isp1'])), undefined, 'flush_on_down: false leaves connections alone');
+  const dual = planFor('dual-stack', [], undefined, { down6: ['isp1'] });
+  assert.deepEqual([dual.nft.sets.find((s) => s.name === 'ended')?.elements, dual.nft.sets.find((s) => s.name === 'ended6')?.elements], [[], ['0x00000100']]);
 });

@@ -17,7 +17,7 @@ const since = '2026-12-02T10:00:00.000Z';
 function uplink(name: string, i: number, dualStack: boolean): UplinkStatus {
   const family = (state: 'up' | 'down') => ({ state, since, address: null, gateway: null, latency_ms: 1 + i, loss: 0.1 * i });
   return {
-    name, interface: `wan${i}`, state: 'up', since, address: `198.51.100.${i}`, gateway: null, tier: 1, weight: 1, share: 0.5,
+    name, interface: `wan${i}`, state: 'up', since, address: `198.51.100.${i}`, holds_address: true, gateway: null, tier: 1, weight: 1, share: 0.5,
     latency_ms: 1 + i, loss: 0.1 * i, rx_bps: 1000 * i, tx_bps: 10 * i, connections: i,
     ...(dualStack ? { families: { ipv4: family('up'), ipv6: family('down') } } : {}),
   };
