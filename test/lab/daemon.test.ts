@@ -330,7 +330,7 @@ test('status --json matches the schema; status exits 3 when no daemon runs', asy
   assert.deepEqual(Object.keys(s).sort(), ['events', 'self_healing', 'uplinks']);
   assert.deepEqual(s.self_healing, { restores: 0, by_cause: {}, last: null, backoff_ms: 0 });
   // The lab is dual-stack, so each uplink has both families (README "IPv6").
-  const keys = ['name', 'interface', 'state', 'since', 'address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss', 'rx_bps', 'tx_bps', 'connections', 'families'];
+  const keys = ['name', 'interface', 'state', 'since', 'address', 'holds_address', 'gateway', 'tier', 'weight', 'share', 'latency_ms', 'loss', 'rx_bps', 'tx_bps', 'connections', 'families'];
   for (const u of s.uplinks) {
     assert.deepEqual(Object.keys(u), keys);
     assert.deepEqual(Object.keys(u.families!), ['ipv4', 'ipv6']);
