@@ -5,6 +5,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LabState } from './lab.js';
+import type { LabPairRouter } from './pair.js';
 import { HOST_SOURCE, LAN6, uplinkWiring6 } from './topology.js';
 
 /**
@@ -105,6 +106,26 @@ export function labUpConfig(lab: LabState): string {
       weight: 1, capacity: u.capacity, targets: u.address6 ? [lab.server, lab.server6] : [lab.server],
     })),
     api: { http: 'off' },
+  });
+}
+
+/**
+ * The config of uplinkd in router r of a pair (lab up --pair). Both routers
+ * run the same config: each uplink's `address` is its VRRP address (the single
+ * lab's router address on it), which uplinkd SNATs to while the router holds
+ * it; gateway6 off, as the pair is IPv4 only. Only the control socket differs,
+ * because the lab's two routers share one file system: <lab>/r1/uplinkd.sock
+ * and <lab>/r2/uplinkd.sock, as /run/uplinkd/uplinkd.sock on two machines.
+ */
+export function labPairConfig(lab: LabState, r: LabPairRouter): string {
+  return labConfig(lab, {
+    comment: [
+      `uplinkd config for ${r.name} of the router pair ${lab.name}, written by \`uplinkd lab up --pair\`; the other router's differs only in api.socket.`,
+      `Run uplinkd in it: uplinkd lab --name ${lab.name} exec ${r.name} -- uplinkd run -c ${r.configPath}`,
+    ],
+    uplinks: lab.uplinks.map((u, i) => ({ k: i + 1, gateway: 'auto', gateway6: 'off', weight: 1, capacity: u.capacity, targets: [lab.server] })),
+    uplink: (_name, k) => `    address: ${lab.uplinks[k - 1].address}`,
+    api: { socket: `${r.name}/uplinkd.sock`, http: 'off' },
   });
 }
 

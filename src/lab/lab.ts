@@ -30,6 +30,7 @@ import {
   MOUNT_HOLDER_ARGV, RA_WITHIN_MS, raArgv, raDir, serverLeaseFile,
 } from './dhcp.js';
 import { runCommand, type CommandOptions, type CommandResult } from '../kernel/runner.js';
+import type { LabPair } from './pair.js';
 import { inNamespace, ip, labProgram, must, nft } from './run.js';
 import {
   HOST_SOURCE,
@@ -117,6 +118,9 @@ export interface LabState {
   stateDir: string;
   /** Built with `host` (LabOptions): there is no 'lan' node. */
   host?: boolean;
+  /** Built by `labUpPair` (pair.ts): two routers r1 and r2 instead of one, IPv4 only. */
+  pair?: LabPair;
+  /** ns.router: in a pair, r1's (the node name 'router' is refused there: see namespaceOfNode). */
   ns: { lan: string; router: string; inet: string; isps: string[] };
   lanIf: 'lan0';
   lanAddress: '198.18.0.1';
@@ -134,9 +138,9 @@ export interface LabState {
   pids: number[];
 }
 
-const STATE_ROOT = '/run/uplinkd-lab';
+export const STATE_ROOT = '/run/uplinkd-lab';
 
-function stateDirOf(name: string): string {
+export function stateDirOf(name: string): string {
   return join(STATE_ROOT, name);
 }
 
@@ -227,7 +231,7 @@ function newLabState(opts: LabOptions): LabState {
   };
 }
 
-async function refuseIfTaken(name: string): Promise<void> {
+export async function refuseIfTaken(name: string): Promise<void> {
   if (existsSync(stateDirOf(name)) || (await labNamespaces(name)).length > 0) {
     throw new Error(`lab '${name}' already exists; remove it first with \`uplinkd lab --name ${name} down\``);
   }
@@ -251,10 +255,18 @@ async function createNamespaces(state: LabState): Promise<void> {
  * Set before any link exists, so every interface inherits the `default` ones.
  */
 function sysctlsFor(ns: string, state: LabState): string[] {
-  const forwards = ns === state.ns.router || state.ns.isps.includes(ns);
-  // The router filters by reverse path loosely, as systemd-based distributions
-  // ship it; the other nodes not at all (the ISPs filter explicitly, in nft).
-  const rpFilter = ns === state.ns.router ? 2 : 0;
+  const router = ns === state.ns.router;
+  return namespaceSysctls({ forwards: router || state.ns.isps.includes(ns), router });
+}
+
+/**
+ * The sysctls of a new namespace. A router filters by reverse path loosely,
+ * as systemd-based distributions ship it; the other nodes not at all (the
+ * ISPs filter explicitly, in nft).
+ */
+export function namespaceSysctls(node: { forwards: boolean; router: boolean }): string[] {
+  const { forwards } = node;
+  const rpFilter = node.router ? 2 : 0;
   const v6 = (key: string, value: number) => [`net.ipv6.conf.all.${key}=${value}`, `net.ipv6.conf.default.${key}=${value}`];
   return [
     `net.ipv4.ip_forward=${forwards ? 1 : 0}`,
@@ -278,12 +290,12 @@ function sysctlsFor(ns: string, state: LabState): string[] {
 }
 
 /** A veth pair: ifA in nsA, its peer ifB in nsB. */
-async function veth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
+export async function veth(nsA: string, ifA: string, nsB: string, ifB: string): Promise<void> {
   await ip(nsA, 'link', 'add', ifA, 'type', 'veth', 'peer', 'name', ifB, 'netns', nsB);
 }
 
 /** Gives an interface its addresses (CIDR) and brings it up. */
-async function configure(ns: string, ifname: string, ...cidrs: string[]): Promise<void> {
+export async function configure(ns: string, ifname: string, ...cidrs: string[]): Promise<void> {
   for (const cidr of cidrs) await ip(ns, 'address', 'add', cidr, 'dev', ifname);
   await ip(ns, 'link', 'set', ifname, 'up');
 }
@@ -315,7 +327,7 @@ async function wireLan(state: LabState): Promise<void> {
  * in it answers and tests can pin traffic by destination. 192.0.2.10 is the
  * one real address, the source of its answers.
  */
-async function wireInternet(state: LabState): Promise<void> {
+export async function wireInternet(state: LabState): Promise<void> {
   await ip(state.ns.inet, 'address', 'add', `${INTERNET.server}/32`, 'dev', 'lo');
   await ip(state.ns.inet, 'route', 'add', 'local', INTERNET.prefix, 'dev', 'lo', 'table', 'local');
   // The same for IPv6: all of 2001:db8:ffff::/48, and the server 2001:db8:ffff::10.
@@ -326,7 +338,7 @@ async function wireInternet(state: LabState): Promise<void> {
 async function wireUplink(state: LabState, k: number): Promise<void> {
   const { router, inet } = state.ns;
   const isp = state.ns.isps[k - 1];
-  const { name, routerIf, metric, subnets, transit } = uplinkWiring(k);
+  const { name, routerIf, metric, subnets } = uplinkWiring(k);
   const [first, second] = subnets;
   const w6 = uplinkWiring6(k);
   const u = state.uplinks[k - 1];
@@ -358,14 +370,7 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
     await ip(router, 'route', 'add', 'default', 'via', first.gateway, 'dev', routerIf, 'metric', String(metric));
   }
 
-  // The ISP's own uplink into the internet.
-  await veth(isp, 'eth1', inet, name);
-  await configure(isp, 'eth1', `${transit.ispAddress}/${transit.prefixLen}`);
-  await configure(inet, name, `${transit.inetAddress}/${transit.prefixLen}`);
-  await ip(isp, 'route', 'add', 'default', 'via', transit.inetAddress);
-  // The way back to both customer subnets. Answers come from the server
-  // address, so a UDP reply matches the request it answers.
-  for (const s of subnets) await ip(inet, 'route', 'add', s.prefix, 'via', transit.ispAddress, 'src', INTERNET.server);
+  await wireTransit(state, k);
   // IPv6: the same, for everything of the customer's.
   await configure(isp, 'eth1', `${w6.transit.ispAddress}/${w6.transit.prefixLen}`);
   await configure(inet, name, `${w6.transit.inetAddress}/${w6.transit.prefixLen}`);
@@ -374,6 +379,22 @@ async function wireUplink(state: LabState, k: number): Promise<void> {
   await routeDelegated(state, k);
 
   await nft(isp, ispRuleset(first.prefix, w6.customer, u.dhcp !== undefined));
+}
+
+/**
+ * ISP k's own uplink into the internet, and the internet's way back to both
+ * of the customer's subnets. Answers come from the server address, so a UDP
+ * reply matches the request it answers.
+ */
+export async function wireTransit(state: LabState, k: number): Promise<void> {
+  const isp = state.ns.isps[k - 1];
+  const { inet } = state.ns;
+  const { name, subnets, transit } = uplinkWiring(k);
+  await veth(isp, 'eth1', inet, name);
+  await configure(isp, 'eth1', `${transit.ispAddress}/${transit.prefixLen}`);
+  await configure(inet, name, `${transit.inetAddress}/${transit.prefixLen}`);
+  await ip(isp, 'route', 'add', 'default', 'via', transit.inetAddress);
+  for (const s of subnets) await ip(inet, 'route', 'add', s.prefix, 'via', transit.ispAddress, 'src', INTERNET.server);
 }
 
 /**
@@ -427,7 +448,7 @@ async function routeDelegated(state: LabState, k: number): Promise<void> {
  * address, fail visibly instead of working by accident in the lab.
  * Faults are rules in two chains of their own, which heal simply flushes.
  */
-function ispRuleset(customerPrefix: string, customerPrefix6: string, dhcp: boolean): string {
+export function ispRuleset(customerPrefix: string, customerPrefix6: string, dhcp: boolean): string {
   // A DHCP client speaks from 0.0.0.0 until it has a lease (its DISCOVER, and
   // the REQUEST of a reboot or rebind); the ISP's own server is where it goes.
   const dhcpIn = dhcp ? '\n    iifname "eth0" ip saddr 0.0.0.0 udp sport 68 udp dport 67 accept' : '';
@@ -474,17 +495,18 @@ function tbf(rate: string): string[] {
   return ['tbf', 'rate', rate, 'burst', String(burstBytes), 'latency', '50ms'];
 }
 
-async function limitCapacities(state: LabState): Promise<void> {
+export async function limitCapacities(state: LabState): Promise<void> {
+  const routers = state.pair ? state.pair.routers.map((r) => r.ns) : [state.ns.router];
   for (const u of state.uplinks) {
     if (!u.capacity) continue;
-    await must(['tc', '-n', state.ns.router, 'qdisc', 'replace', 'dev', u.routerIf, 'root', ...tbf(u.capacity)]);
+    for (const router of routers) await must(['tc', '-n', router, 'qdisc', 'replace', 'dev', u.routerIf, 'root', ...tbf(u.capacity)]);
     await must(['tc', '-n', u.ispNs, 'qdisc', 'replace', 'dev', 'eth0', 'root', ...tbf(u.capacity)]);
   }
 }
 
 // ---------------------------------------------------------------- servers
 
-async function startServers(state: LabState): Promise<void> {
+export async function startServers(state: LabState): Promise<void> {
   const { inet } = state.ns;
   const whoami = [...labProgram('whoami'), '--port', String(state.whoamiPort)];
   const iperf = ['iperf3', '-s', '-p', String(state.iperfPort)];
@@ -522,7 +544,7 @@ interface Server {
 }
 
 /** Starts a server in a namespace, detached so it outlives `lab up`, logging to <stateDir>/<label>.log. */
-function startServer(state: LabState, ns: string, label: string, argv: string[], sockets: string[]): Server {
+export function startServer(state: LabState, ns: string, label: string, argv: string[], sockets: string[]): Server {
   const log = openSync(join(state.stateDir, `${label}.log`), 'a');
   const child = spawn('ip', ['netns', 'exec', ns, ...argv], { detached: true, stdio: ['ignore', log, log] });
   closeSync(log);
@@ -533,7 +555,7 @@ function startServer(state: LabState, ns: string, label: string, argv: string[],
   return { label, ns, pid: child.pid, child, sockets };
 }
 
-async function waitListening(state: LabState, servers: Server[], timeoutMs = 15000): Promise<void> {
+export async function waitListening(state: LabState, servers: Server[], timeoutMs = 15000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let waiting = servers;
   for (;;) {
@@ -570,7 +592,7 @@ function logTail(state: LabState, label: string): string {
   return fileTail(join(state.stateDir, `${label}.log`));
 }
 
-function fileTail(path: string): string {
+export function fileTail(path: string): string {
   let lines: string[] = [];
   try {
     lines = readFileSync(path, 'utf8').split('\n').filter((l) => l.trim());
@@ -850,7 +872,7 @@ export function labDhcpLeases(name: string, uplink: string): { address: string; 
   });
 }
 
-async function stopPid(pid: number): Promise<void> {
+export async function stopPid(pid: number): Promise<void> {
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     if (!isAlive(pid)) return;
     signalQuietly(pid, signal);
@@ -914,7 +936,7 @@ async function stopProcessesIn(namespaces: string[]): Promise<void> {
   }
 }
 
-function signalQuietly(pid: number, signal: NodeJS.Signals): void {
+export function signalQuietly(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(pid, signal);
   } catch {
@@ -948,18 +970,24 @@ export function labRecordPid(name: string, pid: number): void {
   saveState(state);
 }
 
-function saveState(state: LabState): void {
+export function saveState(state: LabState): void {
   const file = join(state.stateDir, 'state.json');
   writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');
   renameSync(`${file}.tmp`, file);
 }
 
-function namespaceOfNode(state: LabState, node: string): string {
+export function namespaceOfNode(state: LabState, node: string): string {
+  if (state.pair) {
+    const router = state.pair.routers.find((r) => r.name === node);
+    if (router) return router.ns;
+    if (node === 'router') throw new Error(`lab ${state.name} is a router pair (lab up --pair): name a router, r1 or r2`);
+  }
   if (node === 'lan' && state.host) throw new Error(`lab ${state.name} is a multihomed host (lab up --host): it has no 'lan' node; its machine is 'router'`);
   if (node === 'lan' || node === 'router' || node === 'inet') return state.ns[node];
   const isp = /^isp([1-9])$/.exec(node);
   const ns = isp ? state.ns.isps[Number(isp[1]) - 1] : undefined;
-  if (!ns) throw new Error(`no node '${node}' in lab ${state.name}: lan, router, inet or isp1..isp${state.ns.isps.length}`);
+  const routers = state.pair ? state.pair.routers.map((r) => r.name).join(', ') : 'router';
+  if (!ns) throw new Error(`no node '${node}' in lab ${state.name}: lan, ${routers}, inet or isp1..isp${state.ns.isps.length}`);
   return ns;
 }
 
@@ -1087,6 +1115,7 @@ export async function labRenumber(name: string, uplink: string): Promise<LabRenu
   const state = loadLab(name);
   const { u, k } = findUplink(state, uplink);
   if (u.pointToPoint) throw new Error(`${u.name} is point-to-point; renumber models a DHCP renew on an Ethernet uplink`);
+  if (state.pair) throw new Error(`lab ${state.name} is a router pair: its uplinks' addresses are VRRP addresses, which a DHCP renew does not move`);
   const { current, next } = subnetsAround(k, u.address);
   await nft(u.ispNs, `add element inet lab customer { ${next.prefix} }\n`);
   let moved: LeaseSeen & { tookMs: number };

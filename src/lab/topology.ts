@@ -100,7 +100,7 @@ export function uplinkWiring6(k: number): UplinkWiring6 {
   };
 }
 
-export type LabNode = 'lan' | 'router' | 'inet' | `isp${number}`;
+export type LabNode = 'lan' | 'router' | 'inet' | `isp${number}` | PairRouterName;
 
 export function namespaceOf(lab: string, node: LabNode): string {
   return `ul-${lab}-${node}`;
@@ -108,7 +108,7 @@ export function namespaceOf(lab: string, node: LabNode): string {
 
 /** Matches exactly the namespaces of one lab (and not those of a lab whose name merely starts alike). */
 export function labNamespacePattern(lab: string): RegExp {
-  return new RegExp(`^ul-${lab}-(lan|router|inet|isp[1-${MAX_LAB_UPLINKS}])$`);
+  return new RegExp(`^ul-${lab}-(lan|router|inet|isp[1-${MAX_LAB_UPLINKS}]|${PAIR_ROUTERS.join('|')})$`);
 }
 
 export function checkLabName(name: string): string {
@@ -172,4 +172,42 @@ export function parseRate(rate: string): number {
   const bits = m ? Number(m[1]) * RATE_UNIT[m[2] as keyof typeof RATE_UNIT] : NaN;
   if (!(bits >= 8000 && bits <= 100e9)) throw new Error(`capacity '${rate}' must be a rate like 20mbit (8kbit..100gbit)`);
   return bits;
+}
+
+// ---------------------------------------------------------------- the router pair (lab up --pair)
+
+/** The two routers of `lab up --pair`. */
+export const PAIR_ROUTERS = ['r1', 'r2'] as const;
+export type PairRouterName = (typeof PAIR_ROUTERS)[number];
+
+/** The dedicated link conntrackd syncs over: sync0 on both routers, a /30 of the reserved 198.18.0.0/15. */
+export const PAIR_SYNC = { ifname: 'sync0', prefixLen: 30, addresses: ['198.18.255.1', '198.18.255.2'] } as const;
+
+/** keepalived's VRRP instance: the same virtual router on both routers. */
+export const PAIR_VRRP = { virtualRouterId: 51, priorities: [150, 100] } as const;
+
+export interface PairRouterWiring {
+  name: PairRouterName;
+  /** Its own address on the LAN (the gateway 198.18.0.1 is the VRRP address). */
+  lanAddress: string;
+  syncAddress: string;
+  priority: number;
+  /** Its own address on uplink k (index k-1), in the customer subnet next to the VRRP address. */
+  uplinkAddresses: string[];
+}
+
+/**
+ * Router i (0 for r1, 1 for r2) of a pair with `uplinks` uplinks: 198.18.0.3
+ * and .4 on the LAN, .3 and .4 of each uplink's customer /28 (whose .2, the
+ * single lab's router address, is the uplink's VRRP address), 198.18.255.1
+ * and .2 on the sync link.
+ */
+export function pairRouterWiring(i: 0 | 1, uplinks: number): PairRouterWiring {
+  return {
+    name: PAIR_ROUTERS[i],
+    lanAddress: `198.18.0.${3 + i}`,
+    syncAddress: PAIR_SYNC.addresses[i],
+    priority: PAIR_VRRP.priorities[i],
+    uplinkAddresses: Array.from({ length: uplinks }, (_, k) => `198.51.100.${16 * k + 3 + i}`),
+  };
 }
