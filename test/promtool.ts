@@ -4,27 +4,15 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
+import { locateTool, TOOLS_HOME } from '../src/lab/tools.js';
 
-/** Where scripts/setup.sh unpacks promtool; else PATH. Without it the check fails: an unlinted registry is not a passed lint. */
-export const PROMTOOL_HOME = '/usr/local/lib/uplinkd-tools/promtool';
-
-function findPromtool(): string | undefined {
-  for (const candidate of [PROMTOOL_HOME, ...(process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, 'promtool'))]) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
+/** Where scripts/setup.sh unpacks promtool (src/lab/tools.ts); else PATH. Without it the check fails: an unlinted registry is not a passed lint. */
+export const PROMTOOL_HOME = join(TOOLS_HOME, 'promtool');
 
 /** Asserts that promtool finds nothing to complain about in `text` (Prometheus text format). */
 export function assertPromtoolAccepts(text: string): void {
-  const promtool = findPromtool();
+  const promtool = locateTool('promtool');
   assert.ok(promtool, `promtool is neither at ${PROMTOOL_HOME} nor on PATH: run scripts/setup.sh`);
   const lint = spawnSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
   assert.equal(lint.status, 0, `promtool check metrics:\n${lint.stdout}${lint.stderr}\n--- input:\n${text}`);

@@ -4,7 +4,10 @@
 
 import type { Command } from 'commander';
 import { DEMO_LAB, DemoInterrupted, labDemo } from './demo.js';
-import { describeLab, labDhcpStart, labDhcpStop, labDown, labExec, labFail, labHeal, labRaMove, labRenumber, labUp, loadLab } from './lab.js';
+import {
+  describeLab, labDhcpStart, labDhcpStop, labDown, labExec, labFail, labHeal, labRaMove, labRenumber, labUp, loadLab, type LabState,
+} from './lab.js';
+import { describePair, labFailRouter, labHealRouter, labUpPair, labWaitForVipHolder, pairFiles } from './pair.js';
 
 const say = (text: string) => process.stdout.write(text + '\n');
 
@@ -31,21 +34,28 @@ export function registerLabCommands(program: Command): void {
   const sub = (spec: string, description: string) =>
     lab.command(spec).description(description).option('--name <name>', 'lab name');
 
-  sub('up', 'build the lab: LAN host, router, one ISP per uplink, internet with servers')
+  sub('up', 'build the lab: LAN host, router (or with --pair two), one ISP per uplink, internet with servers')
     .option('--uplinks <n>', 'number of uplinks, 1..8', '2')
     .option('--capacity <rates>', 'tc rates, one for all or one per uplink, e.g. 20mbit,10mbit')
     .option('--point-to-point <uplinks>', 'uplinks (isp2 or 2, comma-separated) addressed like PPPoE: a /32 with a peer, no gateway')
     .option('--dhcp <uplinks>', 'uplinks (isp2 or 2, comma-separated) addressed by a real DHCP server (dnsmasq) and client (dhcpcd)')
     .option('--host', "a single multihomed machine: no LAN host, the 'router' node is the host and the config has no lan")
-    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string; dhcp?: string; host?: boolean }, cmd: Command) => {
+    .option('--pair', 'two routers r1 and r2 as one (keepalived VRRP, conntrackd FTFW over a sync link), IPv4 only; without uplinkd')
+    .action(async (opts: { uplinks: string; capacity?: string; pointToPoint?: string; dhcp?: string; host?: boolean; pair?: boolean }, cmd: Command) => {
       const capacities = opts.capacity?.split(',');
+      if (opts.pair) {
+        const other = (['pointToPoint', 'dhcp', 'host'] as const).find((o) => opts[o] !== undefined);
+        if (other) throw new Error(`--pair does not go with --${other.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+        say(describePair(await labUpPair({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities })));
+        return;
+      }
       const pointToPoint = uplinkList('--point-to-point', opts.pointToPoint);
       const dhcp = uplinkList('--dhcp', opts.dhcp);
       const state = await labUp({ name: labName(cmd), uplinks: Number(opts.uplinks), capacities, pointToPoint, dhcp, host: opts.host });
       say(describeLab(state));
     });
 
-  sub('exec <node> <command...>', 'run a command in a node: lan, router, inet, isp1..N')
+  sub('exec <node> <command...>', 'run a command in a node: lan, router (r1, r2 in a pair), inet, isp1..N')
     .passThroughOptions()
     .action(async (node: string, command: string[], _opts: unknown, cmd: Command) => {
       // Passed through as given, so the `--` that separates it is still there.
@@ -98,6 +108,26 @@ export function registerLabCommands(program: Command): void {
     },
   );
 
+  sub('fail-router <router>', 'a power loss of r1 or r2 of a pair: its links down, everything in it SIGKILLed').action(
+    async (router: string, _opts: unknown, cmd: Command) => {
+      const name = labName(cmd);
+      const { router: r, downAt } = await labFailRouter(name, router);
+      const killed = r.daemon?.restartOnHeal ? ' (uplinkd with it; heal-router starts it again)' : '';
+      say(`${r.name}: powered off: links down, keepalived, conntrackd and everything else killed${killed}`);
+      const peer = r.name === 'r1' ? 'r2' : 'r1';
+      const tookMs = await labWaitForVipHolder(name, peer, downAt, 5000);
+      say(tookMs === undefined ? `${peer} did not take every VRRP address within 5 s` : `${peer} holds every VRRP address ${tookMs} ms after the power loss`);
+    },
+  );
+
+  sub('heal-router <router>', 'boot a failed router again: links, conntrackd, keepalived (as backup), and uplinkd if the lab had it running there').action(
+    async (router: string, _opts: unknown, cmd: Command) => {
+      const { router: r, daemon: restarted } = await labHealRouter(labName(cmd), router);
+      const daemon = restarted ? `; uplinkd running again (pid ${restarted.pid}, log ${pairFiles(r).uplinkdLog})` : '';
+      say(`${r.name}: up again as VRRP backup (the addresses stay where they are: nopreempt)${daemon}`);
+    },
+  );
+
   sub('down', 'remove the lab (also a half-built one)').action(async (_opts: unknown, cmd: Command) => {
     await labDown(labName(cmd));
     say(`lab ${labName(cmd)} is down`);
@@ -105,11 +135,13 @@ export function registerLabCommands(program: Command): void {
 
   sub('demo', 'the guided tour: lab up, uplinkd in the router, traffic, an uplink failed and healed, measured failover and failback, lab down')
     .option('--host', "the tour of a single multihomed machine (lab up --host): its own connections' shares and failover")
-    .action(async (opts: { host?: boolean }, cmd: Command) => {
+    .option('--pair', 'the tour of a router pair (lab up --pair): downloads in flight while r1 loses power, and the takeover by r2')
+    .action(async (opts: { host?: boolean; pair?: boolean }, cmd: Command) => {
+      if (opts.host && opts.pair) throw new Error('lab demo: --host or --pair, not both');
       // Its own default name, so the tour never collides with a lab someone is using.
       const name = (cmd.optsWithGlobals().name as string | undefined) ?? DEMO_LAB;
       try {
-        await labDemo(name, { host: opts.host ?? false });
+        await labDemo(name, { host: opts.host ?? false, pair: opts.pair ?? false });
       } catch (err) {
         if (err instanceof DemoInterrupted) process.exit(130); // the shell's convention for Ctrl-C
         throw err;
@@ -120,6 +152,10 @@ export function registerLabCommands(program: Command): void {
     .option('--json', 'the state as JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const state = loadLab(labName(cmd));
-      say(opts.json ? JSON.stringify(state, null, 2) : describeLab(state));
+      say(opts.json ? JSON.stringify(state, null, 2) : describe(state));
     });
+}
+
+function describe(state: LabState): string {
+  return state.pair ? describePair(state) : describeLab(state);
 }

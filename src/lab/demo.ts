@@ -5,6 +5,8 @@
 // connections (measure.ts), and always removes the lab again, also on Ctrl-C.
 // `--host` tours a multihomed machine's own connections instead, and where
 // the kernel has MPTCP, one download over both uplinks (mptcp.ts).
+// `--pair` tours the router pair (pair.ts): the master balancing, downloads
+// in flight while r1 loses power, and how long until r2 answers new connections.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -16,6 +18,7 @@ import { lastLines, startDaemon, uplinkdInRouter, waitForStates, type LabDaemon 
 import { failbackMs, failoverMs, monotonicMs, startStream, type RunningStream, type StreamSample } from './measure.js';
 import { labMeasuredDownload, labMptcpServer } from './mptcp.js';
 import { must } from './run.js';
+import { labFailRouter, labUpPair, labWaitForVipHolder } from './pair.js';
 import { labNamespacePattern, parseRate } from './topology.js';
 
 export const DEMO_LAB = 'demo';
@@ -40,7 +43,7 @@ export class DemoInterrupted extends Error {
 }
 
 /** Runs the tour; resolves when it went through, rejects with a DemoError otherwise. The lab is gone either way. */
-export async function labDemo(name = DEMO_LAB, opts: { host: boolean } = { host: false }): Promise<void> {
+export async function labDemo(name = DEMO_LAB, opts: { host?: boolean; pair?: boolean } = {}): Promise<void> {
   if (await labExists(name)) {
     throw new DemoError(
       `lab '${name}' already exists (an earlier demo still running, or one that was killed).\n` +
@@ -54,7 +57,7 @@ export async function labDemo(name = DEMO_LAB, opts: { host: boolean } = { host:
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const tour = new Tour(name, interrupt.signal, opts.host);
+  const tour = opts.pair ? new PairTour(name, interrupt.signal) : new Tour(name, interrupt.signal, opts.host ?? false);
   try {
     await tour.run();
   } catch (err) {
@@ -251,6 +254,128 @@ class Tour {
     if (flush.code !== 0) problems.push(`uplinkd flush exited ${flush.code}: ${flush.stderr.trim()}`);
     await labDown(this.name);
     say(problems.length ? `lab removed; but: ${problems.join('; ')}` : 'done: the lab is gone');
+  }
+}
+
+/** The pair tour's downloads in flight: one iperf3 each (own server port, own LAN source), this long. */
+const PAIR_TRANSFERS = 8;
+const PAIR_TRANSFER_S = 10;
+/** When r1 loses power, after the downloads started. */
+const PAIR_FAIL_AFTER_MS = 3000;
+
+/** `lab demo --pair`: the router pair's tour. */
+class PairTour {
+  step = 'start';
+  private stepNo = 0;
+  private lab?: LabState;
+  private daemons: LabDaemon[] = [];
+  private streams = new Set<RunningStream>();
+
+  constructor(private readonly name: string, private readonly signal: AbortSignal) {}
+
+  private announce(title: string, line: string): void {
+    this.signal.throwIfAborted();
+    this.step = title;
+    say(`[${++this.stepNo}/7] ${line}`);
+  }
+
+  async run(): Promise<void> {
+    say('uplinkd lab demo --pair: two routers as one (keepalived VRRP, conntrackd FTFW), two uplinks, built from network namespaces on this machine.');
+    say(`Nothing outside the lab's namespaces (ul-${this.name}-*) is touched; the lab is removed at the end.`);
+    say();
+
+    this.announce('lab up', `Building lab '${this.name}': a LAN host, routers r1 and r2, isp1 (20 mbit) and isp2 (10 mbit) shared by both, an internet with servers`);
+    const startedAt = Date.now();
+    const lab = (this.lab = await labUpPair({ name: this.name, uplinks: 2, capacities: ['20mbit', '10mbit'] }));
+    const [r1, r2] = lab.pair!.routers;
+    say(indent(`built in ${seconds(Date.now() - startedAt)}; r1 is VRRP master (priority ${r1.priority}) and holds ` +
+      `${lab.pair!.vips.map((v) => `${v.address} on ${v.dev}`).join(', ')}; r2 (priority ${r2.priority}) is backup`));
+
+    this.announce('daemons up', 'Starting uplinkd in r1 and in r2, with the same config (each uplink\'s `address` is its VRRP address)');
+    for (const r of lab.pair!.routers) this.daemons.push(await startDaemon(lab, r.configPath, { node: r.name, upWithinMs: STATE_WITHIN_MS, signal: this.signal }));
+    say(indent('both routers: both uplinks up'));
+
+    const url = `http://${lab.server}:${lab.whoamiPort}/`;
+    this.announce('balancing', `Opening ${CONNECTIONS} new connections from the LAN host through the master; the server reports the address each came from:`);
+    const spread = await labClient(lab.name, 'lan', ['http', '--url', url, '--count', String(CONNECTIONS), '--concurrency', '16', '--timeout-ms', '2000']);
+    const shares = lab.uplinks.map((u) => ({ name: u.name, address: u.address, share: (spread.seen[u.address] ?? 0) / Math.max(1, spread.ok) }));
+    say(indent(shares.map((s) => `${s.name}  ${s.address.padEnd(15)} ${percent(s.share)}`).join('\n')));
+    if (spread.failed > 0) say(indent(`${spread.failed} failed: ${JSON.stringify(spread.errors)}`));
+    if (shares.some((s) => s.share === 0)) throw new Error(`new connections did not use both uplinks: ${JSON.stringify(spread.seen)}`);
+
+    this.announce('transfers', `Starting ${PAIR_TRANSFERS} downloads (iperf3, ${PAIR_TRANSFER_S} s each, from ${PAIR_TRANSFERS} LAN sources) through r1`);
+    const ports = Array.from({ length: PAIR_TRANSFERS }, (_, i) => lab.iperfPort + 1 + i);
+    for (const port of ports) {
+      const server = await labExec(lab.name, 'inet', ['iperf3', '-s', '-1', '-D', '-p', String(port), '-B', lab.server]);
+      if (server.code !== 0) throw new Error(`iperf3 server on port ${port}: ${server.stderr.trim()}`);
+    }
+    await sleep(300, undefined, { signal: this.signal }); // the servers listening
+    const transfers = ports.map((port, i) => labExec(lab.name, 'lan', [
+      'iperf3', '-c', lab.server, '-p', String(port), '-B', lab.lanSources[i], '-R', '-t', String(PAIR_TRANSFER_S), '-J', '--connect-timeout', '2000', '--rcv-timeout', '5000',
+    ], { timeoutMs: (PAIR_TRANSFER_S + 20) * 1000 }));
+    await sleep(PAIR_FAIL_AFTER_MS, undefined, { signal: this.signal });
+
+    this.announce('fail r1', 'Power loss of r1: its links go down, keepalived, conntrackd and uplinkd in it are killed (lab fail-router r1)');
+    say(indent(`Meanwhile the LAN host opens a new connection every ${STREAM_EVERY_MS} ms.`));
+    const stream = startStream({ ns: lab.ns.lan, url, everyMs: STREAM_EVERY_MS, timeoutMs: STREAM_TIMEOUT_MS, durationMs: 60_000 });
+    this.streams.add(stream);
+    await stream.started;
+    await sleep(500, undefined, { signal: this.signal });
+    const at = monotonicMs();
+    const { downAt } = await labFailRouter(lab.name, 'r1');
+    const vipsMs = await labWaitForVipHolder(lab.name, 'r2', downAt, STATE_WITHIN_MS);
+    if (vipsMs === undefined) throw new Error(`r2 did not take every VRRP address within ${STATE_WITHIN_MS / 1000} s`);
+    say(indent(`r2 holds every VRRP address ${ms(vipsMs)} after the power loss, and has committed the connections conntrackd synced from r1`));
+    await sleep(STREAM_TIMEOUT_MS + 1500, undefined, { signal: this.signal });
+    const samples = await stream.stop();
+    this.streams.delete(stream);
+    const after = samples.filter((s) => s.start >= at).sort((a, b) => a.start - b.start);
+    const firstOk = after.find((s) => s.ok);
+    const allOk = failoverMs(samples, at);
+    if (firstOk === undefined || allOk === undefined) throw new Error('new connections were still failing 2.5 s after the power loss');
+    const firstMs = firstOk.start - at;
+    say(indent(`first new connection answered: opened ${ms(firstMs)} after the power loss; every new connection from ${ms(allOk)} on succeeded`));
+    say(indent(`${after.filter((s) => !s.ok).length} of the ${after.length} opened after the power loss failed`));
+
+    this.announce('transfers done', 'The downloads, which r2 carried on:');
+    const results = await Promise.all(transfers);
+    const survived = results.map((r, i) => {
+      const report = (() => {
+        try {
+          return JSON.parse(r.stdout) as { error?: string; end?: { sum_received?: { bytes: number; bits_per_second: number } } };
+        } catch {
+          return { error: r.stderr.trim() || `exit ${r.code}` };
+        }
+      })();
+      const ok = r.code === 0 && !report.error && (report.end?.sum_received?.bytes ?? 0) > 0;
+      const rate = report.end?.sum_received ? `${(report.end.sum_received.bits_per_second / 1e6).toFixed(1)} Mbit/s` : '';
+      say(indent(`${lab.lanSources[i].padEnd(15)} ${ok ? `completed, ${rate}` : `FAILED: ${report.error}`}`));
+      return ok;
+    }).filter(Boolean).length;
+
+    this.announce('summary', 'Summary');
+    say(indent([
+      `shares of ${CONNECTIONS} new connections through r1: ${shares.map((s) => `${s.name} ${percent(s.share)}`).join(', ')}`,
+      `VRRP addresses on r2: ${ms(vipsMs)} after r1's power loss (advert_int 0.1 s)`,
+      `first new connection answered: ${ms(firstMs)} after the power loss; all new ones from ${ms(allOk)}`,
+      `downloads in flight that completed through r2: ${survived} of ${PAIR_TRANSFERS}`,
+      `Measured by the connections themselves: a new connection from the LAN host every ${STREAM_EVERY_MS} ms (1 s timeout).`,
+    ].join('\n')));
+    if (survived < PAIR_TRANSFERS) throw new Error(`${PAIR_TRANSFERS - survived} of ${PAIR_TRANSFERS} downloads did not survive the takeover`);
+  }
+
+  daemonLogTail(): string {
+    return this.daemons.map((d, i) => `\nuplinkd's last log lines in r${i + 1}:\n${lastLines(d.logs(), 6)}`).join('');
+  }
+
+  /** Stops the daemons and removes the lab, whatever failed before. */
+  async tearDown(): Promise<void> {
+    if (!this.lab) return;
+    say(`Tearing down: stopping uplinkd, removing lab '${this.name}' (keepalived and conntrackd with it)`);
+    for (const stream of this.streams) await stream.stop().catch(() => {});
+    for (const d of this.daemons) await d.stop();
+    await labDown(this.name);
+    say('done: the lab is gone');
   }
 }
 

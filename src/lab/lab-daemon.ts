@@ -8,6 +8,7 @@
 // would compete with the daemon for the CPU and blur its timings.
 
 import { spawn } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { requestStatus } from '../api/socket.js';
@@ -15,14 +16,15 @@ import type { CommandResult } from '../kernel/runner.js';
 import { loadConfigFile } from '../config/load.js';
 import type { UplinkState } from '../daemon/health.js';
 import type { Status } from '../api/status.js';
-import { labExec, type LabState } from './lab.js';
+import { isAlive, labExec, loadLab, namespaceOfNode, saveState, type LabState } from './lab.js';
+import type { LabNode } from './topology.js';
 
 /** The checkout's CLI launcher; the same path from dist/lab and src/lab. */
 export const UPLINKD_BIN = fileURLToPath(new URL('../../bin/uplinkd', import.meta.url));
 
-/** `uplinkd ARGS` in the lab's router, as an operator would run it there. */
-export function uplinkdInRouter(lab: LabState, args: string[]): Promise<CommandResult> {
-  return labExec(lab.name, 'router', [UPLINKD_BIN, ...args]);
+/** `uplinkd ARGS` in the lab's router (in a pair: r1 or r2, given as `node`), as an operator would run it there. */
+export function uplinkdInRouter(lab: LabState, args: string[], node: LabNode = 'router'): Promise<CommandResult> {
+  return labExec(lab.name, node, [UPLINKD_BIN, ...args]);
 }
 
 export interface LabDaemon {
@@ -61,11 +63,19 @@ export interface StartOptions {
    * router sees them: `ip netns exec` mounts a fresh /sys without it.
    */
   hostMounts?: boolean;
+  /** The router to run in: 'router' (the default), or r1 / r2 of a pair, where the lab records it (see recordPairDaemon). */
+  node?: LabNode;
+  /**
+   * Detached, its output appended to this file instead of piped: it outlives
+   * the process that started it (`uplinkd lab heal-router` restarting it).
+   */
+  logFile?: string;
 }
 
-/** The command prefix that runs a program in the lab's router. */
-export function inRouter(lab: LabState, opts: { hostMounts?: boolean } = {}): string[] {
-  return opts.hostMounts ? ['nsenter', `--net=/run/netns/${lab.ns.router}`] : ['ip', 'netns', 'exec', lab.ns.router];
+/** The command prefix that runs a program in the lab's router (or `node`, r1 or r2 of a pair). */
+export function inRouter(lab: LabState, opts: { hostMounts?: boolean; node?: LabNode } = {}): string[] {
+  const ns = namespaceOfNode(lab, opts.node ?? 'router');
+  return opts.hostMounts ? ['nsenter', `--net=/run/netns/${ns}`] : ['ip', 'netns', 'exec', ns];
 }
 
 /**
@@ -79,22 +89,30 @@ export async function startDaemon(lab: LabState, configPath: string, opts: Start
   if (!loaded.ok) throw new Error(`${configPath} is not a valid config: ${loaded.errors.map((e) => e.message).join('; ')}`);
   const socket = loaded.config.api.socket;
   const [enter, ...args] = inRouter(lab, opts);
+  const logFd = opts.logFile === undefined ? undefined : openSync(opts.logFile, 'a');
   const child = spawn(enter, [...args, UPLINKD_BIN, 'run', '-c', configPath], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'],
+    detached: logFd !== undefined,
     env: { ...process.env, ...(opts.logLevel ? { UPLINKD_LOG_LEVEL: opts.logLevel } : {}), ...opts.env },
   });
-  let output = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
+  let piped = '';
+  if (logFd !== undefined) {
+    closeSync(logFd);
+    child.unref();
+  } else {
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (piped += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (piped += d));
+  }
+  const output = () => (opts.logFile === undefined ? piped : readFileSync(opts.logFile, 'utf8'));
   const exited = new Promise<number | null>((resolve) => {
-    child.on('error', (err) => ((output += `${err.message}\n`), resolve(null)));
+    child.on('error', (err) => ((piped += `${err.message}\n`), resolve(null)));
     child.on('close', (code) => resolve(code));
   });
   const running = () => child.exitCode === null && child.signalCode === null;
   const daemon: LabDaemon = {
     pid: child.pid ?? -1,
     configPath,
-    logs: () => output,
+    logs: output,
     status: () => requestStatus(socket, 1000),
     signal: (sig) => void child.kill(sig),
     exited,
@@ -110,10 +128,11 @@ export async function startDaemon(lab: LabState, configPath: string, opts: Start
   while (!(await daemon.status())) {
     if (!running() || Date.now() > deadline) {
       await daemon.stop();
-      throw new Error(`uplinkd run did not answer on ${socket}${running() ? ' in time' : ''}; its output:\n${lastLines(output, 10)}`);
+      throw new Error(`uplinkd run did not answer on ${socket}${running() ? ' in time' : ''}; its output:\n${lastLines(output(), 10)}`);
     }
     await sleep(50);
   }
+  recordPairDaemon(lab, opts.node, daemon);
   if (opts.upWithinMs === false) return daemon;
   const withinMs = opts.upWithinMs ?? 5000;
   const up = Object.fromEntries(loaded.config.uplinks.map((u) => [u.name, 'up' as const]));
@@ -124,9 +143,29 @@ export async function startDaemon(lab: LabState, configPath: string, opts: Start
   if (!reached) {
     const states = (await daemon.status())?.uplinks.map((u) => `${u.name} ${u.state}`).join(', ');
     await daemon.stop();
-    throw new Error(`uplinks not up within ${withinMs / 1000} s (${states}); uplinkd's output:\n${lastLines(output, 10)}`);
+    throw new Error(`uplinks not up within ${withinMs / 1000} s (${states}); uplinkd's output:\n${lastLines(output(), 10)}`);
   }
   return daemon;
+}
+
+/**
+ * A daemon started in r1 or r2 of a pair goes into the lab's state (pid and
+ * config), so `lab fail-router` knows it ran there and `lab heal-router`
+ * starts it again, also from another process than the one that started it.
+ */
+function recordPairDaemon(lab: LabState, node: LabNode | undefined, daemon: LabDaemon): void {
+  if (!lab.pair || node === undefined) return;
+  const state = loadLab(lab.name);
+  const router = state.pair?.routers.find((r) => r.name === node);
+  if (!router) return;
+  router.daemon = { pid: daemon.pid, configPath: daemon.configPath };
+  saveState(state);
+}
+
+/** Is the daemon the lab recorded for router `node` of a pair running? Its pid if so. */
+export function pairDaemonPid(lab: LabState, node: LabNode): number | undefined {
+  const pid = loadLab(lab.name).pair?.routers.find((r) => r.name === node)?.daemon?.pid;
+  return pid !== undefined && isAlive(pid) ? pid : undefined;
 }
 
 /**

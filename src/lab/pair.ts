@@ -18,16 +18,18 @@
 // `labHealRouter` the reboot after it. `labDown` (lab.ts) removes it all.
 
 import { spawn } from 'node:child_process';
-import { accessSync, closeSync, constants, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { labPairConfig } from './lab-config.js';
+import { startDaemon, type LabDaemon } from './lab-daemon.js';
 import {
   configure, fileTail, ispRuleset, isAlive, labDown, limitCapacities, loadLab, namespaceSysctls, refuseIfTaken, saveState, signalQuietly, STATE_ROOT,
   startServers, stateDirOf, veth, wireInternet, wireTransit, type LabState,
 } from './lab.js';
 import { inNamespace, ip, must, nft } from './run.js';
+import { findTool } from './tools.js';
 import {
   checkLabName, INTERNET, LAN, MAX_LAB_UPLINKS, namespaceOf, PAIR_ROUTERS, PAIR_SYNC, PAIR_VRRP, pairRouterWiring, parseRate, uplinkWiring,
   uplinkWiring6, type PairRouterName,
@@ -78,23 +80,6 @@ export interface LabPair {
 
 /** examples/pair/: the files the lab fills in and an operator fills in by hand. */
 export const PAIR_EXAMPLES = fileURLToPath(new URL('../../examples/pair/', import.meta.url));
-
-/** Where scripts/setup.sh unpacks keepalived and conntrackd (not on PATH); else PATH. */
-export const TOOLS_HOME = '/usr/local/lib/uplinkd-tools';
-
-/** The path of a tool: in TOOLS_HOME first, then on PATH; throws naming both. */
-export function findTool(name: 'keepalived' | 'conntrackd' | 'promtool'): string {
-  const dirs = [TOOLS_HOME, ...(process.env.PATH ?? '').split(delimiter).filter(Boolean)];
-  for (const dir of dirs) {
-    try {
-      accessSync(join(dir, name), constants.X_OK);
-      return join(dir, name);
-    } catch {
-      // not here
-    }
-  }
-  throw new Error(`${name} is neither in ${TOOLS_HOME} nor on PATH: run scripts/setup.sh`);
-}
 
 /** How long keepalived may take to make r1 master at `lab up`, or a healed router backup. */
 const VRRP_WITHIN_MS = 10_000;
@@ -466,6 +451,19 @@ export async function labVipHolder(name: string): Promise<PairRouterName | 'none
   return 'split';
 }
 
+/**
+ * Polls (every 5 ms) until `router` holds every VRRP address and the other
+ * none; resolves with the ms from `sinceMs` (a Date.now(), e.g. labFailRouter's
+ * downAt), or undefined after `withinMs`.
+ */
+export async function labWaitForVipHolder(name: string, router: PairRouterName, sinceMs: number, withinMs: number): Promise<number | undefined> {
+  for (;;) {
+    if ((await labVipHolder(name)) === router) return Date.now() - sinceMs;
+    if (Date.now() - sinceMs > withinMs) return undefined;
+    await sleep(5);
+  }
+}
+
 // ---------------------------------------------------------------- power loss and reboot
 
 /** The interfaces the lab gave a router: the LAN, the sync link, every uplink. */
@@ -506,13 +504,12 @@ export async function labFailRouter(name: string, router: string): Promise<{ rou
 /**
  * The reboot after `labFailRouter`: links up, the DHCP clients' default routes, conntrackd, keepalived (it
  * comes back as BACKUP: nopreempt) and, if the lab's daemon was running there
- * at the power loss, uplinkd with its config (through `restartDaemon`, which
- * the CLI passes: lab-daemon.ts startDaemon, detached). Resolves once
- * keepalived is BACKUP and the daemon, if any, answers.
+ * at the power loss, uplinkd with the same config, detached and logging to
+ * <router dir>/uplinkd.log, as a service would start at boot. Resolves once
+ * keepalived is BACKUP and the daemon, if any, answers on its socket; with
+ * the router and that daemon (this process's child, detached).
  */
-export async function labHealRouter(
-  name: string, router: string, restartDaemon?: (lab: LabState, r: LabPairRouter, configPath: string) => Promise<number>,
-): Promise<LabPairRouter> {
+export async function labHealRouter(name: string, router: string): Promise<{ router: LabPairRouter; daemon?: LabDaemon }> {
   const state = loadLab(name);
   const r = findRouter(state, router);
   if (!r.failed) throw new Error(`${r.name} is not failed (uplinkd lab fail-router ${r.name} first)`);
@@ -527,15 +524,10 @@ export async function labHealRouter(
   delete r.failed;
   saveState(state);
   await waitForVrrp(state, r, 'BACKUP');
-  if (r.daemon?.restartOnHeal && restartDaemon) {
-    const configPath = r.daemon.configPath;
-    const pid = await restartDaemon(state, r, configPath);
-    const now = loadLab(name);
-    findRouter(now, r.name).daemon = { pid, configPath };
-    saveState(now);
-    return findRouter(now, r.name);
-  }
-  return r;
+  if (!r.daemon?.restartOnHeal) return { router: r };
+  // startDaemon records the new one in the lab's state.
+  const daemon = await startDaemon(state, r.daemon.configPath, { node: r.name, logFile: pairFiles(r).uplinkdLog, upWithinMs: false });
+  return { router: findRouter(loadLab(name), r.name), daemon };
 }
 
 /** SIGSTOPs every process in a namespace, until no new one appears (a child forked meanwhile); returns them all. */
@@ -577,15 +569,6 @@ async function waitPeerReachable(state: LabState, r: LabPairRouter): Promise<voi
   while ((await must(['ip', 'netns', 'exec', r.ns, 'fping', '-q', '-t', '100', '-c', '1', peer.lanAddress]).then(() => true, () => false)) === false) {
     if (Date.now() > deadline) throw new Error(`${r.name}: ${peer.name} (${peer.lanAddress}) does not answer on the LAN after the heal`);
   }
-}
-
-/** Records uplinkd started in router r under the lab's control (lab-daemon.ts startDaemon), so a fail and heal restart it. */
-export function labRecordPairDaemon(name: string, router: string, daemon: LabPairDaemon | undefined): void {
-  const state = loadLab(name);
-  const r = findRouter(state, router);
-  if (daemon) r.daemon = daemon;
-  else delete r.daemon;
-  saveState(state);
 }
 
 // ---------------------------------------------------------------- describing it
