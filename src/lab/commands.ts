@@ -7,7 +7,7 @@ import { DEMO_LAB, DemoInterrupted, labDemo } from './demo.js';
 import {
   describeLab, labDhcpStart, labDhcpStop, labDown, labExec, labFail, labHeal, labRaMove, labRenumber, labUp, loadLab, type LabState,
 } from './lab.js';
-import { describePair, labFailRouter, labHealRouter, labUpPair, labWaitForVipHolder, pairFiles } from './pair.js';
+import { describePair, labFailRouter, labHealRouter, labUpPair, labWaitForVipHolder, pairFiles, vrrpState } from './pair.js';
 
 const say = (text: string) => process.stdout.write(text + '\n');
 
@@ -124,7 +124,8 @@ export function registerLabCommands(program: Command): void {
     async (router: string, _opts: unknown, cmd: Command) => {
       const { router: r, daemon: restarted } = await labHealRouter(labName(cmd), router);
       const daemon = restarted ? `; uplinkd running again (pid ${restarted.pid}, log ${pairFiles(r).uplinkdLog})` : '';
-      say(`${r.name}: up again as VRRP backup (the addresses stay where they are: nopreempt)${daemon}`);
+      const vrrp = vrrpState(r) === 'MASTER' ? 'VRRP master (the other router is down)' : 'VRRP backup (the addresses stay where they are: nopreempt)';
+      say(`${r.name}: up again as ${vrrp}${daemon}`);
     },
   );
 

@@ -169,9 +169,8 @@ export async function labUp(opts: LabOptions): Promise<LabState> {
   }
 }
 
-/** Validates the options and computes the whole lab; touches nothing. */
-function newLabState(opts: LabOptions): LabState {
-  const name = checkLabName(opts.name);
+/** The number of uplinks (default 2) and their capacities, checked: one rate for all or one per uplink. */
+export function checkUplinkCount(opts: { uplinks?: number; capacities?: string[] }): { count: number; capacities: string[] } {
   const count = opts.uplinks ?? 2;
   if (!Number.isInteger(count) || count < 1 || count > MAX_LAB_UPLINKS) {
     throw new Error(`uplinks must be a whole number from 1 to ${MAX_LAB_UPLINKS}`);
@@ -181,6 +180,13 @@ function newLabState(opts: LabOptions): LabState {
     throw new Error(`give one capacity for all uplinks or one per uplink (${count}), not ${capacities.length}`);
   }
   capacities.forEach(parseRate);
+  return { count, capacities };
+}
+
+/** Validates the options and computes the whole lab; touches nothing. */
+function newLabState(opts: LabOptions): LabState {
+  const name = checkLabName(opts.name);
+  const { count, capacities } = checkUplinkCount(opts);
   for (const [option, list] of [['point-to-point', opts.pointToPoint], ['dhcp', opts.dhcp]] as const) {
     for (const k of list ?? []) {
       if (!Number.isInteger(k) || k < 1 || k > count) throw new Error(`${option}: no uplink ${k} (uplinks are 1..${count})`);

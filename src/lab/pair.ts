@@ -25,13 +25,13 @@ import { fileURLToPath } from 'node:url';
 import { labPairConfig } from './lab-config.js';
 import { startDaemon, type LabDaemon } from './lab-daemon.js';
 import {
-  configure, fileTail, ispRuleset, isAlive, labDown, limitCapacities, loadLab, namespaceSysctls, refuseIfTaken, saveState, signalQuietly, STATE_ROOT,
+  checkUplinkCount, configure, fileTail, ispRuleset, isAlive, labDown, limitCapacities, loadLab, namespaceSysctls, refuseIfTaken, saveState, signalQuietly, STATE_ROOT,
   startServers, stateDirOf, veth, wireInternet, wireTransit, type LabState,
 } from './lab.js';
 import { inNamespace, ip, must, nft } from './run.js';
 import { findTool } from './tools.js';
 import {
-  checkLabName, INTERNET, LAN, MAX_LAB_UPLINKS, namespaceOf, PAIR_ROUTERS, PAIR_SYNC, PAIR_VRRP, pairRouterWiring, parseRate, uplinkWiring,
+  checkLabName, INTERNET, LAN, namespaceOf, PAIR_ROUTERS, PAIR_SYNC, PAIR_VRRP, pairRouterWiring, uplinkWiring,
   uplinkWiring6, type PairRouterName,
 } from './topology.js';
 
@@ -125,13 +125,7 @@ export async function labUpPair(opts: PairLabOptions): Promise<LabState> {
 /** Validates the options and computes the whole pair lab; touches nothing. */
 function newPairState(opts: PairLabOptions): LabState {
   const name = checkLabName(opts.name);
-  const count = opts.uplinks ?? 2;
-  if (!Number.isInteger(count) || count < 1 || count > MAX_LAB_UPLINKS) throw new Error(`uplinks must be a whole number from 1 to ${MAX_LAB_UPLINKS}`);
-  const capacities = opts.capacities ?? [];
-  if (capacities.length > 1 && capacities.length !== count) {
-    throw new Error(`give one capacity for all uplinks or one per uplink (${count}), not ${capacities.length}`);
-  }
-  capacities.forEach(parseRate);
+  const { count, capacities } = checkUplinkCount(opts);
   const stateDir = stateDirOf(name);
   const isps = Array.from({ length: count }, (_, i) => namespaceOf(name, `isp${i + 1}`));
   const routers: LabPairRouter[] = ([0, 1] as const).map((i) => {
@@ -502,12 +496,13 @@ export async function labFailRouter(name: string, router: string): Promise<{ rou
 }
 
 /**
- * The reboot after `labFailRouter`: links up, the DHCP clients' default routes, conntrackd, keepalived (it
- * comes back as BACKUP: nopreempt) and, if the lab's daemon was running there
- * at the power loss, uplinkd with the same config, detached and logging to
- * <router dir>/uplinkd.log, as a service would start at boot. Resolves once
- * keepalived is BACKUP and the daemon, if any, answers on its socket; with
- * the router and that daemon (this process's child, detached).
+ * The reboot after `labFailRouter`: links up, the DHCP clients' default
+ * routes, conntrackd, keepalived (it comes back as BACKUP: nopreempt; MASTER
+ * if the other router is failed too) and, if the lab's daemon was running
+ * there at the power loss, uplinkd with the same config, detached and logging
+ * to <router dir>/uplinkd.log, as a service would start at boot. Resolves
+ * once keepalived is in that state and the daemon, if any, answers on its
+ * socket; with the router and that daemon (this process's child, detached).
  */
 export async function labHealRouter(name: string, router: string): Promise<{ router: LabPairRouter; daemon?: LabDaemon }> {
   const state = loadLab(name);
@@ -523,7 +518,8 @@ export async function labHealRouter(name: string, router: string): Promise<{ rou
   await startKeepalived(state, r);
   delete r.failed;
   saveState(state);
-  await waitForVrrp(state, r, 'BACKUP');
+  // Backup beside a running peer; master if it is the only router up.
+  await waitForVrrp(state, r, peerOf(state, r).failed ? 'MASTER' : 'BACKUP');
   if (!r.daemon?.restartOnHeal) return { router: r };
   // startDaemon records the new one in the lab's state.
   const daemon = await startDaemon(state, r.daemon.configPath, { node: r.name, logFile: pairFiles(r).uplinkdLog, upWithinMs: false });
