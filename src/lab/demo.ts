@@ -86,18 +86,34 @@ const MPTCP_WINDOW_S = 6;
 /** Enough for the window at 30 mbit, and some over. */
 const MPTCP_BYTES = 40_000_000;
 
-class Tour {
+/** What every tour has: its numbered steps (the current one names a failure), its lab, its streams of connections. */
+abstract class Steps {
   step = 'start';
   private stepNo = 0;
-  private lab?: LabState;
+  protected lab?: LabState;
+  protected streams = new Set<RunningStream>();
+
+  constructor(protected readonly name: string, protected readonly signal: AbortSignal) {}
+
+  /** How many steps the tour has. */
+  protected abstract steps(): number;
+
+  protected announce(title: string, line: string): void {
+    this.signal.throwIfAborted();
+    this.step = title;
+    say(`[${++this.stepNo}/${this.steps()}] ${line}`);
+  }
+}
+
+class Tour extends Steps {
   private daemon?: LabDaemon;
-  private streams = new Set<RunningStream>();
 
   /** Where the traffic comes from: the LAN host behind the router, or the multihomed host itself. */
   private readonly client: 'lan' | 'router';
   private readonly who: string;
 
-  constructor(private readonly name: string, private readonly signal: AbortSignal, private readonly host: boolean) {
+  constructor(name: string, signal: AbortSignal, private readonly host: boolean) {
+    super(name, signal);
     this.client = host ? 'router' : 'lan';
     this.who = host ? 'the host' : 'the LAN host';
   }
@@ -105,10 +121,8 @@ class Tour {
   /** With MPTCP (a host whose kernel has it), the host tour has one step more. */
   private mptcp = false;
 
-  private announce(title: string, line: string): void {
-    this.signal.throwIfAborted();
-    this.step = title;
-    say(`[${++this.stepNo}/${this.mptcp ? 8 : 7}] ${line}`);
+  protected steps(): number {
+    return this.mptcp ? 8 : 7;
   }
 
   async run(): Promise<void> {
@@ -264,19 +278,11 @@ const PAIR_TRANSFER_S = 10;
 const PAIR_FAIL_AFTER_MS = 3000;
 
 /** `lab demo --pair`: the router pair's tour. */
-class PairTour {
-  step = 'start';
-  private stepNo = 0;
-  private lab?: LabState;
+class PairTour extends Steps {
   private daemons: LabDaemon[] = [];
-  private streams = new Set<RunningStream>();
 
-  constructor(private readonly name: string, private readonly signal: AbortSignal) {}
-
-  private announce(title: string, line: string): void {
-    this.signal.throwIfAborted();
-    this.step = title;
-    say(`[${++this.stepNo}/7] ${line}`);
+  protected steps(): number {
+    return 7;
   }
 
   async run(): Promise<void> {
@@ -331,11 +337,15 @@ class PairTour {
     this.streams.delete(stream);
     const after = samples.filter((s) => s.start >= at).sort((a, b) => a.start - b.start);
     const firstOk = after.find((s) => s.ok);
-    const allOk = failoverMs(samples, at);
-    if (firstOk === undefined || allOk === undefined) throw new Error('new connections were still failing 2.5 s after the power loss');
+    if (firstOk === undefined) throw new Error('no new connection was answered within 2.5 s of the power loss');
     const firstMs = firstOk.start - at;
-    say(indent(`first new connection answered: opened ${ms(firstMs)} after the power loss; every new connection from ${ms(allOk)} on succeeded`));
-    say(indent(`${after.filter((s) => !s.ok).length} of the ${after.length} opened after the power loss failed`));
+    const lost = after.filter((s) => !s.ok && s.start < firstOk.start).length;
+    // Later failures are not the takeover's: with 8 downloads filling the
+    // tbf queues, a SYN now and then is dropped and its retransmit comes after
+    // the stream's 1 s timeout.
+    const later = after.filter((s) => !s.ok && s.start > firstOk.start).length;
+    say(indent(`first new connection answered: opened ${ms(firstMs)} after the power loss; the ${lost} opened before it failed`));
+    if (later > 0) say(indent(`${later} of the ${after.length - lost - 1} opened after it failed too (a SYN dropped in the full queues of the downloads)`));
 
     this.announce('transfers done', 'The downloads, which r2 carried on:');
     const results = await Promise.all(transfers);
@@ -357,7 +367,7 @@ class PairTour {
     say(indent([
       `shares of ${CONNECTIONS} new connections through r1: ${shares.map((s) => `${s.name} ${percent(s.share)}`).join(', ')}`,
       `VRRP addresses on r2: ${ms(vipsMs)} after r1's power loss (advert_int 0.1 s)`,
-      `first new connection answered: ${ms(firstMs)} after the power loss; all new ones from ${ms(allOk)}`,
+      `first new connection answered: ${ms(firstMs)} after the power loss (opened then, answered through r2)`,
       `downloads in flight that completed through r2: ${survived} of ${PAIR_TRANSFERS}`,
       `Measured by the connections themselves: a new connection from the LAN host every ${STREAM_EVERY_MS} ms (1 s timeout).`,
     ].join('\n')));

@@ -11,7 +11,7 @@ import { labNamespacePattern } from '../../src/lab/topology.js';
 import { UPLINKD_BIN } from '../../src/lab/lab-daemon.js';
 import { uniqueLabName } from './harness.js';
 
-const names = { router: uniqueLabName('demo'), host: uniqueLabName('hdemo') };
+const names = { router: uniqueLabName('demo'), host: uniqueLabName('hdemo'), pair: uniqueLabName('pdemo') };
 const checkout = fileURLToPath(new URL('../..', import.meta.url));
 
 before(async () => {
@@ -50,3 +50,21 @@ for (const kind of ['router', 'host'] as const) {
     assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');
   });
 }
+
+test('lab demo --pair: the master balancing, r1 losing power, every download in flight completing through r2, nothing left behind', { timeout: 120_000 }, async () => {
+  const name = names.pair;
+  const demo = await runCommand([UPLINKD_BIN, 'lab', 'demo', '--pair', '--name', name], { timeoutMs: 110_000 });
+  const output = demo.stdout + demo.stderr;
+  assert.equal(demo.code, 0, output);
+  // Through the master, NATed to the uplinks' VRRP addresses.
+  assert.match(output, /isp1\s+198\.51\.100\.2\s+\d+\.\d%/, 'isp1 share');
+  assert.match(output, /isp2\s+198\.51\.100\.18\s+\d+\.\d%/, 'isp2 share');
+  const takeover = Number(/VRRP addresses on r2: (\d+) ms/.exec(output)?.[1]);
+  assert.ok(takeover < 2000, `VRRP addresses on r2 after ${takeover} ms\n${output}`);
+  const answered = Number(/first new connection answered: (\d+) ms/.exec(output)?.[1]);
+  assert.ok(answered < 2000, `first new connection answered ${answered} ms after the power loss\n${output}`);
+  assert.match(output, /downloads in flight that completed through r2: 8 of 8/);
+  const namespaces = (await runCommand(['ip', 'netns', 'list'])).stdout.split('\n').map((l) => l.split(' ')[0]);
+  assert.deepEqual(namespaces.filter((ns) => labNamespacePattern(name).test(ns)), [], 'no namespace of the demo left');
+  assert.ok(!existsSync(`/run/uplinkd-lab/${name}`), 'no state dir left');
+});

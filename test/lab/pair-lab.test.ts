@@ -13,7 +13,7 @@ import { isAlive, labDown, labExec, loadLab, type LabState } from '../../src/lab
 import {
   conntrackdClient, labFailRouter, labHealRouter, labPairAddresses, labUpPair, labVipHolder, labWaitForVipHolder, pairFiles, vrrpState,
 } from '../../src/lab/pair.js';
-import { connections, namespacesOf, uniqueLabName } from './harness.js';
+import { connections, namespacesOf, uniqueLabName, waitFor } from './harness.js';
 
 const name = uniqueLabName('pl');
 let lab: LabState;
@@ -43,6 +43,13 @@ function processesMentioning(text: string): string[] {
       return []; // gone meanwhile
     }
   });
+}
+
+/** Per uplink, whether the daemon's status says this router holds its `address`. */
+async function heldPerUplink(daemon: LabDaemon): Promise<Record<string, boolean>> {
+  const status = await daemon.status();
+  assert.ok(status, 'uplinkd answers');
+  return Object.fromEntries(status.uplinks.map((u) => [u.name, u.holds_address]));
 }
 
 /** The kernel's conntrack entries in a router to the whoami port from `source`, as `conntrack -L -o extended` prints them. */
@@ -83,6 +90,9 @@ test('lab up --pair: r1 is master and holds every VRRP address, r2 is backup and
 
 test('with uplinkd on both routers the LAN host reaches the whoami server through r1, NATed to the VRRP addresses', async () => {
   for (const r of loadLab(name).pair!.routers) daemons.push(await startDaemon(lab, r.configPath, { node: r.name }));
+  // Each says whether it holds the uplinks' addresses: the master does, the backup does not.
+  assert.deepEqual(await heldPerUplink(daemons[0]), { isp1: true, isp2: true }, 'r1 holds both uplinks\' addresses');
+  assert.deepEqual(await heldPerUplink(daemons[1]), { isp1: false, isp2: false }, 'r2 holds neither');
   const r = await connections(lab, 'lan', 40);
   assert.equal(r.failed, 0, JSON.stringify(r.errors));
   // The far end sees the uplinks' VRRP addresses, both of them (weights 1:1), never a router's own.
@@ -135,6 +145,8 @@ test('fail-router r1 moves every VRRP address to r2 within 2 s; r2 commits the s
   assert.equal((await namespacesOf(name)).includes(`ul-${name}-r1`), true, 'powered off, not removed');
   assert.deepEqual(
     (await labExec(name, 'r1', ['ip', '-br', 'link'])).stdout.split('\n').filter((l) => / UP /.test(l)), [], 'every link of r1 is down');
+  assert.ok(await waitFor(async () => JSON.stringify(await heldPerUplink(daemons[1])) === '{"isp1":true,"isp2":true}', 2000),
+    `r2's uplinkd says it holds both addresses now: ${JSON.stringify(await heldPerUplink(daemons[1]))}`);
   const r = await connections(lab, 'lan', 20);
   assert.equal(r.failed, 0, `new connections through r2: ${JSON.stringify(r.errors)}`);
   assert.deepEqual(Object.keys(r.seen).sort(), ['198.51.100.18', '198.51.100.2'], JSON.stringify(r.seen));
@@ -142,7 +154,7 @@ test('fail-router r1 moves every VRRP address to r2 within 2 s; r2 commits the s
 
 test('heal-router r1 brings it back as backup with uplinkd running again; the addresses stay on r2', async () => {
   const { router: r1, daemon } = await labHealRouter(name, 'r1');
-  assert.equal(vrrpState(r1), 'BACKUP');
+  assert.equal(vrrpState(r1), 'BACKUP', 'r1 comes back as backup (nopreempt)');
   assert.ok(daemon, 'uplinkd runs in r1 again (it ran there before the power loss)');
   daemons.push(daemon);
   assert.equal(pairDaemonPid(lab, 'r1'), daemon.pid, 'and the lab records it');
@@ -151,6 +163,7 @@ test('heal-router r1 brings it back as backup with uplinkd running again; the ad
   assert.equal(vrrpState(loadLab(name).pair!.routers[0]), 'BACKUP');
   // The restarted daemon brings its uplinks up, as r2's has.
   assert.ok(await waitForStates(daemon, { isp1: 'up', isp2: 'up' }, 10_000), `r1's uplinkd: both uplinks up:\n${daemon.logs().slice(-2000)}`);
+  assert.deepEqual(await heldPerUplink(daemon), { isp1: false, isp2: false }, 'r1 is the backup now: it holds neither address');
   const r = await connections(lab, 'lan', 20);
   assert.equal(r.failed, 0, JSON.stringify(r.errors));
 });
