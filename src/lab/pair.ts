@@ -17,8 +17,7 @@
 // `labFailRouter` is a power loss (links down, every process SIGKILLed),
 // `labHealRouter` the reboot after it. `labDown` (lab.ts) removes it all.
 
-import { spawn } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +25,7 @@ import { labPairConfig } from './lab-config.js';
 import { startDaemon, type LabDaemon } from './lab-daemon.js';
 import {
   checkUplinkCount, configure, fileTail, ispRuleset, isAlive, labDown, limitCapacities, loadLab, namespaceSysctls, refuseIfTaken, saveState, signalQuietly, STATE_ROOT,
-  startServers, stateDirOf, veth, wireInternet, wireTransit, type LabState,
+  startServer, startServers, stateDirOf, veth, wireInternet, wireTransit, type LabState,
 } from './lab.js';
 import { inNamespace, ip, must, nft } from './run.js';
 import { findTool } from './tools.js';
@@ -286,12 +285,14 @@ export function pairFiles(r: LabPairRouter) {
     keepalivedPid: at('keepalived.pid'),
     vrrpPid: at('keepalived-vrrp.pid'),
     checkersPid: at('keepalived-checkers.pid'),
+    /** Its output: `-l` logs to the console. */
     keepalivedLog: at('keepalived.log'),
     conntrackdConf: at('conntrackd.conf'),
     conntrackdLock: at('conntrackd.lock'),
     conntrackdSocket: at('conntrackd.sock'),
     conntrackdLog: at('conntrackd.log'),
-    conntrackdOut: at('conntrackd.out'),
+    /** What it prints (its own log is conntrackdLog). */
+    conntrackdOutput: at('conntrackd-output.log'),
     notifyScript: at('notify.sh'),
     notifyLog: at('notify.log'),
     uplinkdLog: at('uplinkd.log'),
@@ -331,15 +332,12 @@ export function keepalivedConf(state: LabState, r: LabPairRouter): string {
   });
 }
 
-/** Starts a daemon in a router's namespace, detached so it outlives the CLI, its output to `log`. */
-function startInRouter(r: LabPairRouter, argv: string[], log: string): number {
-  const fd = openSync(log, 'a');
-  const child = spawn('ip', ['netns', 'exec', r.ns, ...argv], { detached: true, stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  child.on('error', () => {}); // seen as a daemon that never got ready
-  child.unref();
-  if (child.pid === undefined) throw new Error(`${r.name}: could not start ${argv[0]}`);
-  return child.pid;
+/**
+ * Starts one of router r's daemons, detached so it outlives the CLI (lab.ts
+ * startServer), its output in `<router dir>/<program>.log`; returns its pid.
+ */
+function startInRouter(state: LabState, r: LabPairRouter, program: 'keepalived' | 'conntrackd', argv: string[]): number {
+  return startServer(state, r.ns, `${r.name}/${program}`, argv, []).pid;
 }
 
 async function startConntrackd(state: LabState, r: LabPairRouter): Promise<void> {
@@ -348,14 +346,14 @@ async function startConntrackd(state: LabState, r: LabPairRouter): Promise<void>
   // A router that lost power left its lock (and socket) behind; conntrackd refuses to start over a lock.
   rmSync(f.conntrackdLock, { force: true });
   rmSync(f.conntrackdSocket, { force: true });
-  r.conntrackdPid = startInRouter(r, [findTool('conntrackd'), '-C', f.conntrackdConf], f.conntrackdOut);
+  r.conntrackdPid = startInRouter(state, r, 'conntrackd', [findTool('conntrackd'), '-C', f.conntrackdConf]);
   const deadline = Date.now() + CONNTRACKD_WITHIN_MS;
   for (;;) {
     // `-s` answers once its control socket is up.
     const stats = await conntrackdClient(state, r, ['-s']).catch(() => undefined);
     if (stats !== undefined) return;
     const failed = !isAlive(r.conntrackdPid) ? 'exited' : Date.now() > deadline ? `did not answer within ${CONNTRACKD_WITHIN_MS} ms` : undefined;
-    if (failed) throw new Error(`${r.name}: conntrackd ${failed}: ${fileTail(f.conntrackdLog)} ${fileTail(f.conntrackdOut)}`);
+    if (failed) throw new Error(`${r.name}: conntrackd ${failed}: ${fileTail(f.conntrackdLog)} ${fileTail(f.conntrackdOutput)}`);
     await sleep(20);
   }
 }
@@ -371,9 +369,9 @@ async function startKeepalived(state: LabState, r: LabPairRouter): Promise<void>
   // runtime file in the router's folder; logs to the console, which is the log file.
   // A reboot empties /run: keepalived refuses to start over its old pid files.
   for (const file of [f.keepalivedPid, f.vrrpPid, f.checkersPid]) rmSync(file, { force: true });
-  r.keepalivedPid = startInRouter(r, [
+  r.keepalivedPid = startInRouter(state, r, 'keepalived', [
     findTool('keepalived'), '-n', '--vrrp', '-l', '-D', '-G', '-f', f.keepalivedConf, '-p', f.keepalivedPid, '-r', f.vrrpPid, '-c', f.checkersPid,
-  ], f.keepalivedLog);
+  ]);
 }
 
 /** The state keepalived last told the notify script (MASTER, BACKUP, FAULT, STOP), or undefined before the first. */
@@ -490,6 +488,7 @@ export async function labFailRouter(name: string, router: string): Promise<{ rou
   await clearVolatile(state, r);
   delete r.keepalivedPid;
   delete r.conntrackdPid;
+  state.pids = state.pids.filter((pid) => isAlive(pid));
   r.failed = true;
   saveState(state);
   return { router: r, downAt };
