@@ -334,10 +334,10 @@ export function keepalivedConf(state: LabState, r: LabPairRouter): string {
 
 /**
  * Starts one of router r's daemons, detached so it outlives the CLI (lab.ts
- * startServer), its output in `<router dir>/<program>.log`; returns its pid.
+ * startServer), its output in `<router dir>/<output>.log`; returns its pid.
  */
-function startInRouter(state: LabState, r: LabPairRouter, program: 'keepalived' | 'conntrackd', argv: string[]): number {
-  return startServer(state, r.ns, `${r.name}/${program}`, argv, []).pid;
+function startInRouter(state: LabState, r: LabPairRouter, output: 'keepalived' | 'conntrackd-output', argv: string[]): number {
+  return startServer(state, r.ns, `${r.name}/${output}`, argv, []).pid;
 }
 
 async function startConntrackd(state: LabState, r: LabPairRouter): Promise<void> {
@@ -346,7 +346,7 @@ async function startConntrackd(state: LabState, r: LabPairRouter): Promise<void>
   // A router that lost power left its lock (and socket) behind; conntrackd refuses to start over a lock.
   rmSync(f.conntrackdLock, { force: true });
   rmSync(f.conntrackdSocket, { force: true });
-  r.conntrackdPid = startInRouter(state, r, 'conntrackd', [findTool('conntrackd'), '-C', f.conntrackdConf]);
+  r.conntrackdPid = startInRouter(state, r, 'conntrackd-output', [findTool('conntrackd'), '-C', f.conntrackdConf]);
   const deadline = Date.now() + CONNTRACKD_WITHIN_MS;
   for (;;) {
     // `-s` answers once its control socket is up.
@@ -365,10 +365,10 @@ async function startKeepalived(state: LabState, r: LabPairRouter): Promise<void>
   // directory above the script root-owned and not writable by others, which a
   // checkout need not be. The same bytes as examples/pair/notify.sh.
   copyFileSync(join(PAIR_EXAMPLES, 'notify.sh'), f.notifyScript);
-  // -n: no fork (the lab holds the pid); --vrrp: no health checkers; every
-  // runtime file in the router's folder; logs to the console, which is the log file.
   // A reboot empties /run: keepalived refuses to start over its old pid files.
   for (const file of [f.keepalivedPid, f.vrrpPid, f.checkersPid]) rmSync(file, { force: true });
+  // -n: no fork (the lab holds the pid); --vrrp: no health checkers; every
+  // runtime file in the router's folder; logs to the console, which is the log file.
   r.keepalivedPid = startInRouter(state, r, 'keepalived', [
     findTool('keepalived'), '-n', '--vrrp', '-l', '-D', '-G', '-f', f.keepalivedConf, '-p', f.keepalivedPid, '-r', f.vrrpPid, '-c', f.checkersPid,
   ]);
