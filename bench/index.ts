@@ -7,7 +7,7 @@
 //
 //   npm run bench                          all parts, in order (about an hour on 2 cores)
 //   npm run bench -- --only aggregation    one part (or a comma-separated list):
-//                                          aggregation | overhead | connections | control | failover | selfheal | mptcp
+//                                          aggregation | overhead | connections | control | failover | selfheal | mptcp | pair
 //   npm run bench -- --report              only rewrite the report from the saved results
 //
 // Every figure of the README's table carries the time it was measured, and
@@ -33,9 +33,10 @@ import {
 } from './lib.js';
 import { renderOverhead, runOverhead, type OverheadData } from './overhead.js';
 import { renderMptcp, runMptcp, type MptcpData } from './mptcp.js';
+import { renderPair, runPair, type PairData } from './pair.js';
 import { renderSelfHeal, runSelfHeal, type SelfHealData } from './selfheal.js';
 
-const PARTS = ['aggregation', 'overhead', 'connections', 'control', 'failover', 'selfheal', 'mptcp'] as const;
+const PARTS = ['aggregation', 'overhead', 'connections', 'control', 'failover', 'selfheal', 'mptcp', 'pair'] as const;
 type Part = (typeof PARTS)[number];
 
 const ROOT = new URL('../', import.meta.url);
@@ -109,6 +110,10 @@ function renderPart(part: Part): (Rendered & { result: PartResult<unknown> }) | 
       const r = loadResult<MptcpData>(part);
       return r && { ...renderMptcp(r), result: r };
     }
+    case 'pair': {
+      const r = loadResult<PairData>(part);
+      return r && { ...renderPair(r), result: r };
+    }
   }
 }
 
@@ -120,6 +125,7 @@ const TITLES: Record<Part, string> = {
   failover: '5. Failover and failback',
   selfheal: '6. Self-healing: restoring what another program removed',
   mptcp: '7. MPTCP: one download over every uplink',
+  pair: '8. Router pair: the master dies with transfers in flight',
 };
 
 const utc = (iso: string): string => `${iso.slice(0, 16).replace('T', ' ')} UTC`;
@@ -199,6 +205,7 @@ async function runPart(part: Part): Promise<PartResult<unknown>> {
     case 'failover': return runFailover();
     case 'selfheal': return runSelfHeal();
     case 'mptcp': return runMptcp();
+    case 'pair': return runPair();
   }
 }
 

@@ -516,9 +516,11 @@ export async function startServers(state: LabState): Promise<void> {
   const { inet } = state.ns;
   const whoami = [...labProgram('whoami'), '--port', String(state.whoamiPort)];
   const iperf = ['iperf3', '-s', '-p', String(state.iperfPort)];
+  const transfers = [...labProgram('transfers'), 'serve', '--host', state.server, '--port', String(INTERNET.transfersPort)];
   await waitListening(state, [
     startServer(state, inet, 'whoami', whoami, [`tcp:${state.whoamiPort}`, `udp:${state.whoamiPort}`]),
     startServer(state, inet, 'iperf3', iperf, [`tcp:${state.iperfPort}`]),
+    startServer(state, inet, 'transfers', transfers, [`tcp:${INTERNET.transfersPort}`]),
   ]);
 }
 

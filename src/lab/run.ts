@@ -33,7 +33,7 @@ export function nft(ns: string, script: string): Promise<string> {
  * Production runs the compiled dist/lab/*.js; tests run src/lab/*.ts through
  * tsx. Whichever this module is, its sibling is the same kind.
  */
-export function labProgram(program: 'whoami' | 'client'): string[] {
+export function labProgram(program: 'whoami' | 'client' | 'transfers'): string[] {
   const self = import.meta.url;
   if (self.endsWith('.ts')) {
     return [process.execPath, '--import', import.meta.resolve('tsx'), fileURLToPath(new URL(`./${program}.ts`, self))];

@@ -37,6 +37,8 @@ export const INTERNET = {
   server: '192.0.2.10',
   whoamiPort: 8080,
   iperfPort: 5201,
+  /** Downloads whose every byte is checked (transfers.ts serve). */
+  transfersPort: 8092,
 } as const;
 
 /** The LAN's IPv6 side (README "The lab": IPv6). */

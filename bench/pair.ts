@@ -1,0 +1,125 @@
+// Router pair: what a router failover costs (README "Router pair"). In the
+// pair lab (`lab up --pair`, keepalived + conntrackd, uplinkd on both
+// routers with the same config, tbf at the ISPs so the links are the
+// bottleneck), each trial powers the master off (`lab fail-router`) with
+// transfers in flight over both uplinks and a stream of new connections
+// from the LAN host, then reboots it (`lab heal-router`: it comes back as
+// backup), so the next trial fails the other router.
+//   new connections: from the power loss until every new connection works
+//                    again (measure.ts failoverMs, as for an uplink failover)
+//   transfers:       how many of those in flight completed with every byte
+//                    intact (src/lab/transfers.ts checks each one)
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import { startDaemon, type LabDaemon } from '../src/lab/lab-daemon.js';
+import { labDown, type LabState } from '../src/lab/lab.js';
+import { failoverMs, monotonicMs, percentile, startStream } from '../src/lab/measure.js';
+import { labFailRouter, labHealRouter, labUpPair, labVipHolder } from '../src/lab/pair.js';
+import { startTransfers, waitUnderWay } from '../src/lab/pair-traffic.js';
+import { BENCH_START, describeMachine, interrupt, labName, machine, ms, pause, say, table, type PartResult, type SummaryRow } from './lib.js';
+
+const TRIALS = Math.max(2, Number(process.env.BENCH_TRIALS ?? 12));
+const CAPACITY = '20mbit';
+const TRANSFERS = 8;
+const TRANSFER_BYTES = 3_000_000;
+/** The target for new connections after a router dies (the pair's tests assert 2 s). */
+const TARGET_MS = 2000;
+
+export interface PairTrial {
+  trial: number;
+  failed: 'r1' | 'r2';
+  /** From the power loss until new connections work again; null if they never did within the stream. */
+  newConnectionsMs: number | null;
+  survived: number;
+  inFlight: number;
+  /** What ended the others. */
+  errors: string[];
+}
+
+export interface PairData { capacity: string; transfers: number; transferBytes: number; trials: PairTrial[] }
+
+/** The lab's config for router r, with the transfers' LAN sources pinned half to each uplink (the same file on both routers). */
+function pinnedConfig(lab: LabState, r: 'r1' | 'r2'): string {
+  const path = lab.pair!.routers.find((x) => x.name === r)!.configPath;
+  const rules = lab.lanSources.slice(0, TRANSFERS).map((s, i) => `  - {name: transfer-${i + 1}, src: ${s}, via: isp${(i % 2) + 1}}`).join('\n');
+  const pinned = path.replace(/\.yaml$/, '-bench.yaml');
+  writeFileSync(pinned, `${readFileSync(path, 'utf8')}rules:\n${rules}\n`);
+  return pinned;
+}
+
+export async function runPair(): Promise<PartResult<PairData>> {
+  const m = machine();
+  const started = Date.now();
+  say(`pair: ${TRIALS} router failovers, ${TRANSFERS} transfers of ${TRANSFER_BYTES / 1e6} MB in flight over 2 × ${CAPACITY}`);
+  const data: PairData = { capacity: CAPACITY, transfers: TRANSFERS, transferBytes: TRANSFER_BYTES, trials: [] };
+  const lab = await labUpPair({ name: labName('bp'), uplinks: 2, capacities: [CAPACITY] });
+  const daemons: LabDaemon[] = [];
+  try {
+    for (const r of ['r1', 'r2'] as const) daemons.push(await startDaemon(lab, pinnedConfig(lab, r), { ...BENCH_START, node: r }));
+    for (let trial = 1; trial <= TRIALS; trial++) {
+      interrupt.signal.throwIfAborted();
+      const master = await labVipHolder(lab.name);
+      if (master !== 'r1' && master !== 'r2') throw new Error(`trial ${trial}: no single master (${master})`);
+      const transfers = startTransfers(lab, TRANSFERS, TRANSFER_BYTES, lab.lanSources.slice(0, TRANSFERS));
+      await waitUnderWay(transfers, 300_000);
+      const stream = startStream({ ns: lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`, everyMs: 20, timeoutMs: 1000, durationMs: 20_000 });
+      await stream.started;
+      const { downAt } = await labFailRouter(lab.name, master);
+      const faultAt = monotonicMs() - (Date.now() - downAt);
+      const ended = await transfers.done;
+      await pause(1000);
+      const samples = await stream.stop();
+      const result: PairTrial = {
+        trial, failed: master, newConnectionsMs: failoverMs(samples, faultAt) ?? null,
+        survived: ended.filter((t) => t.intact).length, inFlight: ended.length,
+        errors: ended.filter((t) => !t.intact).map((t) => t.error ?? 'corrupt'),
+      };
+      data.trials.push(result);
+      say(`  ${trial}/${TRIALS}: ${master} died; new connections again after ${result.newConnectionsMs === null ? 'never' : ms(result.newConnectionsMs)}, ` +
+        `${result.survived}/${result.inFlight} transfers intact${result.errors.length ? ` (${result.errors.join(', ')})` : ''}`);
+      const healed = await labHealRouter(lab.name, master);
+      if (healed.daemon) daemons.push(healed.daemon);
+      // Let the rebooted backup's conntrackd take its bulk copy of the master's table.
+      await pause(1000);
+    }
+  } finally {
+    for (const d of daemons) await d.stop().catch(() => {});
+    await labDown(lab.name);
+  }
+  return { part: 'pair', machine: m, durationS: (Date.now() - started) / 1000, data };
+}
+
+export function renderPair(result: PartResult<PairData>): { markdown: string; rows: SummaryRow[] } {
+  const { data } = result;
+  const times = data.trials.flatMap((t) => (t.newConnectionsMs === null ? [] : [t.newConnectionsMs]));
+  const never = data.trials.length - times.length;
+  const survived = data.trials.reduce((a, t) => a + t.survived, 0);
+  const inFlight = data.trials.reduce((a, t) => a + t.inFlight, 0);
+  const p50 = times.length ? percentile(times, 50) : NaN;
+  const p95 = times.length ? percentile(times, 95) : NaN;
+  const rows: SummaryRow[] = [
+    { measurement: `router pair: new connections work again after the master dies, p50 / p95 of ${data.trials.length}`,
+      value: `${ms(p50)} / ${ms(p95)}${never ? ` (${never} never)` : ''}`, target: `< ${TARGET_MS} ms`, met: never === 0 && p95 < TARGET_MS },
+    { measurement: `router pair: transfers in flight that completed intact through the new master`,
+      value: `${survived} of ${inFlight}`, target: 'all', met: survived === inFlight },
+  ];
+  const markdown = [
+    `Measured ${describeMachine(result.machine)}; took ${Math.round(result.durationS)} s.`,
+    '',
+    `**Method.** \`lab up --pair\` with 2 uplinks of ${data.capacity} each (tbf at the ISPs, both directions): two routers on one LAN`,
+    'switch and one segment per uplink, keepalived (VRRPv3, 0.1 s adverts, nopreempt) moving the LAN gateway and each',
+    'uplink\'s `address`, conntrackd FTFW over a sync link with the commit-on-master notify script (examples/pair/), and',
+    'uplinkd on both routers with the same config. In each trial the LAN host runs',
+    `${data.transfers} downloads of ${data.transferBytes / 1e6} MB, pinned half to each uplink, every byte checked (src/lab/transfers.ts), and a new`,
+    'connection every 20 ms (each given 1 s); once every download has 300 kB, the master loses power (`lab fail-router`:',
+    'its links down, every process in it killed). **New connections**: from the power loss until every new connection',
+    'started after it succeeded (measure.ts failoverMs). **Transfers**: those in flight that completed intact. Then the',
+    'dead router reboots (`lab heal-router`) and comes back as backup, so the next trial fails the other router.',
+    `p50 and p95 by nearest rank over ${data.trials.length} trials.`,
+    '',
+    table(['trial', 'router that died', 'new connections again', 'transfers intact', 'ended by'],
+      data.trials.map((t) => [t.trial, t.failed, t.newConnectionsMs === null ? 'never' : ms(t.newConnectionsMs), `${t.survived} / ${t.inFlight}`, t.errors.join(', ') || '—'])),
+    '',
+  ].join('\n');
+  return { markdown, rows };
+}
