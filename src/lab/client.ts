@@ -130,8 +130,8 @@ async function stream(request: Request, everyMs: number, durationMs: number, sou
     const from = source ? { source } : {};
     const start = monotonicMs();
     const done: Promise<void> = request(source).then(
-      ({ seen }) => print({ start, ok: true, seen, error: null, ...from }),
-      (err: NodeJS.ErrnoException) => print({ start, ok: false, seen: null, error: err.code ?? err.message, ...from }),
+      ({ seen }) => print({ start, end: monotonicMs(), ok: true, seen, error: null, ...from }),
+      (err: NodeJS.ErrnoException) => print({ start, end: monotonicMs(), ok: false, seen: null, error: err.code ?? err.message, ...from }),
     ).finally(() => inFlight.delete(done));
     inFlight.add(done);
     // After a stall (a busy machine), carry on from now rather than firing a burst to catch up.

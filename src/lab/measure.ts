@@ -13,6 +13,8 @@ import { labProgram } from './run.js';
 export interface StreamSample {
   /** When the connection was started: monotonicMs() in the client's process. */
   start: number;
+  /** When it was answered, or failed: monotonicMs() in the client's process. */
+  end: number;
   ok: boolean;
   /** The source address the server saw (the uplink's NAT address), or null on failure. */
   seen: string | null;
@@ -48,6 +50,18 @@ export function failoverMs(
   let earliest: number | undefined;
   for (let i = window.length - 1; i >= 0 && good(window[i]); i--) earliest = window[i].start;
   return earliest === undefined ? undefined : earliest - faultAt;
+}
+
+/**
+ * From the fault until the first new connection opened after it is
+ * answered: the end of the earliest-ending successful sample started at or
+ * after faultAt, minus faultAt. Unlike failoverMs, one later failure (a SYN
+ * dropped in a queue that transfers keep full) does not move it. Undefined
+ * if none was answered.
+ */
+export function firstAnswerMs(samples: readonly StreamSample[], faultAt: number): number | undefined {
+  const ends = samples.filter((s) => s.start >= faultAt && s.ok).map((s) => s.end);
+  return ends.length === 0 ? undefined : Math.min(...ends) - faultAt;
 }
 
 /**

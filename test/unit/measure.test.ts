@@ -4,13 +4,22 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { failbackMs, failoverMs, monotonicMs, percentile, type StreamSample } from '../../src/lab/measure.js';
+import { failbackMs, failoverMs, firstAnswerMs, monotonicMs, percentile, type StreamSample } from '../../src/lab/measure.js';
 
 const A = '198.51.100.2';
 const B = '198.51.100.18';
 
-const ok = (start: number, seen = B): StreamSample => ({ start, ok: true, seen, error: null });
-const bad = (start: number, error = 'ETIMEDOUT'): StreamSample => ({ start, ok: false, seen: null, error });
+const ok = (start: number, seen = B, end = start + 2): StreamSample => ({ start, end, ok: true, seen, error: null });
+const bad = (start: number, error = 'ETIMEDOUT'): StreamSample => ({ start, end: start + 1000, ok: false, seen: null, error });
+
+describe('firstAnswerMs', () => {
+  it('is the end of the first answer to a connection opened after the fault, minus the fault; a later failure does not move it', () => {
+    // Opened before the fault (answered at 101) does not count; the one opened at 100 is answered last, at 400 (a retried SYN).
+    const samples = [ok(95, A, 101), ok(100, B, 400), bad(110), ok(130, B, 310), ok(150, B, 152), bad(160)];
+    assert.equal(firstAnswerMs(samples, 100), 52);
+    assert.equal(firstAnswerMs([bad(100), ok(90, A, 120)], 100), undefined, 'none opened after the fault was answered');
+  });
+});
 
 describe('failoverMs', () => {
   it('is the start of the first sample after which all succeed, minus the fault', () => {
