@@ -1149,6 +1149,12 @@ export async function labRenumber(name: string, uplink: string): Promise<LabRenu
 }
 
 /** A short human summary: addresses, servers, how to get in. */
+/** The internet node's line of a lab's summary: its servers. */
+export function describeInternet(state: LabState): string {
+  return `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}, ` +
+    `transfers ${state.server}:${INTERNET.transfersPort}`;
+}
+
 export function describeLab(state: LabState): string {
   const cli = `uplinkd lab --name ${state.name}`;
   const last = state.lanSources[state.lanSources.length - 1];
@@ -1167,7 +1173,7 @@ export function describeLab(state: LabState): string {
       (u.fault ? `, FAULT ${u.fault}${u.faultFamily ? ` (${u.faultFamily} only)` : ''}` : '') +
       `\n            ${u.address6 ? `${u.address6}/64 via ${u.gateway6}${u.ra ? raSummary(u) : ''}` : 'no IPv6 (point-to-point)'}`,
     ),
-    `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}`,
+    describeInternet(state),
     `          ${INTERNET6.prefix}: whoami and iperf3 on [${state.server6}] too`,
     `  config  ${state.configPath}`,
     `  try     ${cli} exec ${state.host ? 'router' : 'lan'} -- curl -s http://${state.server}:${state.whoamiPort}/`,

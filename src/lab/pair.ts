@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { labPairConfig } from './lab-config.js';
 import { startDaemon, type LabDaemon } from './lab-daemon.js';
 import {
-  checkUplinkCount, configure, fileTail, ispRuleset, isAlive, labDown, limitCapacities, loadLab, namespaceSysctls, refuseIfTaken, saveState, signalQuietly, STATE_ROOT,
+  checkUplinkCount, configure, describeInternet, fileTail, ispRuleset, isAlive, labDown, limitCapacities, loadLab, namespaceSysctls, refuseIfTaken, saveState, signalQuietly, STATE_ROOT,
   startServer, startServers, stateDirOf, veth, wireInternet, wireTransit, type LabState,
 } from './lab.js';
 import { inNamespace, ip, must, nft } from './run.js';
@@ -590,7 +590,7 @@ export function describePair(state: LabState): string {
     ...state.uplinks.map((u, i) =>
       `  ${u.name}    ${u.address} (VRRP) via ${u.gateway} metric ${uplinkWiring(i + 1).metric}` + (u.capacity ? `, ${u.capacity}` : '') +
       (u.fault ? `, FAULT ${u.fault}` : '')),
-    `  inet    ${INTERNET.prefix}: whoami ${state.server}:${state.whoamiPort} (tcp, udp), iperf3 ${state.server}:${state.iperfPort}`,
+    describeInternet(state),
     `  try     ${cli} exec lan -- curl -s http://${state.server}:${state.whoamiPort}/`,
     `          ${cli} exec r1 -- ip -br address   (the routers are r1 and r2; there is no 'router' node in a pair)`,
     `          ${cli} fail-router r1 | heal-router r1 | down`,
