@@ -33,6 +33,15 @@ describe('/metrics', () => {
     assert.doesNotMatch(text, /bits_per_second/);
   });
 
+  it('says per uplink whether this router holds its address', async () => {
+    const { text } = await dualStackMetrics();
+    for (const line of [
+      '# TYPE uplinkd_uplink_address_held gauge',
+      'uplinkd_uplink_address_held{uplink="isp1",interface="wan1"} 1',
+      'uplinkd_uplink_address_held{uplink="isp2",interface="ppp0"} 0',
+    ]) assert.ok(text.split('\n').includes(line), `missing ${line}\n${text}`);
+  });
+
   it("counts the event log's entries and exports each uplink's tier", async () => {
     const { text } = await dualStackMetrics();
     for (const line of [

@@ -144,7 +144,8 @@ function renderUplinks(uplinks, now) {
     fields.loss.textContent = familiesOf(u).map(([, f]) => percent(f.loss)).join(' · ');
     fields.rx.textContent = rate(u.rx_bps);
     fields.tx.textContent = rate(u.tx_bps);
-    fields.address.textContent = familiesOf(u).map(([, f]) => f.address ?? '–').join(' · ');
+    // A router pair's backup does not hold the uplink's shared address (README "Router pair").
+    fields.address.textContent = familiesOf(u).map(([, f]) => f.address ?? '–').join(' · ') + (u.holds_address === false ? ' (not held)' : '');
     fields.tier.textContent = `${u.tier} · ${u.weight}`;
   }
 }
