@@ -223,7 +223,7 @@ export class Daemon {
   private noteSharedAddresses(before: KernelFacts, after: KernelFacts): void {
     for (const t of this.tracking.all()) {
       if (t.uplink.address.kind !== 'address') continue;
-      const [held, holds] = [before, after].map((facts) => holdsAddress(t.uplink, facts.interfaces.find((i) => i.name === t.uplink.interface)));
+      const [held, holds] = [before, after].map((facts) => holdsAddress(t.uplink, ifaceOf(facts, t)));
       if (held === holds) continue;
       const { address } = t.uplink.address;
       this.events.record({

@@ -50,8 +50,6 @@ export interface ResolvedUplink {
   peer?: string;
   /** The configured `address`, if not auto: a router pair's VRRP address. */
   sharedAddress?: string;
-  /** Whether the interface holds the uplink's address now (with auto: has any IPv4 address). */
-  holdsAddress: boolean;
   /** Next hop; undefined for point-to-point (`gateway: none`). */
   gateway?: string;
   /** Set when it cannot carry traffic whatever its health. */
@@ -117,7 +115,6 @@ export function resolve({ config, facts, health = {}, health6 = {}, weights, rot
     const iface = facts.interfaces.find((i) => i.name === uplink.interface);
     const own = ownAddress(uplink, iface);
     const shared = sharedAddressOf(uplink);
-    const holds = holdsAddress(uplink, iface);
     const gateway = resolveGateway(uplink, facts);
     const unusable = !iface
       ? `interface ${uplink.interface} does not exist`
@@ -132,12 +129,11 @@ export function resolve({ config, facts, health = {}, health6 = {}, weights, rot
       table: uplinkTable(config.kernel, index),
       health: health[uplink.name] ?? 'up',
       iface,
-      address: holds && shared !== undefined ? shared : own?.address,
+      address: shared !== undefined && holdsAddress(uplink, iface) ? shared : own?.address,
       ownAddress: own?.address,
       prefixLen: own?.prefixLen,
       peer: own?.peer,
       ...(shared !== undefined ? { sharedAddress: shared } : {}),
-      holdsAddress: holds,
       gateway,
       unusable,
       buckets: 0,

@@ -179,6 +179,29 @@ describe('health per uplink and family', () => {
     assert.deepEqual(flushes.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv4 ${marked} -p udp`, `conntrack -D -f ipv4 ${marked} -p icmp`]);
   });
 
+  it("a router pair: takes isp1's shared address over without moving its probes, NATs to it, and says so", async () => {
+    const pair = CONFIG.replace('isp1: { interface: wan1,', 'isp1: { interface: wan1, address: 198.51.100.10,');
+    const { daemon, lines, settle, uplink, prober } = await started(factsOf(), pair);
+    const probeSource = prober('isp1', 'ipv4').subject.address;
+    assert.deepEqual([(await uplink('isp1')).address, (await uplink('isp1')).holds_address], ['198.51.100.10', false]);
+    lines.length = 0;
+    // keepalived adds it, first in the interface's list.
+    await daemon['followFacts'](factsOf((f) => f.interfaces.find((i) => i.name === 'wan1')!.addresses.unshift({ address: '198.51.100.10', prefixLen: 32 })), 'address');
+    await settle();
+    assert.equal((await uplink('isp1')).holds_address, true);
+    const snat = () => daemon['converging'].installed!.state.nft.sets.find((x) => x.name === 'snat_address')!.elements;
+    assert.ok(lines.includes('nft -f -'), 'the kernel is updated');
+    assert.deepEqual(snat(), ['"wan1" : 198.51.100.10', '"wan2" : 198.51.100.18'], 'SNAT to the shared address');
+    assert.equal(prober('isp1', 'ipv4').subject.address, probeSource, 'probes keep the own address');
+    const [event] = (await daemon.status()).events;
+    assert.deepEqual([event.uplink, event.event, event.reason], ['isp1', 'address', 'wan1 took address 198.51.100.10 (master for isp1)']);
+    await daemon['followFacts'](factsOf(), 'address');
+    await settle();
+    assert.equal((await uplink('isp1')).holds_address, false);
+    assert.deepEqual(snat()[0], '"wan1" : 198.51.100.2', "as backup, NAT to the interface's own address");
+    assert.equal((await daemon.status()).events[0].reason, 'wan1 gave up address 198.51.100.10 (backup for isp1)');
+  });
+
   it('takes both families down on carrier loss, and the uplink with them', async () => {
     const { daemon, settle, uplink, lines } = await started();
     lines.length = 0;
