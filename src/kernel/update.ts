@@ -55,18 +55,22 @@ async function conntrackDelete(runner: Runner, filters: string[]): Promise<numbe
 
 /**
  * Deletes the conntrack entries of `family` carrying `mark` under `mask`,
- * but for TCP ones; returns how many. Both families of an uplink share its
- * mark, and each has its own health: a family that went down loses its own
- * connections only. Its TCP connections stay, to be answered with a reset
- * by the plan (nft.ts, set `ended`): deleted, their next packet would be one
- * conntrack does not know, which is dropped rather than reset.
+ * but for TCP connections under way; returns how many. Both families of an
+ * uplink share its mark, and each has its own health: a family that went
+ * down loses its own connections only. Its TCP connections stay, to be
+ * answered with a reset by the plan (nft.ts, set `ended`): deleted, their
+ * next packet would be one conntrack does not know, which is dropped rather
+ * than reset. Not those still waiting for their first answer (SYN_SENT):
+ * their client's next try is a SYN, a new connection on a live uplink, and
+ * kept for their 2 minutes one could capture a later connection that reuses
+ * its addresses and ports, and send it out with this uplink's address.
  */
 export async function deleteConnections(runner: Runner, mark: number, mask: number, family: Family): Promise<number> {
   const filters = ['-f', family, '-m', `${mark}/${mask}`];
   const listed = await runner.run('conntrack', ['-L', ...filters]);
   // `conntrack -D` cannot leave one protocol out, so each other protocol listed is deleted by name.
   const protocols = new Set(listed.stdout.split('\n').map((line) => line.split(/\s+/)[0]).filter((p) => p && p !== 'tcp'));
-  let deleted = 0;
+  let deleted = await conntrackDelete(runner, [...filters, '-p', 'tcp', '--state', 'SYN_SENT']);
   for (const protocol of protocols) deleted += await conntrackDelete(runner, [...filters, '-p', protocol]);
   return deleted;
 }

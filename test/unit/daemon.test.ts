@@ -152,9 +152,10 @@ describe('health per uplink and family', () => {
     assert.ok(planned('isp1').share > 0);
     assert.ok(lines.includes('nft flush set inet uplinkd sticky6_isp1'), lines.join('\n'));
     assert.ok(!lines.includes('nft flush set inet uplinkd sticky_isp1'), 'IPv4 sticky sources stay');
-    // Its UDP and ICMPv6 entries are deleted; its TCP ones stay, to be reset by the plan's ended6 set.
+    // Its unanswered TCP, UDP and ICMPv6 entries are deleted; its other TCP ones stay, to be reset by the plan's ended6 set.
     const marked = `-m ${planned('isp1').mark}/${0xff00}`;
-    assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv6 ${marked} -p udp`, `conntrack -D -f ipv6 ${marked} -p icmpv6`]);
+    assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')),
+      [`conntrack -D -f ipv6 ${marked} -p tcp --state SYN_SENT`, `conntrack -D -f ipv6 ${marked} -p udp`, `conntrack -D -f ipv6 ${marked} -p icmpv6`]);
     const [event] = (await daemon.status()).events;
     assert.deepEqual([event.uplink, event.family, event.event], ['isp1', 'ipv6', 'down']);
     assert.match(event.reason, /2\/2 rounds bad: 0\/1 targets answered, quorum 1 \(targets 2001:db8:ffff::10\)/);
@@ -176,7 +177,8 @@ describe('health per uplink and family', () => {
     assert.deepEqual([planned('isp2').health, planned('isp2').ipv6?.health], ['down', 'up']);
     assert.ok(flushes.includes('nft flush set inet uplinkd sticky_isp2') && !flushes.includes('nft flush set inet uplinkd sticky6_isp2'), flushes.join('\n'));
     const marked = `-m ${planned('isp2').mark}/${0xff00}`;
-    assert.deepEqual(flushes.filter((l) => l.startsWith('conntrack -D')), [`conntrack -D -f ipv4 ${marked} -p udp`, `conntrack -D -f ipv4 ${marked} -p icmp`]);
+    assert.deepEqual(flushes.filter((l) => l.startsWith('conntrack -D')),
+      [`conntrack -D -f ipv4 ${marked} -p tcp --state SYN_SENT`, `conntrack -D -f ipv4 ${marked} -p udp`, `conntrack -D -f ipv4 ${marked} -p icmp`]);
   });
 
   it("a router pair: takes isp1's shared address over without moving its probes, NATs to it, and says so", async () => {
@@ -214,7 +216,7 @@ describe('health per uplink and family', () => {
       ['ipv6', 'down', 'carrier lost on wan1'], ['ipv4', 'down', 'carrier lost on wan1'],
     ]);
     assert.deepEqual(lines.filter((l) => l.startsWith('conntrack -D')).map((l) => `${l.split(' ')[3]} ${l.split(' ').at(-1)}`),
-      ['ipv4 udp', 'ipv4 icmp', 'ipv6 udp', 'ipv6 icmpv6']);
+      ['ipv4 SYN_SENT', 'ipv4 udp', 'ipv4 icmp', 'ipv6 SYN_SENT', 'ipv6 udp', 'ipv6 icmpv6']);
   });
 
   it('takes only IPv6 down when the plan finds IPv6 unusable (its router advertisement gone)', async () => {
