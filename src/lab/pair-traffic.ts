@@ -1,7 +1,7 @@
 // Transfers in flight across a router failover in the pair lab (README
-// "Router pair"), watched while they run: shared by `lab demo --pair`, the
-// pair tests and the pair benchmark, so all three measure the same way. (New
-// connections are timed with measure.ts's stream, as for an uplink failover.)
+// "Router pair"), watched while they run: shared by the pair tests and the
+// pair benchmark, so both measure the same way. (New connections are timed
+// with measure.ts's stream, as for an uplink failover.)
 
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -14,7 +14,7 @@ import type { TransferResult, TransfersProgress } from './transfers.js';
 export type { TransferResult } from './transfers.js';
 
 /** The transfers server in the lab's internet (lab.ts startServers). */
-export const TRANSFERS_PORT = INTERNET.transfersPort;
+const TRANSFERS_PORT = INTERNET.transfersPort;
 
 export interface RunningTransfers {
   /** Bytes each transfer has received so far (the client's last report, every 100 ms). */
