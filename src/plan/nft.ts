@@ -241,8 +241,9 @@ function restore(b: TableContext): Part {
  * once that its connection is dead and reconnects through a live uplink.
  * Deleting the entries instead would turn that packet into an unknown one,
  * which the never-reset rule drops: the client would hang until its own
- * timeout. Other protocols' entries are deleted (daemon.ts), so their next
- * packet is a new connection on a live uplink.
+ * timeout. Other protocols' entries, and TCP attempts still unanswered, are
+ * deleted (kernel/update.ts deleteConnections), so their next packet is a
+ * new connection on a live uplink.
  */
 function endedSets({ config, uplinks, dualStack }: TableContext): NftSet[] {
   if (!config.conntrack.flushOnDown) return [];
