@@ -10,12 +10,11 @@
 //   transfers:       how many of those in flight completed with every byte
 //                    intact (src/lab/transfers.ts checks each one)
 
-import { readFileSync, writeFileSync } from 'node:fs';
 import { startDaemon, type LabDaemon } from '../src/lab/lab-daemon.js';
-import { labDown, type LabState } from '../src/lab/lab.js';
-import { failoverMs, firstAnswerMs, monotonicMs, percentile, startStream } from '../src/lab/measure.js';
-import { labFailRouter, labHealRouter, labUpPair, labVipHolder } from '../src/lab/pair.js';
-import { startTransfers, waitUnderWay } from '../src/lab/pair-traffic.js';
+import { labDown } from '../src/lab/lab.js';
+import { failoverMs, percentile } from '../src/lab/measure.js';
+import { labHealRouter, labUpPair, labVipHolder } from '../src/lab/pair.js';
+import { failRouterUnderLoad, pinnedPairConfig } from '../src/lab/pair-traffic.js';
 import { BENCH_START, describeMachine, interrupt, labName, machine, ms, pause, say, table, type PartResult, type SummaryRow } from './lib.js';
 
 const TRIALS = Math.max(2, Number(process.env.BENCH_TRIALS ?? 12));
@@ -42,15 +41,6 @@ export interface PairTrial {
 
 export interface PairData { capacity: string; transfers: number; transferBytes: number; trials: PairTrial[] }
 
-/** The lab's config for router r, with the transfers' LAN sources pinned half to each uplink (the same file on both routers). */
-function pinnedConfig(lab: LabState, r: 'r1' | 'r2'): string {
-  const path = lab.pair!.routers.find((x) => x.name === r)!.configPath;
-  const rules = lab.lanSources.slice(0, TRANSFERS).map((s, i) => `  - {name: transfer-${i + 1}, src: ${s}, via: isp${(i % 2) + 1}}`).join('\n');
-  const pinned = path.replace(/\.yaml$/, '-bench.yaml');
-  writeFileSync(pinned, `${readFileSync(path, 'utf8')}rules:\n${rules}\n`);
-  return pinned;
-}
-
 export async function runPair(): Promise<PartResult<PairData>> {
   const m = machine();
   const started = Date.now();
@@ -59,24 +49,16 @@ export async function runPair(): Promise<PartResult<PairData>> {
   const lab = await labUpPair({ name: labName('bp'), uplinks: 2, capacities: [CAPACITY] });
   const daemons: LabDaemon[] = [];
   try {
-    for (const r of ['r1', 'r2'] as const) daemons.push(await startDaemon(lab, pinnedConfig(lab, r), { ...BENCH_START, node: r }));
+    const sources = lab.lanSources.slice(0, TRANSFERS);
+    for (const r of ['r1', 'r2'] as const) daemons.push(await startDaemon(lab, pinnedPairConfig(lab, r, sources), { ...BENCH_START, node: r }));
     for (let trial = 1; trial <= TRIALS; trial++) {
       interrupt.signal.throwIfAborted();
       const master = await labVipHolder(lab.name);
       if (master !== 'r1' && master !== 'r2') throw new Error(`trial ${trial}: no single master (${master})`);
-      const transfers = startTransfers(lab, TRANSFERS, TRANSFER_BYTES, lab.lanSources.slice(0, TRANSFERS));
-      await waitUnderWay(transfers, 300_000);
-      const stream = startStream({ ns: lab.ns.lan, url: `http://${lab.server}:${lab.whoamiPort}/`, everyMs: 20, timeoutMs: 1000, durationMs: 20_000 });
-      await stream.started;
-      const { downAt } = await labFailRouter(lab.name, master);
-      const faultAt = monotonicMs() - (Date.now() - downAt);
-      const ended = await transfers.done;
-      await pause(1000);
-      const samples = await stream.stop();
-      const first = firstAnswerMs(samples, faultAt);
-      const later = first === undefined ? [] : samples.filter((s) => !s.ok && s.start >= faultAt + first);
+      const { transfers: ended, samples, faultAt, firstAnswer, after } = await failRouterUnderLoad(lab, master, { count: TRANSFERS, bytes: TRANSFER_BYTES, sources });
+      const later = after.filter((s) => !s.ok);
       const result: PairTrial = {
-        trial, failed: master, firstAnswerMs: first ?? null, allSucceedMs: failoverMs(samples, faultAt) ?? null,
+        trial, failed: master, firstAnswerMs: firstAnswer ?? null, allSucceedMs: failoverMs(samples, faultAt) ?? null,
         laterFailures: later.map((s) => `${Math.round(s.start - faultAt)} ms ${s.error}`),
         survived: ended.filter((t) => t.intact).length, inFlight: ended.length,
         errors: ended.filter((t) => !t.intact).map((t) => t.error ?? 'corrupt'),
@@ -84,7 +66,7 @@ export async function runPair(): Promise<PartResult<PairData>> {
       data.trials.push(result);
       say(`  ${trial}/${TRIALS}: ${master} died; first new connection answered after ${result.firstAnswerMs === null ? 'never' : ms(result.firstAnswerMs)}, ` +
         `every one from ${result.allSucceedMs === null ? 'never' : ms(result.allSucceedMs)} on` +
-        `${later.length ? ` (${later.length} of ${samples.filter((s) => s.start >= faultAt + first!).length} after the first answer failed: ${result.laterFailures.join(', ')})` : ''}, ` +
+        `${later.length ? ` (${later.length} of ${after.length} after the first answer failed: ${result.laterFailures.join(', ')})` : ''}, ` +
         `${result.survived}/${result.inFlight} transfers intact${result.errors.length ? ` (${result.errors.join(', ')})` : ''}`);
       const healed = await labHealRouter(lab.name, master);
       if (healed.daemon) daemons.push(healed.daemon);

@@ -429,15 +429,19 @@ async function heldVips(state: LabState, r: LabPairRouter): Promise<string[]> {
 
 /** Per router, the VRRP addresses it holds ("198.51.100.2/28 dev wan1"). */
 export async function labPairAddresses(name: string): Promise<Record<PairRouterName, string[]>> {
-  const state = loadLab(name);
+  return heldByRouter(loadLab(name));
+}
+
+async function heldByRouter(state: LabState): Promise<Record<PairRouterName, string[]>> {
   const [r1, r2] = pairOf(state).routers;
   return { r1: await heldVips(state, r1), r2: await heldVips(state, r2) };
 }
 
 /** Which router holds every VRRP address; 'none' if no router holds any, 'split' if they are spread or incomplete. */
 export async function labVipHolder(name: string): Promise<PairRouterName | 'none' | 'split'> {
-  const held = await labPairAddresses(name);
-  const all = pairOf(loadLab(name)).vips.length;
+  const state = loadLab(name);
+  const held = await heldByRouter(state);
+  const all = pairOf(state).vips.length;
   if (held.r1.length === 0 && held.r2.length === 0) return 'none';
   for (const r of PAIR_ROUTERS) if (held[r].length === all && held[r === 'r1' ? 'r2' : 'r1'].length === 0) return r;
   return 'split';

@@ -6,13 +6,14 @@
 // The tests run in order on one lab: each starts where the previous ended.
 
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { startDaemon, type LabDaemon } from '../../src/lab/lab-daemon.js';
 import { labDown, labExec, labFail, labHeal, loadLab, type LabState } from '../../src/lab/lab.js';
-import { firstAnswerMs, monotonicMs, startStream, type StreamSample } from '../../src/lab/measure.js';
-import { labFailRouter, labHealRouter, labUpPair, labVipHolder, labWaitForVipHolder } from '../../src/lab/pair.js';
-import { startTransfers, waitUnderWay, type TransferResult } from '../../src/lab/pair-traffic.js';
+import { startStream } from '../../src/lab/measure.js';
+import { labHealRouter, labUpPair, labVipHolder, labWaitForVipHolder } from '../../src/lab/pair.js';
+import {
+  failRouterUnderLoad, pinnedPairConfig, startTransfers, waitUnderWay, type RouterFailure, type TransferResult,
+} from '../../src/lab/pair-traffic.js';
 import type { Status } from '../../src/api/status.js';
 import { connections, uniqueLabName, waitFor, whoamiUrl } from './harness.js';
 
@@ -29,17 +30,8 @@ const pinned = () => lab.lanSources.slice(0, TRANSFERS);
 /** A transfer that receives nothing for this long is dead: a survivor resumes within about a second of the takeover. */
 const TRANSFER_IDLE_MS = 10_000;
 
-/** The lab's config for router r, plus pins for the transfers' sources (half on each uplink); the same on both routers. */
-function pairConfig(r: 'r1' | 'r2'): string {
-  const path = lab.pair!.routers.find((x) => x.name === r)!.configPath;
-  const rules = pinned().map((source, i) => `  - {name: transfer-${i + 1}, src: ${source}, via: isp${(i % 2) + 1}}`).join('\n');
-  const pinnedPath = path.replace(/\.yaml$/, '-pinned.yaml');
-  writeFileSync(pinnedPath, `${readFileSync(path, 'utf8')}rules:\n${rules}\n`);
-  return pinnedPath;
-}
-
 async function start(r: 'r1' | 'r2'): Promise<LabDaemon> {
-  daemons[r] = await startDaemon(lab, pairConfig(r), { node: r, upWithinMs: 10_000 });
+  daemons[r] = await startDaemon(lab, pinnedPairConfig(lab, r, pinned()), { node: r, upWithinMs: 10_000 });
   return daemons[r];
 }
 
@@ -81,30 +73,13 @@ test('the master balances the LAN over both uplinks; the far end sees the VRRP a
   assert.deepEqual((await statusOf('r2')).uplinks.map((u) => u.address), vips(), 'status names the shared address, held or not');
 });
 
-/**
- * Fails `router` with TRANSFERS transfers in flight and a stream of new
- * connections: resolves with the transfers' ends, the ms until the first new
- * connection is answered, and the new connections opened from then on.
- */
-async function failWithTransfersInFlight(router: 'r1' | 'r2', around: { beforeFail?: () => void; afterFail?: () => Promise<void> } = {}):
-  Promise<{ transfers: TransferResult[]; firstAnswer?: number; after: StreamSample[] }> {
-  const transfers = startTransfers(lab, TRANSFERS, TRANSFER_BYTES, pinned(), TRANSFER_IDLE_MS);
-  // Mid-stream for real: every transfer has 300 kB (a tenth) and none is done.
-  await waitUnderWay(transfers, 300_000);
-  assert.ok(transfers.progress().every((b) => b < TRANSFER_BYTES), `all still in flight: ${transfers.progress()}`);
-  const stream = startStream({ ns: lab.ns.lan, url: whoamiUrl(lab), everyMs: 20, timeoutMs: 1000, durationMs: 20_000 });
-  await stream.started;
-  around.beforeFail?.();
-  const { downAt } = await labFailRouter(name, router);
-  // labFailRouter stamps Date.now(); the stream's samples are on the monotonic clock.
-  const faultAt = monotonicMs() - (Date.now() - downAt);
+/** Fails `router` with TRANSFERS transfers in flight and a stream of new connections (pair-traffic.ts failRouterUnderLoad). */
+async function failWithTransfersInFlight(router: 'r1' | 'r2', around: { beforeFail?: () => void; afterFail?: () => Promise<void> } = {}): Promise<RouterFailure> {
+  const failure = await failRouterUnderLoad(lab, router, { count: TRANSFERS, bytes: TRANSFER_BYTES, sources: pinned(), idleMs: TRANSFER_IDLE_MS, ...around });
   delete daemons[router];
-  await around.afterFail?.();
-  const ended = await transfers.done;
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  const samples = await stream.stop();
-  const firstAnswer = firstAnswerMs(samples, faultAt);
-  return { transfers: ended, firstAnswer, after: firstAnswer === undefined ? [] : samples.filter((s) => s.start >= faultAt + firstAnswer) };
+  // Mid-stream for real: every transfer had a tenth of its bytes, and none was done.
+  assert.ok(failure.progressAtFail.every((b) => b < TRANSFER_BYTES), `all still in flight: ${failure.progressAtFail}`);
+  return failure;
 }
 
 function assertAllIntact(transfers: TransferResult[]): void {
